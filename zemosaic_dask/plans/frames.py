@@ -1,0 +1,139 @@
+"""Plain values describing the inputs: one :class:`FrameInfo` per usable frame.
+
+These are produced by ingest (:mod:`zemosaic_dask.io`) and consumed by every planner.
+They hold no pixel data and round-trip through JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from astropy.wcs import WCS
+
+__all__ = ["FrameInfo", "FrameRejection", "frame_wcs", "is_seestar"]
+
+SEESTAR_TOKENS = ("seestar", "s50", "s30")
+
+
+@dataclass(frozen=True)
+class FrameRejection:
+    """An input that cannot be used, with the reason shown to the user."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """Return a JSON-serialisable dictionary."""
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """Everything the planners need to know about one usable input frame.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the FITS file (opened read-only, never modified).
+    hdu : int
+        Index of the image HDU holding the data.
+    shape : tuple of int
+        ``(height, width)`` of the celestial image in pixels.
+    layout : str
+        ``"mono"``, ``"bayer"``, ``"chw"`` or ``"hwc"``: how the pixels are stored.
+    bayer_pattern : str or None
+        ``"GRBG"``, ``"RGGB"``, ``"BGGR"`` or ``"GBRG"`` for a Bayer frame, else None.
+    wcs_header : str
+        The celestial WCS as a FITS header string.
+    exposure : float
+        Exposure time in seconds (0 when unknown).
+    date_obs : str
+        ``DATE-OBS`` as written in the header ("" when unknown).
+    instrument : str
+        ``INSTRUME`` (or ``CREATOR`` when INSTRUME is absent).
+    mount_mode : str
+        ``EQMODE`` or an equivalent keyword ("" when unknown).
+    pixel_scale : float
+        Pixel scale in arcseconds per pixel.
+    background : tuple of float
+        Robust background level per output channel, in ADU.
+    noise : tuple of float
+        Robust per-pixel noise sigma per output channel, in ADU.
+    wcs_source : str
+        ``"header"`` or ``"solved"`` (plate-solved into a sidecar cache).
+    """
+
+    path: str
+    hdu: int
+    shape: tuple[int, int]
+    layout: str
+    bayer_pattern: str | None
+    wcs_header: str
+    exposure: float = 0.0
+    date_obs: str = ""
+    instrument: str = ""
+    mount_mode: str = ""
+    pixel_scale: float = 0.0
+    background: tuple[float, ...] = ()
+    noise: tuple[float, ...] = ()
+    wcs_source: str = "header"
+
+    @property
+    def n_channels(self) -> int:
+        """Number of output channels (1 for mono, 3 for colour)."""
+        return 1 if self.layout == "mono" else 3
+
+    @property
+    def wcs(self) -> WCS:
+        """The frame's celestial WCS (cached per header string)."""
+        return frame_wcs(self.wcs_header)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dictionary."""
+        data = dataclasses.asdict(self)
+        data["shape"] = list(self.shape)
+        data["background"] = list(self.background)
+        data["noise"] = list(self.noise)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrameInfo:
+        """Build a frame description from :meth:`to_dict` output."""
+        values = dict(data)
+        values["shape"] = tuple(int(v) for v in values["shape"])
+        values["background"] = tuple(float(v) for v in values.get("background", ()))
+        values["noise"] = tuple(float(v) for v in values.get("noise", ()))
+        return cls(**values)
+
+    def footprint_world(self, points_per_edge: int = 8) -> np.ndarray:
+        """Return ``(N, 2)`` RA/Dec degrees sampled along the frame's border."""
+        height, width = self.shape
+        t = np.linspace(0.0, 1.0, points_per_edge, endpoint=False)
+        x0, x1 = -0.5, width - 0.5
+        y0, y1 = -0.5, height - 0.5
+        xs = np.concatenate([x0 + t * (x1 - x0), np.full_like(t, x1), x1 - t * (x1 - x0), np.full_like(t, x0)])
+        ys = np.concatenate([np.full_like(t, y0), y0 + t * (y1 - y0), np.full_like(t, y1), y1 - t * (y1 - y0)])
+        ra, dec = self.wcs.all_pix2world(xs, ys, 0)
+        return np.column_stack([ra, dec])
+
+    def center_world(self) -> tuple[float, float]:
+        """Return the RA/Dec (degrees) of the frame centre."""
+        height, width = self.shape
+        ra, dec = self.wcs.all_pix2world([(width - 1) / 2.0], [(height - 1) / 2.0], 0)
+        return float(ra[0]), float(dec[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def frame_wcs(header_string: str) -> WCS:
+    """Parse a WCS header string once; WCS objects are reused, never mutated."""
+    return WCS(header_string, relax=True)
+
+
+def is_seestar(frame: FrameInfo) -> bool:
+    """Return True when the frame comes from a ZWO Seestar (S50 or S30)."""
+    text = frame.instrument.lower()
+    return any(token in text for token in SEESTAR_TOKENS)
