@@ -51,13 +51,17 @@ def array_namespace(*arrays: Any) -> ModuleType:
 
 
 def _module_of(array: Any) -> ModuleType:
-    if isinstance(array, np.ndarray) or isinstance(array, np.generic):
+    kind = type(array)
+    if kind is np.ndarray or isinstance(array, np.generic):
         return np
-    namespace = getattr(array, "__array_namespace__", None)
-    if namespace is not None and type(array).__module__.split(".")[0] not in ("cupy",):
-        return namespace()
-    top = type(array).__module__.split(".")[0]
+    top = kind.__module__.split(".")[0]
+    if top not in sys.modules:
+        namespace = getattr(array, "__array_namespace__", None)
+        if namespace is not None:
+            return namespace()
     module = sys.modules.get(top)
+    if module is None and isinstance(array, np.ndarray):
+        return np
     if module is None:
         raise TypeError(f"unsupported array type {type(array).__name__}")
     return module

@@ -1,0 +1,49 @@
+"""The approximate pixel mapping stays within its bound of astropy's exact one."""
+
+import numpy as np
+import pytest
+from astropy.wcs import WCS
+
+from zemosaic_dask.tasks.mapping import coarse_pixel_map, exact_pixel_map, interpolate_pixel_map
+
+
+def _tan(ra, dec, scale_arcsec, rot_deg, crpix, sip=False):
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"] if sip else ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra, dec]
+    w.wcs.crpix = list(crpix)
+    s = scale_arcsec / 3600
+    t = np.radians(rot_deg)
+    w.wcs.cd = [[-s * np.cos(t), s * np.sin(t)], [s * np.sin(t), s * np.cos(t)]]
+    if sip:
+        from astropy.wcs import Sip
+
+        a = np.zeros((4, 4))
+        b = np.zeros((4, 4))
+        a[2, 0], a[0, 2], a[3, 0] = 2e-6, -1.5e-6, 4e-10
+        b[1, 1], b[0, 3] = 1.8e-6, -3e-10
+        w.sip = Sip(a, b, None, None, w.wcs.crpix)
+    return w
+
+
+@pytest.mark.parametrize("sip", [False, True])
+@pytest.mark.parametrize("dec", [10.0, 85.0])
+def test_mapping_error_below_bound(sip, dec):
+    out = _tan(150.0, dec, 2.4, 0.0, (600, 500))
+    frame = _tan(150.02, dec + 0.05, 2.4, 17.0, (540, 960), sip=sip)
+    coarse = coarse_pixel_map(out, frame, (100, 200), (300, 400), max_error_px=0.01)
+    map_x, map_y = interpolate_pixel_map(coarse, np)
+    gy, gx = np.mgrid[100:400, 200:600]
+    true_x, true_y = exact_pixel_map(out, frame, gy.astype(float), gx.astype(float))
+    error = np.hypot(map_x - true_x, map_y - true_y)
+    assert error.max() <= 0.01
+    assert coarse.step > 1  # the approximation is actually used (not the exact dense map)
+
+
+def test_tighter_bound_refines_grid():
+    out = _tan(10.0, 60.0, 2.4, 0.0, (600, 500))
+    frame = _tan(10.3, 60.2, 2.4, 30.0, (540, 960), sip=True)
+    loose = coarse_pixel_map(out, frame, (0, 0), (256, 256), max_error_px=0.5, initial_step=128)
+    tight = coarse_pixel_map(out, frame, (0, 0), (256, 256), max_error_px=1e-4, initial_step=128)
+    assert tight.step < loose.step
+    assert tight.max_error <= 1e-4

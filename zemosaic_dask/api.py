@@ -1,0 +1,257 @@
+"""``run_mosaic``: the one place that owns a Dask client and computes.
+
+Data flow: scan -> ingest (tasks on workers) -> plan (pure) -> graph -> compute ->
+products. Every stage's duration goes into ``report.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+
+from . import __version__
+from .clusters import ClusterHandle, ClusterOptions, open_cluster
+from .config import ZeMosaicConfig, load_config
+from .errors import PlanError, ZeMosaicError
+from .graph.ingest import build_ingest_graph
+from .io.frames import IngestOptions
+from .io.products import write_coverage_fits, write_json, write_mosaic_fits, write_preview_png
+from .io.scan import scan_inputs
+from .io.store import open_mosaic_store
+from .logs import run_logging
+from .messages import msg
+from .plans.frames import FrameInfo, FrameRejection
+from .plans.grid import plan_output_grid
+from .plans.modes import select_mode
+from .plans.mosaic import MosaicPlan
+from .runtime import execute_plan
+
+__all__ = ["RunResult", "plan_mosaic", "run_mosaic"]
+
+log = logging.getLogger(__name__)
+
+PRODUCT_NAMES = ("mosaic.fits", "mosaic_coverage.fits", "preview.png", "mosaic.zarr", "plan.json", "report.json")
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the output folder, the executed plan and the report."""
+
+    output: Path
+    plan: MosaicPlan
+    report: dict[str, Any]
+
+
+@dataclass
+class _Timings:
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(time.perf_counter() - start, 3)
+
+
+def compute(handle: ClusterHandle, tasks: Sequence[Any], *, label: str, show_progress: bool) -> list[Any]:
+    """Compute delayed tasks on the handle's client (or synchronously), with a progress bar."""
+    if not tasks:
+        return []
+    if handle.client is None:
+        if show_progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar():
+                return list(dask.compute(*tasks, scheduler="synchronous"))
+        return list(dask.compute(*tasks, scheduler="synchronous"))
+    futures = handle.client.compute(list(tasks))
+    if show_progress:
+        from distributed import progress
+
+        log.info("%s: %d task(s)", label, len(futures))
+        progress(futures)
+        print(flush=True)
+    return handle.client.gather(futures)
+
+
+def ingest(paths: Sequence[str], options: IngestOptions, handle: ClusterHandle, *, show_progress: bool) -> tuple[list[FrameInfo], list[FrameRejection]]:
+    """Inspect every candidate file on the workers; split usable frames from rejections."""
+    results = compute(handle, build_ingest_graph(paths, options), label="ingest", show_progress=show_progress)
+    frames = [r for r in results if isinstance(r, FrameInfo)]
+    rejected = [r for r in results if isinstance(r, FrameRejection)]
+    for rejection in rejected:
+        log.warning(msg("frame_rejected", path=rejection.path, reason=rejection.reason))
+    return frames, rejected
+
+
+def plan_mosaic(
+    frames: Sequence[FrameInfo],
+    rejected: Sequence[FrameRejection],
+    config: ZeMosaicConfig,
+    *,
+    resources: Any = None,
+) -> MosaicPlan:
+    """Build the :class:`MosaicPlan` for ingested frames (used by ``run`` and ``plan``)."""
+    if not frames:
+        raise PlanError(
+            f"no usable input frame ({len(rejected)} rejected); see the reasons above", reason="no usable frames"
+        )
+    grid = plan_output_grid(
+        frames,
+        pixel_scale=config.grid.pixel_scale,
+        padding_px=config.grid.padding_px,
+        chunk=config.grid.chunk,
+        max_pixels=int(config.grid.max_pixels),
+    )
+    mode, why = select_mode(config.mode, frames, sds_enabled=config.sds.enabled, force_seestar=config.ingest.force_seestar)
+    n_channels = 3 if any(f.n_channels == 3 for f in frames) else 1
+    from .runtime import plan_sections
+
+    plan = MosaicPlan(
+        mode=mode,
+        mode_reason=why,
+        frames=tuple(frames),
+        rejected=tuple(rejected),
+        grid=grid,
+        n_channels=n_channels,
+        config=config.to_dict(),
+    )
+    return plan_sections(plan, config, resources)
+
+
+def _ingest_options(config: ZeMosaicConfig) -> IngestOptions:
+    return IngestOptions(
+        default_bayer_pattern=config.ingest.default_bayer_pattern,
+        force_seestar=config.ingest.force_seestar,
+    )
+
+
+def cluster_options_from_config(config: ZeMosaicConfig) -> ClusterOptions:
+    """Cluster options from the ``zemosaic.cluster`` configuration section."""
+    c = config.cluster
+    return ClusterOptions(
+        kind=c.kind,
+        scheduler=c.scheduler,
+        scheduler_file=c.scheduler_file,
+        n_workers=c.n_workers,
+        threads_per_worker=c.threads_per_worker,
+        memory_limit=c.memory_limit,
+        processes=c.processes,
+        gpus=c.gpus,
+        rmm_pool_size=c.rmm_pool_size,
+        dashboard_address=c.dashboard_address,
+    )
+
+
+def run_mosaic(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    config: ZeMosaicConfig | None = None,
+    cluster: ClusterOptions | None = None,
+    plan: MosaicPlan | None = None,
+    restart: bool = False,
+    show_progress: bool = True,
+    console_log: bool = True,
+) -> RunResult:
+    """Build a mosaic from input frames and write the output products into ``output``.
+
+    Parameters
+    ----------
+    inputs : sequence of path
+        Files and folders of FITS frames (ignored when ``plan`` is given).
+    output : path
+        Output folder (created); see the output contract in the README.
+    config : ZeMosaicConfig, optional
+        Resolved configuration; the packaged defaults when omitted.
+    cluster : ClusterOptions, optional
+        Where to compute; the configuration's ``cluster`` section when omitted
+        (an embedded LocalCluster by default).
+    plan : MosaicPlan, optional
+        A saved plan to execute unchanged (``run --plan plan.json``).
+    restart : bool
+        Discard state left by an interrupted run instead of resuming it.
+    show_progress : bool
+        Show progress bars in the terminal.
+    console_log : bool
+        Also log to the terminal (the log file is always written).
+
+    Returns
+    -------
+    RunResult
+    """
+    config = config or load_config()
+    out = Path(output).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    timings = _Timings()
+    report: dict[str, Any] = {"version": __version__, "output": str(out)}
+    started = time.perf_counter()
+    with run_logging(out, config.logging.level, console=console_log):
+        cluster = cluster or cluster_options_from_config(config)
+        with timings.stage("cluster"), contextlib.ExitStack() as stack:
+            handle = stack.enter_context(open_cluster(cluster))
+            report["dashboard"] = handle.dashboard_link
+            report["cluster"] = {"kind": handle.kind}
+            if handle.dashboard_link:
+                log.info(msg("dashboard", link=handle.dashboard_link))
+            perf = config.cluster.performance_report
+            if perf and handle.client is not None:
+                from distributed import performance_report
+
+                stack.enter_context(performance_report(filename=str(perf)))
+            timings.stages.pop("cluster", None)
+            return _run(inputs, out, config, handle, plan, restart, show_progress, timings, report, started)
+
+
+def _run(inputs, out, config, handle, plan, restart, show_progress, timings, report, started) -> RunResult:  # noqa: ANN001
+    if plan is None:
+        with timings.stage("scan"):
+            files, missing = scan_inputs(
+                inputs, extensions=config.ingest.extensions, recursive=config.ingest.recursive, exclude=out
+            )
+        log.info(msg("frames_found", count=len(files)))
+        with timings.stage("ingest"):
+            frames, rejected = ingest(files, _ingest_options(config), handle, show_progress=show_progress)
+        rejected = [FrameRejection(p, r) for p, r in missing] + rejected
+        from .runtime import cluster_resources
+
+        with timings.stage("plan"):
+            plan = plan_mosaic(frames, rejected, config, resources=cluster_resources(handle))
+    log.info(msg("mode_selected", mode=plan.mode, why=plan.mode_reason))
+    write_json(out / "plan.json", plan.to_dict())
+    store_url = str(out / "mosaic.zarr")
+    store, reused = open_mosaic_store(store_url, plan.grid, plan.n_channels, fingerprint=plan.fingerprint(), restart=restart)
+    executed = execute_plan(plan, config, store, handle, timings=timings, show_progress=show_progress)
+    with timings.stage("products"):
+        write_mosaic_fits(out / "mosaic.fits", store, plan.grid, extra_header={"ZMMODE": executed.mode})
+        write_coverage_fits(out / "mosaic_coverage.fits", store, plan.grid)
+        write_preview_png(out / "preview.png", store, max_side=config.output.preview_max_side)
+    report.update(
+        {
+            "mode": executed.mode,
+            "requested_mode": config.mode,
+            "fallback": executed.fallback,
+            "inputs": {"used": [f.path for f in plan.frames], "rejected": [r.to_dict() for r in plan.rejected]},
+            "timings": timings.stages,
+            "regions": {"total": executed.regions, "reused": reused},
+            **executed.report,
+        }
+    )
+    seconds = time.perf_counter() - started
+    report["seconds"] = round(seconds, 3)
+    write_json(out / "report.json", report)
+    log.info(msg("run_done", path=str(out), seconds=seconds))
+    return RunResult(out, plan, report)
+
+
+__all__ += ["compute", "cluster_options_from_config", "ingest", "PRODUCT_NAMES", "ZeMosaicError"]

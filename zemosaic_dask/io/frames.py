@@ -1,0 +1,214 @@
+"""Reading input frames: header inspection, validation and window reads.
+
+Files are always opened read-only; nothing is ever written next to an input.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from ..errors import FrameError
+from ..plans.frames import SEESTAR_TOKENS, FrameInfo, FrameRejection
+from ..tasks.debayer import BAYER_PATTERNS, bayer_masks
+
+__all__ = ["IngestOptions", "inspect_frame", "read_frame_window", "shift_bayer_pattern"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How ingest reads frames (built from the ``zemosaic.ingest`` config section)."""
+
+    default_bayer_pattern: str = "GRBG"
+    force_seestar: bool = False
+
+
+def shift_bayer_pattern(pattern: str, dy: int, dx: int) -> str:
+    """Return the pattern seen from a window starting ``(dy, dx)`` pixels further."""
+    pattern = pattern.upper()
+    cells = [[pattern[0], pattern[1]], [pattern[2], pattern[3]]]
+    return "".join(cells[(r + dy) % 2][(c + dx) % 2] for r in (0, 1) for c in (0, 1))
+
+
+def _select_image_hdu(hdul: fits.HDUList) -> int:
+    for index, hdu in enumerate(hdul):
+        if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and hdu.header.get("NAXIS", 0) >= 2:
+            naxes = [hdu.header.get(f"NAXIS{i}", 0) for i in range(1, hdu.header["NAXIS"] + 1)]
+            if all(n > 0 for n in naxes):
+                return index
+    raise FrameError("no image data in any HDU")
+
+
+def _layout(header: fits.Header, ndim: int, shape: tuple[int, ...], integer: bool, options: IngestOptions) -> tuple[str, str | None]:
+    if ndim == 3:
+        if shape[0] == 3:
+            return "chw", None
+        if shape[-1] == 3:
+            return "hwc", None
+        raise FrameError(f"unexpected dimensions {shape}: a colour cube needs 3 planes first or last")
+    if ndim != 2:
+        raise FrameError(f"unexpected dimensions {shape}: expected a 2-D image or a 3-plane colour cube")
+    keyword = header.get("BAYERPAT") or header.get("CFAIMAGE") or header.get("COLORTYP")
+    if isinstance(keyword, str) and keyword.strip().upper() in BAYER_PATTERNS:
+        pattern = keyword.strip().upper()
+        pattern = shift_bayer_pattern(pattern, int(header.get("YBAYROFF", 0) or 0), int(header.get("XBAYROFF", 0) or 0))
+        return "bayer", pattern
+    text = f"{header.get('INSTRUME', '')} {header.get('CREATOR', '')}".lower()
+    seestar = options.force_seestar or any(token in text for token in SEESTAR_TOKENS)
+    if integer and seestar:
+        return "bayer", options.default_bayer_pattern.upper()
+    return "mono", None
+
+
+def _celestial_wcs(header: fits.Header) -> WCS:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        warnings.simplefilter("ignore", AstropyWarning)
+        try:
+            wcs = WCS(header, relax=True, naxis=None).celestial
+        except (ValueError, KeyError, MemoryError, TypeError) as err:
+            raise FrameError(f"invalid WCS: {err}") from err
+    if not wcs.has_celestial or wcs.naxis != 2:
+        raise FrameError("no WCS")
+    return wcs
+
+
+def _validate_wcs(wcs: WCS, height: int, width: int) -> float:
+    try:
+        scales = proj_plane_pixel_scales(wcs) * 3600.0
+        xs = np.array([0.0, width - 1.0, 0.0, width - 1.0, (width - 1) / 2.0])
+        ys = np.array([0.0, 0.0, height - 1.0, height - 1.0, (height - 1) / 2.0])
+        ra, dec = wcs.all_pix2world(xs, ys, 0)
+        back_x, back_y = wcs.all_world2pix(ra, dec, 0)
+    except (ValueError, ArithmeticError) as err:
+        raise FrameError(f"invalid WCS: {err}") from err
+    scale = float(np.mean(scales))
+    if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec)) and np.isfinite(scale) and scale > 0):
+        raise FrameError("invalid WCS: non-finite sky coordinates or pixel scale")
+    if np.max(np.hypot(back_x - xs, back_y - ys)) > 0.05:
+        raise FrameError("invalid WCS: pixel -> sky -> pixel does not round-trip")
+    if scale > 3600.0 or scale < 1e-3:
+        raise FrameError(f"invalid WCS: implausible pixel scale {scale:.3g} arcsec/px")
+    return scale
+
+
+def _channel_statistics(data: np.ndarray, layout: str, pattern: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Robust background (median) and noise (1.4826 MAD) per output channel."""
+    if layout == "bayer":
+        masks = bayer_masks(pattern or "GRBG", data.shape, np)
+        planes = [data[m.astype(bool)] for m in masks]
+    elif layout == "chw":
+        planes = [data[c].ravel() for c in range(3)]
+    elif layout == "hwc":
+        planes = [data[..., c].ravel() for c in range(3)]
+    else:
+        planes = [data.ravel()]
+    backgrounds, noises = [], []
+    for plane in planes:
+        plane = plane[np.isfinite(plane)]
+        if plane.size == 0:
+            raise FrameError("all pixels are NaN")
+        sample = plane[:: max(1, plane.size // 200_000)]
+        median = float(np.median(sample))
+        mad = float(np.median(np.abs(sample - median)))
+        backgrounds.append(median)
+        noises.append(1.4826 * mad)
+    return tuple(backgrounds), tuple(noises)
+
+
+def inspect_frame(path: str, options: IngestOptions | None = None) -> FrameInfo | FrameRejection:
+    """Read a frame's header and pixels once and describe it, or say why it is unusable.
+
+    Parameters
+    ----------
+    path : str
+        Absolute path of a FITS file, opened read-only.
+    options : IngestOptions, optional
+        Bayer defaults and Seestar forcing.
+
+    Returns
+    -------
+    FrameInfo or FrameRejection
+        Never raises for a bad file: the reason is returned instead.
+    """
+    options = options or IngestOptions()
+    try:
+        return _inspect(path, options)
+    except FrameError as err:
+        return FrameRejection(path, str(err))
+    except OSError as err:
+        reason = "not a FITS file" if "header" in str(err).lower() or "fits" in str(err).lower() else "unreadable"
+        return FrameRejection(path, f"{reason}: {err}")
+    except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError, MemoryError) as err:
+        return FrameRejection(path, f"unreadable: {type(err).__name__}: {err}")
+
+
+def _inspect(path: str, options: IngestOptions) -> FrameInfo:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+            index = _select_image_hdu(hdul)
+            hdu = hdul[index]
+            header = hdu.header
+            data = np.asarray(hdu.data, dtype=np.float32)
+            integer = header.get("BITPIX", -32) > 0
+    primary = header
+    layout, pattern = _layout(primary, data.ndim, data.shape, integer, options)
+    height, width = (data.shape[1], data.shape[2]) if layout == "chw" else data.shape[:2]
+    if height < 8 or width < 8:
+        raise FrameError(f"unexpected dimensions {data.shape}: image smaller than 8x8")
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise FrameError("all pixels are NaN")
+    values = data[finite]
+    if float(values.min()) == float(values.max()):
+        raise FrameError(f"constant image (every pixel is {float(values.min()):g})")
+    wcs = _celestial_wcs(header)
+    scale = _validate_wcs(wcs, height, width)
+    background, noise = _channel_statistics(data, layout, pattern)
+    instrument = str(header.get("INSTRUME", "") or header.get("CREATOR", "") or "")
+    if options.force_seestar and "seestar" not in instrument.lower():
+        instrument = f"{instrument} (forced seestar)".strip()
+    return FrameInfo(
+        path=path,
+        hdu=index,
+        shape=(int(height), int(width)),
+        layout=layout,
+        bayer_pattern=pattern,
+        wcs_header=wcs.to_header_string(relax=True),
+        exposure=float(header.get("EXPTIME", header.get("EXPOSURE", 0.0)) or 0.0),
+        date_obs=str(header.get("DATE-OBS", "") or ""),
+        instrument=instrument,
+        mount_mode=str(header.get("EQMODE", header.get("MOUNT", "")) or ""),
+        pixel_scale=scale,
+        background=background,
+        noise=noise,
+    )
+
+
+def read_frame_window(frame: FrameInfo, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Read pixels ``[y0:y1, x0:x1]`` of a frame as float32, scaled (BZERO/BSCALE applied).
+
+    Returns a ``(h, w)`` array for mono and Bayer frames and ``(3, h, w)`` for colour
+    cubes. Only the window is read from disk.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        with fits.open(frame.path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+            section = hdul[frame.hdu].section
+            if frame.layout == "chw":
+                window = section[:, y0:y1, x0:x1]
+            elif frame.layout == "hwc":
+                window = np.moveaxis(np.asarray(section[y0:y1, x0:x1, :]), -1, 0)
+            else:
+                window = section[y0:y1, x0:x1]
+            return np.array(window, dtype=np.float32)

@@ -1,0 +1,176 @@
+"""Output products: FITS images streamed from the Zarr store, the PNG preview, JSON files.
+
+Every product is written under a temporary name and renamed into place, so a crash
+never leaves a ``mosaic.fits`` that looks complete but is not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from PIL import Image
+
+from ..plans.grid import OutputGrid
+from .store import MosaicStore, iter_row_bands
+
+__all__ = ["write_json", "write_mosaic_fits", "write_coverage_fits", "write_preview_png"]
+
+
+@contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    tmp = path.with_name(f".{path.name}.partial")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    target = Path(path)
+    with _atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+def _image_header(grid: OutputGrid, shape: tuple[int, ...], *, extension: bool, name: str | None = None) -> fits.Header:
+    header = fits.Header()
+    if extension:
+        header["XTENSION"] = "IMAGE"
+    else:
+        header["SIMPLE"] = True
+    header["BITPIX"] = -32 if name != "ALPHA" else 8
+    header["NAXIS"] = len(shape)
+    for axis, length in enumerate(reversed(shape), start=1):
+        header[f"NAXIS{axis}"] = length
+    if extension:
+        header["PCOUNT"] = 0
+        header["GCOUNT"] = 1
+    else:
+        header["EXTEND"] = True
+    if name:
+        header["EXTNAME"] = name
+    header.extend(grid.wcs.to_header(relax=True), update=True)
+    return header
+
+
+def _stream(path: Path, header: fits.Header, bands: Iterator[np.ndarray]) -> None:
+    hdu = fits.StreamingHDU(str(path), header)
+    try:
+        for band in bands:
+            hdu.write(band)
+    finally:
+        hdu.close()
+
+
+def write_mosaic_fits(path: str | os.PathLike[str], store: MosaicStore, grid: OutputGrid, *, rows: int = 512,
+                      extra_header: dict[str, Any] | None = None) -> None:
+    """Write ``mosaic.fits``: float32 (C,H,W) or (H,W) science image plus an ``ALPHA`` extension.
+
+    Data are streamed from the store ``rows`` rows at a time, channel by channel, so the
+    writer never holds the whole mosaic in memory.
+    """
+    target = Path(path)
+    mosaic = store.array("mosaic", mode="r")
+    n_channels, height, width = mosaic.shape
+    shape = (height, width) if n_channels == 1 else (n_channels, height, width)
+    header = _image_header(grid, shape, extension=False)
+    header["BUNIT"] = ("ADU", "linear, same units as the input frames")
+    for key, value in (extra_header or {}).items():
+        header[key] = value
+
+    def science() -> Iterator[np.ndarray]:
+        for channel in range(n_channels):
+            for y0, y1 in iter_row_bands(height, rows):
+                yield np.asarray(mosaic[channel, y0:y1, :], dtype=">f4")
+
+    def alpha() -> Iterator[np.ndarray]:
+        for y0, y1 in iter_row_bands(height, rows):
+            yield np.asarray(store.read_rows("alpha", y0, y1), dtype=np.uint8)
+
+    with _atomic_path(target) as tmp:
+        _stream(tmp, header, science())
+        _stream(tmp, _image_header(grid, (height, width), extension=True, name="ALPHA"), alpha())
+
+
+def write_coverage_fits(path: str | os.PathLike[str], store: MosaicStore, grid: OutputGrid, *, rows: int = 512) -> None:
+    """Write ``mosaic_coverage.fits``: float32 (H,W) sum of weights on the mosaic's WCS."""
+    target = Path(path)
+    height, width = grid.shape
+    header = _image_header(grid, (height, width), extension=False)
+    header["BUNIT"] = ("weight", "sum of the frames' footprint weights")
+
+    def bands() -> Iterator[np.ndarray]:
+        for y0, y1 in iter_row_bands(height, rows):
+            yield np.asarray(store.read_rows("coverage", y0, y1), dtype=">f4")
+
+    with _atomic_path(target) as tmp:
+        _stream(tmp, header, bands())
+
+
+def _block_mean(band: np.ndarray, factor: int) -> np.ndarray:
+    """NaN-aware mean over ``factor`` x ``factor`` blocks of a (C, h, W) band."""
+    channels, height, width = band.shape
+    out_h, out_w = math.ceil(height / factor), math.ceil(width / factor)
+    padded = np.full((channels, out_h * factor, out_w * factor), np.nan, dtype=np.float32)
+    padded[:, :height, :width] = band
+    blocks = padded.reshape(channels, out_h, factor, out_w, factor)
+    finite = np.isfinite(blocks)
+    counts = finite.sum(axis=(2, 4))
+    sums = np.where(finite, blocks, 0.0).sum(axis=(2, 4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan).astype(np.float32)
+
+
+def asinh_stretch(image: np.ndarray, *, black_percentile: float = 5.0, white_percentile: float = 99.8,
+                  softening: float = 15.0) -> np.ndarray:
+    """Stretch a (C, h, w) linear image to [0, 1] with an asinh curve (colours linked)."""
+    finite = np.isfinite(image)
+    if not finite.any():
+        return np.zeros_like(image, dtype=np.float32)
+    out = np.empty_like(image, dtype=np.float32)
+    whites = []
+    for channel in range(image.shape[0]):
+        values = image[channel][finite[channel]]
+        black = float(np.percentile(values, black_percentile)) if values.size else 0.0
+        out[channel] = image[channel] - black
+        whites.append(float(np.percentile(values - black, white_percentile)) if values.size else 1.0)
+    white = max(max(whites), 1e-12)
+    out = np.arcsinh(softening * np.clip(out / white, 0.0, None)) / np.arcsinh(softening)
+    return np.nan_to_num(np.clip(out, 0.0, 1.0), nan=0.0)
+
+
+def write_preview_png(path: str | os.PathLike[str], store: MosaicStore, *, max_side: int = 3200) -> tuple[int, int]:
+    """Write a stretched 8-bit RGBA preview whose long side is at most ``max_side`` pixels.
+
+    Returns the preview's ``(height, width)``.
+    """
+    mosaic = store.array("mosaic", mode="r")
+    channels, height, width = mosaic.shape
+    factor = max(1, math.ceil(max(height, width) / max_side))
+    rows = factor * max(1, 256 // factor)
+    parts = [_block_mean(np.asarray(mosaic[:, y0:y1, :], dtype=np.float32), factor)
+             for y0, y1 in iter_row_bands(height, rows)]
+    small = np.concatenate(parts, axis=1)
+    alpha = np.any(np.isfinite(small), axis=0)
+    stretched = asinh_stretch(small)
+    if channels == 1:
+        stretched = np.repeat(stretched, 3, axis=0)
+    rgba = np.empty(small.shape[1:] + (4,), dtype=np.uint8)
+    rgba[..., :3] = np.moveaxis(np.round(stretched * 255.0), 0, -1).astype(np.uint8)
+    rgba[..., 3] = np.where(alpha, 255, 0).astype(np.uint8)
+    target = Path(path)
+    with _atomic_path(target) as tmp:
+        Image.fromarray(rgba).save(tmp, format="PNG")
+    return rgba.shape[0], rgba.shape[1]

@@ -1,0 +1,91 @@
+"""``MosaicPlan``: everything a run will do, as one JSON-serialisable value (``plan.json``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .frames import FrameInfo, FrameRejection
+from .grid import OutputGrid
+
+__all__ = ["MODES", "MosaicPlan"]
+
+MODES = ("classic", "mosaic-first", "sds")
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class MosaicPlan:
+    """The executed plan of a mosaic.
+
+    Attributes
+    ----------
+    mode : str
+        ``classic``, ``mosaic-first`` or ``sds``: the mode that actually runs.
+    mode_reason : str
+        Why this mode was chosen (and the fallback reason, if any).
+    frames : tuple of FrameInfo
+        The usable frames, in input order.
+    rejected : tuple of FrameRejection
+        Inputs that cannot be used, with their reasons.
+    grid : OutputGrid
+        The global output grid.
+    n_channels : int
+        1 for a mono mosaic, 3 for colour.
+    config : dict
+        The resolved configuration the plan was made with.
+    fallback : str or None
+        The reason the requested mode was replaced, if it was.
+    sections : dict
+        Mode-specific plans (batches, groups, assembly plan, ...), each JSON-ready.
+    """
+
+    mode: str
+    mode_reason: str
+    frames: tuple[FrameInfo, ...]
+    rejected: tuple[FrameRejection, ...]
+    grid: OutputGrid
+    n_channels: int
+    config: dict[str, Any] = field(default_factory=dict)
+    fallback: str | None = None
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plan as JSON-ready data."""
+        return {
+            "format": PLAN_FORMAT,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
+            "fallback": self.fallback,
+            "n_channels": self.n_channels,
+            "grid": self.grid.to_dict(),
+            "frames": [f.to_dict() for f in self.frames],
+            "rejected": [r.to_dict() for r in self.rejected],
+            "config": self.config,
+            "sections": self.sections,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MosaicPlan:
+        """Rebuild a plan from :meth:`to_dict` output (``plan.json``)."""
+        if data.get("format") != PLAN_FORMAT:
+            raise ValueError(f"unsupported plan format {data.get('format')!r}; expected {PLAN_FORMAT}")
+        return cls(
+            mode=data["mode"],
+            mode_reason=data.get("mode_reason", ""),
+            frames=tuple(FrameInfo.from_dict(f) for f in data["frames"]),
+            rejected=tuple(FrameRejection(r["path"], r["reason"]) for r in data.get("rejected", [])),
+            grid=OutputGrid.from_dict(data["grid"]),
+            n_channels=int(data["n_channels"]),
+            config=dict(data.get("config", {})),
+            fallback=data.get("fallback"),
+            sections=dict(data.get("sections", {})),
+        )
+
+    def fingerprint(self) -> str:
+        """Digest of what determines the pixels: frames, grid, mode and configuration."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("rejected", "mode_reason")}
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()

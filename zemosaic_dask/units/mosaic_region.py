@@ -1,0 +1,146 @@
+"""Build one region of a mosaic from the frames that overlap it, and write its chunks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..io.store import MosaicStore
+from ..plans.frames import FrameInfo
+from ..plans.grid import OutputGrid, OutputRegion
+from ..tasks.namespace import to_numpy
+from ..tasks.stacking import StackOptions, stack_samples
+from .frame_window import FrameWindowOptions, resample_frame_to_region
+
+__all__ = ["RegionJob", "RegionSummary", "build_mosaic_region"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegionJob:
+    """Everything one region task needs; small enough to ship to a worker.
+
+    Attributes
+    ----------
+    region : OutputRegion
+        The chunk-aligned rectangle to build.
+    frames : tuple of FrameInfo
+        Frames overlapping the region (duplicates allowed, see ``frame_ids``).
+    frame_ids : tuple of int
+        Distinct-frame id of each entry; duplicates share an id and count once in coverage.
+    grid : OutputGrid
+        The global output grid.
+    store : MosaicStore
+        Where to write.
+    stack : StackOptions
+        Normalisation, weighting and rejection.
+    window : FrameWindowOptions
+        Mapping accuracy and frame cleaning.
+    gains, offsets, weights : tuple of tuple of float, optional
+        Per-frame, per-channel normalisation coefficients and frame weights.
+    """
+
+    region: OutputRegion
+    frames: tuple[FrameInfo, ...]
+    frame_ids: tuple[int, ...]
+    grid: OutputGrid
+    store: MosaicStore
+    stack: StackOptions = field(default_factory=StackOptions)
+    window: FrameWindowOptions = field(default_factory=FrameWindowOptions)
+    gains: tuple[tuple[float, ...], ...] | None = None
+    offsets: tuple[tuple[float, ...], ...] | None = None
+    weights: tuple[tuple[float, ...], ...] | None = None
+
+
+@dataclass(frozen=True)
+class RegionSummary:
+    """What a region task did, for the report."""
+
+    region: str
+    frames: int
+    contributing: int
+    hot_pixels: int
+    seconds: float
+    reused: bool
+    backend: str = "cpu"
+    max_map_error: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dictionary."""
+        return dict(self.__dict__)
+
+
+def _select(values: tuple[tuple[float, ...], ...] | None, keep: list[int], xp: Any) -> Any:
+    if values is None:
+        return None
+    return xp.asarray(np.asarray([values[i] for i in keep], dtype=np.float32))
+
+
+def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
+    """Resample, stack and write one output region (skipped when already complete).
+
+    Parameters
+    ----------
+    job : RegionJob
+        The region and its frames.
+    xp : module
+        Array namespace to compute in.
+
+    Returns
+    -------
+    RegionSummary
+    """
+    start = time.perf_counter()
+    region = job.region
+    if job.store.region_done(region):
+        return RegionSummary(region.name, len(job.frames), 0, 0, 0.0, reused=True)
+    out_wcs = job.grid.wcs
+    values, footprints, keep = [], [], []
+    hot = 0
+    max_error = 0.0
+    for index, frame in enumerate(job.frames):
+        contribution = resample_frame_to_region(frame, out_wcs, region, job.window, xp)
+        if contribution is None:
+            continue
+        values.append(contribution.values)
+        footprints.append(contribution.footprint)
+        keep.append(index)
+        hot += contribution.hot_pixels
+        max_error = max(max_error, contribution.map_error)
+    height, width = region.shape
+    channels = job.window.n_channels
+    if not keep:
+        image = np.full((channels, height, width), np.nan, dtype=np.float32)
+        coverage = np.zeros((height, width), dtype=np.float32)
+    else:
+        samples = xp.stack(values)
+        del values
+        result = stack_samples(
+            samples,
+            xp.stack(footprints),
+            job.stack,
+            frame_ids=xp.asarray(np.asarray([job.frame_ids[i] for i in keep], dtype=np.int64)),
+            gains=_select(job.gains, keep, xp),
+            offsets=_select(job.offsets, keep, xp),
+            frame_weights=_select(job.weights, keep, xp),
+        )
+        image = to_numpy(result.image).astype(np.float32)
+        coverage = to_numpy(result.coverage).astype(np.float32)
+    image = np.where(coverage[None] > 0, image, np.float32(np.nan))
+    alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
+    job.store.write_region(region, image, coverage, alpha)
+    return RegionSummary(
+        region.name,
+        len(job.frames),
+        len(keep),
+        hot,
+        time.perf_counter() - start,
+        reused=False,
+        backend="cpu" if xp is np else xp.__name__,
+        max_map_error=max_error,
+    )
