@@ -84,7 +84,9 @@ def compute(handle: ClusterHandle, tasks: Sequence[Any], *, label: str, show_pro
     return handle.client.gather(futures)
 
 
-def ingest(paths: Sequence[str], options: IngestOptions, handle: ClusterHandle, *, show_progress: bool) -> tuple[list[FrameInfo], list[FrameRejection]]:
+def ingest(
+    paths: Sequence[str], options: IngestOptions, handle: ClusterHandle, *, show_progress: bool
+) -> tuple[list[FrameInfo], list[FrameRejection]]:
     """Inspect every candidate file on the workers; split usable frames from rejections."""
     results = compute(handle, build_ingest_graph(paths, options), label="ingest", show_progress=show_progress)
     frames = [r for r in results if isinstance(r, FrameInfo)]
@@ -113,7 +115,9 @@ def plan_mosaic(
         chunk=config.grid.chunk,
         max_pixels=int(config.grid.max_pixels),
     )
-    mode, why = select_mode(config.mode, frames, sds_enabled=config.sds.enabled, force_seestar=config.ingest.force_seestar)
+    mode, why = select_mode(
+        config.mode, frames, sds_enabled=config.sds.enabled, force_seestar=config.ingest.force_seestar
+    )
     n_channels = 3 if any(f.n_channels == 3 for f in frames) else 1
     from .runtime import plan_sections
 
@@ -230,7 +234,9 @@ def _run(inputs, out, config, handle, plan, restart, show_progress, timings, rep
     log.info(msg("mode_selected", mode=plan.mode, why=plan.mode_reason))
     write_json(out / "plan.json", plan.to_dict())
     store_url = str(out / "mosaic.zarr")
-    store, reused = open_mosaic_store(store_url, plan.grid, plan.n_channels, fingerprint=plan.fingerprint(), restart=restart)
+    store, reused = open_mosaic_store(
+        store_url, plan.grid, plan.n_channels, fingerprint=plan.fingerprint(), restart=restart
+    )
     executed = execute_plan(plan, config, store, handle, timings=timings, show_progress=show_progress)
     with timings.stage("products"):
         write_mosaic_fits(out / "mosaic.fits", store, plan.grid, extra_header={"ZMMODE": executed.mode})

@@ -1,0 +1,278 @@
+"""Command-line interface: a thin layer over :mod:`zemosaic_dask.api`.
+
+``zemosaic-dask run``, ``plan``, ``simulate`` and ``config``. Each flag maps to one
+configuration key (shown in its help), so ``--config FILE`` and ``DASK_ZEMOSAIC__...``
+variables set the same things.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import ZeMosaicError
+
+__all__ = ["main"]
+
+# flag name -> configuration key (dotted, relative to ``zemosaic.``)
+FLAG_KEYS: dict[str, str] = {
+    "mode": "mode",
+    "scheduler": "cluster.scheduler",
+    "scheduler_file": "cluster.scheduler-file",
+    "cluster": "cluster.kind",
+    "n_workers": "cluster.n-workers",
+    "threads_per_worker": "cluster.threads-per-worker",
+    "memory_limit": "cluster.memory-limit",
+    "gpus": "cluster.gpus",
+    "performance_report": "cluster.performance-report",
+    "dashboard_address": "cluster.dashboard-address",
+    "chunk": "grid.chunk",
+    "pixel_scale": "grid.pixel-scale",
+    "rejection": "stack.rejection",
+    "kappa": None,
+    "normalisation": "stack.normalisation",
+    "weighting": "stack.weighting",
+    "combine": "stack.combine",
+    "preplan": "sds.preplan",
+    "sds": "sds.enabled",
+    "log_level": "logging.level",
+    "lang": "logging.lang",
+    "use_gpu": "assembly.use-gpu",
+}
+
+
+def _overrides(params: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, key in FLAG_KEYS.items():
+        value = params.get(name)
+        if value is None:
+            continue
+        if name == "kappa":
+            found["stack.kappa-low"] = value
+            found["stack.kappa-high"] = value
+        elif key is not None:
+            found[key] = value
+    return found
+
+
+def _load(params: dict[str, Any]):  # noqa: ANN202
+    from .config import load_config
+    from .messages import set_language
+
+    config = load_config(params.get("config_file"), _overrides(params))
+    set_language(config.logging.lang)
+    return config
+
+
+def _fail(err: Exception) -> None:
+    click.echo(f"error: {err}", err=True)
+    sys.exit(2)
+
+
+def cluster_flags(func):  # noqa: ANN001, ANN201
+    """Options shared by the commands that compute."""
+    options = [
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="Attach to a running scheduler, e.g. tcp://host:8786 (cluster.scheduler).",
+        ),
+        click.option(
+            "--scheduler-file",
+            type=click.Path(dir_okay=False),
+            help="Attach through a scheduler file "
+            "written by `dask scheduler --scheduler-file` (cluster.scheduler-file).",
+        ),
+        click.option(
+            "--cluster",
+            type=click.Choice(["local", "slurm", "pbs"]),
+            help="Start workers locally or through dask-jobqueue with the config's jobqueue section (cluster.kind).",
+        ),
+        click.option("--n-workers", type=int, help="Workers to start (cluster.n-workers)."),
+        click.option("--threads-per-worker", type=int, help="Threads per worker (cluster.threads-per-worker)."),
+        click.option("--memory-limit", help="Memory limit per worker, e.g. 4GB or auto (cluster.memory-limit)."),
+        click.option(
+            "--gpus",
+            type=int,
+            help="Start a LocalCUDACluster with this many GPUs, one worker each with "
+            "the resource GPU=1 (cluster.gpus).",
+        ),
+        click.option("--dashboard-address", help="Dashboard address, e.g. :8787 or :0 (cluster.dashboard-address)."),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Merge this YAML configuration file (a `zemosaic:` mapping, plus `jobqueue:` etc.).",
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+            help="Log level (logging.level).",
+        ),
+        click.option("--lang", type=click.Choice(["auto", "en", "fr"]), help="Language of messages (logging.lang)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def stacking_flags(func):  # noqa: ANN001, ANN201
+    """Options that change what is computed."""
+    options = [
+        click.option(
+            "--mode",
+            type=click.Choice(["auto", "classic", "mosaic-first", "sds"]),
+            help="Pipeline mode (mode); auto = sds for Seestar data, else classic.",
+        ),
+        click.option("--chunk", type=int, help="Output chunk side in pixels (grid.chunk)."),
+        click.option("--pixel-scale", type=float, help="Output pixel scale in arcsec/px (grid.pixel-scale)."),
+        click.option(
+            "--rejection",
+            type=click.Choice(
+                ["none", "kappa_sigma", "winsorized_sigma_clip", "robust_mean", "linear_fit_clip", "median"]
+            ),
+            help="Rejection algorithm (stack.rejection).",
+        ),
+        click.option("--kappa", type=float, help="Rejection kappa, low and high (stack.kappa-low/-high)."),
+        click.option(
+            "--normalisation",
+            type=click.Choice(["none", "linear_fit", "sky_mean"]),
+            help="Frame normalisation (stack.normalisation).",
+        ),
+        click.option(
+            "--weighting", type=click.Choice(["none", "noise_variance"]), help="Frame weights (stack.weighting)."
+        ),
+        click.option("--combine", type=click.Choice(["mean", "median"]), help="Final combine (stack.combine)."),
+        click.option("--sds/--no-sds", default=None, help="Enable or disable SDS mega-batches (sds.enabled)."),
+        click.option(
+            "--preplan",
+            type=click.Path(exists=True, dir_okay=False),
+            help="JSON list of lists of frame paths to use as SDS batches (sds.preplan).",
+        ),
+        click.option("--use-gpu", type=click.Choice(["auto", "true", "false"]), help="GPU use (assembly.use-gpu)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="zemosaic-dask")
+def main() -> None:
+    """Deep, seamless, photometrically linear mosaics from smart-telescope frames, on Dask."""
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Execute this saved plan.json unchanged (INPUTS are then ignored).",
+)
+@click.option("--restart", is_flag=True, help="Discard the state of an interrupted run in OUTPUT instead of resuming.")
+@click.option(
+    "--performance-report",
+    type=click.Path(dir_okay=False),
+    help="Save Dask's HTML performance report (cluster.performance-report).",
+)
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@stacking_flags
+@cluster_flags
+def run(
+    inputs: tuple[str, ...], output: str, plan_file: str | None, restart: bool, progress: bool, **params: Any
+) -> None:
+    """Build a mosaic from INPUTS (files and folders of FITS frames) into OUTPUT."""
+    from .api import run_mosaic
+    from .plans.mosaic import MosaicPlan
+
+    try:
+        config = _load(params)
+        plan = MosaicPlan.from_dict(json.loads(Path(plan_file).read_text())) if plan_file else None
+        if not inputs and plan is None:
+            raise click.UsageError("give at least one INPUT file or folder, or --plan plan.json")
+        result = run_mosaic(inputs, output, config=config, plan=plan, restart=restart, show_progress=progress)
+    except ZeMosaicError as err:
+        _fail(err)
+    report = result.report
+    click.echo(
+        f"mode: {report['mode']}   frames: {len(report['inputs']['used'])} used, "
+        f"{len(report['inputs']['rejected'])} rejected   time: {report['seconds']:.1f} s"
+    )
+    click.echo(f"output: {result.output}")
+
+
+@main.command()
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("--frames", "n_frames", type=int, default=40, show_default=True, help="Number of frames.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")
+@click.option(
+    "--scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Frame size factor: 1 gives 1080x1920 Seestar frames, 0.25 gives 270x480.",
+)
+def simulate(output: str, n_frames: int, seed: int, scale: float) -> None:
+    """Write simulated Seestar S50 frames, their truth sky and star list into OUTPUT."""
+    from .testing import simulate_seestar
+
+    result = simulate_seestar(output, n_frames, seed, scale=scale)
+    click.echo(f"wrote {len(result.frames)} frames, truth and star list to {Path(output).resolve()}")
+
+
+@main.command()
+@click.argument("output", type=click.Path(file_okay=False), default="demo", required=False)
+@click.option("--frames", "n_frames", type=int, default=48, show_default=True, help="Number of simulated frames.")
+@click.option("--scale", type=float, default=0.5, show_default=True, help="Frame size factor (1 = 1080x1920).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed of the simulated sky.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@stacking_flags
+@cluster_flags
+def demo(output: str, n_frames: int, scale: float, seed: int, progress: bool, **params: Any) -> None:
+    """Simulate a Seestar data set into OUTPUT/frames and build its mosaic into OUTPUT/mosaic."""
+    from .api import run_mosaic
+    from .testing import simulate_seestar
+
+    frames_dir = Path(output) / "frames"
+    if not any(frames_dir.glob("frame_*.fits")):
+        click.echo(f"simulating {n_frames} Seestar S50 frames (scale {scale}) into {frames_dir} ...")
+        simulate_seestar(frames_dir, n_frames, seed, scale=scale)
+    frames = sorted(str(p) for p in frames_dir.glob("frame_*.fits"))  # truth.fits beside them is not an input
+    try:
+        config = _load(params)
+        result = run_mosaic(frames, Path(output) / "mosaic", config=config, show_progress=progress)
+    except ZeMosaicError as err:
+        _fail(err)
+    report = result.report
+    click.echo(f"mode: {report['mode']}   frames: {len(report['inputs']['used'])}   time: {report['seconds']:.1f} s")
+    click.echo(f"mosaic: {result.output / 'mosaic.fits'}   preview: {result.output / 'preview.png'}")
+
+
+@main.command(name="config")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="Merge this YAML file.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def config_command(config_file: str | None, as_json: bool) -> None:
+    """Print the resolved configuration and where each value comes from."""
+    from .config import describe_config
+
+    try:
+        entries = describe_config(config_file)
+    except ZeMosaicError as err:
+        _fail(err)
+    if as_json:
+        click.echo(json.dumps([{"key": e.key, "value": e.value, "source": e.source} for e in entries], indent=2))
+        return
+    width = max(len(e.key) for e in entries)
+    for entry in entries:
+        click.echo(f"{entry.key:<{width}}  {json.dumps(entry.value):<24}  {entry.source}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
