@@ -1,0 +1,95 @@
+"""Shared helpers of the end-to-end tests: simulated data, runs and truth comparisons."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from zemosaic_dask.api import run_mosaic
+from zemosaic_dask.clusters import ClusterOptions
+from zemosaic_dask.config import load_config
+from zemosaic_dask.testing import (
+    background_residual,
+    load_stars,
+    measure_star_flux_ratio,
+    render_stars,
+    star_mask,
+    union_footprint_mask,
+)
+
+SYNC = ClusterOptions(kind="synchronous")
+THREADS = ClusterOptions(kind="local", processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0")
+PROCESSES = ClusterOptions(kind="local", processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0")
+
+
+@dataclass
+class Mosaic:
+    """A finished run's products, loaded for checks."""
+
+    out: Path
+    image: np.ndarray
+    coverage: np.ndarray
+    wcs: WCS
+    report: dict
+
+    @classmethod
+    def load(cls, out: Path) -> Mosaic:
+        with fits.open(out / "mosaic.fits") as hdul:
+            image = hdul[0].data.astype(np.float32)
+            wcs = WCS(hdul[0].header).celestial
+        coverage = fits.getdata(out / "mosaic_coverage.fits").astype(np.float32)
+        report = json.loads((out / "report.json").read_text())
+        return cls(out, image, coverage, wcs, report)
+
+
+def run(frames, out: Path, cluster=SYNC, **overrides) -> Mosaic:
+    config = load_config(overrides=overrides)
+    run_mosaic(frames, out, config=config, cluster=cluster, show_progress=False, console_log=False)
+    return Mosaic.load(out)
+
+
+@dataclass
+class Truth:
+    """The simulated truth rendered onto a mosaic's own grid."""
+
+    image: np.ndarray
+    stars_mask: np.ndarray
+    union: np.ndarray
+    noise: np.ndarray
+    fwhm: float
+    stars: np.ndarray
+
+
+def truth_on(mosaic: Mosaic, sim: Path) -> Truth:
+    params = json.loads((sim / "simulation.json").read_text())
+    stars = load_stars(sim / "stars.csv")
+    fwhm = float(np.median(params["fwhm_px"]))
+    fluxes = np.column_stack([stars["flux_r"], stars["flux_g"], stars["flux_b"]])
+    shape = mosaic.image.shape[-2:]
+    image = render_stars(stars["ra"], stars["dec"], fluxes, mosaic.wcs, shape, fwhm, background=params["sky_level"])
+    frames = sorted(str(p) for p in sim.glob("frame_*.fits"))
+    union = union_footprint_mask(frames, None, mosaic.wcs, shape)
+    noise = np.median(np.asarray(params["noise_sigma"]), axis=0)
+    return Truth(image, star_mask(image, params["sky_level"]), union, noise, fwhm, stars)
+
+
+def flux_ratio(mosaic: Mosaic, truth: Truth) -> np.ndarray:
+    median, ratios = measure_star_flux_ratio(
+        mosaic.image, mosaic.wcs, truth.stars, aperture_px=3 * truth.fwhm,
+        annulus=(4 * truth.fwhm, 6 * truth.fwhm), coverage=mosaic.coverage, min_snr=20, isolation=0.05,
+    )
+    assert len(ratios) >= 10, f"too few stars measured ({len(ratios)}) for a meaningful flux check"
+    return np.asarray(median)
+
+
+def residual_rms(mosaic: Mosaic, truth: Truth) -> float:
+    return background_residual(mosaic.image, truth.image, mosaic.coverage, truth.noise, star_mask=truth.stars_mask)
+
+
+def holes(mosaic: Mosaic, truth: Truth) -> int:
+    return int((~np.all(np.isfinite(mosaic.image), axis=0) & truth.union).sum())

@@ -1,0 +1,356 @@
+"""``simulate_seestar``: a folder of realistic ZWO Seestar S50 frames with their ground truth.
+
+Files written into the output folder:
+
+- ``frame_0000.fits`` ...: raw GRBG frames, int16 with ``BZERO = 32768`` (0..65535 ADU), or
+  float32 ``(3, H, W)`` / ``(H, W)`` frames for the ``chw`` / ``mono`` layouts;
+- ``truth.fits``: the noiseless sky ``(3, H, W)`` float32 (stars + constant sky level, PSF
+  FWHM = median of the frames') on a north-up TAN grid covering the union of the frames;
+- ``stars.csv``: ``ra, dec, flux_r, flux_g, flux_b``, one row per star, fluxes in ADU per
+  frame (sum over native pixels);
+- ``simulation.json``: every parameter needed to check a mosaic against the truth.
+
+The same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from .frames import (
+    LAYOUTS,
+    FrameSpec,
+    frame_header,
+    observation_date,
+    render_expected_signal,
+    sample_gradient,
+    sample_hot_pixels,
+    sample_trail,
+    simulate_frame_pixels,
+    write_frame,
+)
+from .render import render_stars
+from .sky import SimulationConfig, StarField, frame_shape, make_star_field, plan_pointings, plan_truth_grid
+
+__all__ = ["SimulationResult", "default_trail_frames", "simulate_seestar"]
+
+log = logging.getLogger(__name__)
+
+_FLUX_KEYS = ("flux_r", "flux_g", "flux_b")
+_FRAME_NAME = re.compile(r"^frame_(\d+)\.fits$")
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Paths and parameters of a simulated session.
+
+    Attributes
+    ----------
+    out_dir : Path
+        Folder holding every file.
+    frames : tuple of Path
+        The frames, in acquisition order.
+    truth : Path
+        ``truth.fits``.
+    stars : Path
+        ``stars.csv``.
+    parameters_path : Path
+        ``simulation.json``.
+    parameters : dict
+        The content of ``simulation.json``.
+    """
+
+    out_dir: Path
+    frames: tuple[Path, ...]
+    truth: Path
+    stars: Path
+    parameters_path: Path
+    parameters: dict[str, Any]
+
+    @property
+    def sky_level(self) -> tuple[float, float, float]:
+        """Constant sky level per channel (R, G, B) in ADU."""
+        return tuple(self.parameters["sky_level"])
+
+    @property
+    def noise_sigma(self) -> np.ndarray:
+        """``(n_frames, 3)`` per-pixel background noise of every frame in ADU."""
+        return np.asarray(self.parameters["noise_sigma"], dtype=np.float64)
+
+    def load_truth(self) -> tuple[np.ndarray, WCS]:
+        """Return the truth cube ``(3, H, W)`` float32 and its celestial WCS."""
+        with fits.open(self.truth, memmap=False) as hdul:
+            return np.asarray(hdul[0].data, dtype=np.float32), WCS(hdul[0].header, naxis=2)
+
+
+def default_trail_frames(n_frames: int, rng: np.random.Generator) -> list[int]:
+    """About one frame in ten gets a trail, at least one when there are 5 frames or more."""
+    count = max(1 if n_frames >= 5 else 0, int(round(n_frames / 10.0)))
+    return sorted(int(i) for i in rng.choice(n_frames, size=count, replace=False)) if count else []
+
+
+def _trail_frames(trails: int | Sequence[int] | None, n_frames: int, rng: np.random.Generator) -> list[int]:
+    if trails is None:
+        return default_trail_frames(n_frames, rng)
+    if isinstance(trails, (int, np.integer)):
+        if not 0 <= trails <= n_frames:
+            raise ValueError(f"trails must be between 0 and n_frames={n_frames}, got {trails}")
+        return sorted(int(i) for i in rng.choice(n_frames, size=int(trails), replace=False))
+    chosen = sorted({int(i) for i in trails})
+    if chosen and (chosen[0] < 0 or chosen[-1] >= n_frames):
+        raise ValueError(f"trail frame indices must lie in [0, {n_frames - 1}], got {list(trails)}")
+    return chosen
+
+
+def _check_out_dir(out_dir: Path, n_frames: int) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = sorted(
+        p.name for p in out_dir.iterdir() if (m := _FRAME_NAME.match(p.name)) and int(m.group(1)) >= n_frames
+    )
+    if stale:
+        raise ValueError(
+            f"{out_dir} already holds frames beyond the {n_frames} requested ({', '.join(stale[:3])}...); "
+            "use an empty folder so that old frames do not mix with the new session"
+        )
+
+
+def _write_truth(path: Path, truth: np.ndarray, wcs: WCS, fwhm: float, config: SimulationConfig) -> None:
+    header = fits.Header()
+    header["WCSAXES"] = 2
+    header["CTYPE1"] = "RA---TAN"
+    header["CTYPE2"] = "DEC--TAN"
+    header["CUNIT1"] = "deg"
+    header["CUNIT2"] = "deg"
+    for axis in range(2):
+        header[f"CRVAL{axis + 1}"] = float(wcs.wcs.crval[axis])
+        header[f"CRPIX{axis + 1}"] = float(wcs.wcs.crpix[axis])
+    for i in range(2):
+        for j in range(2):
+            header[f"CD{i + 1}_{j + 1}"] = float(wcs.wcs.cd[i, j])
+    header["RADESYS"] = "ICRS"
+    header["EQUINOX"] = 2000.0
+    header["BUNIT"] = ("adu", "ADU per native pixel per exposure")
+    header["FWHM"] = (fwhm, "[px] PSF FWHM of the truth")
+    for name, level in zip(("SKY_R", "SKY_G", "SKY_B"), config.sky_level, strict=True):
+        header[name] = (level, "[ADU] constant sky level")
+    fits.PrimaryHDU(data=truth.astype(np.float32), header=header).writeto(path, overwrite=True)
+
+
+def _write_stars(path: Path, stars: StarField) -> None:
+    rows = [
+        f"{ra:.10f},{dec:.10f},{r:.6f},{g:.6f},{b:.6f}"
+        for ra, dec, (r, g, b) in zip(stars.ra, stars.dec, stars.fluxes, strict=True)
+    ]
+    path.write_text("ra,dec,flux_r,flux_g,flux_b\n" + "".join(row + "\n" for row in rows), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class _Session:
+    """Everything drawn for one simulated session, before and after rendering."""
+
+    seed: int
+    scale: float
+    layout: str
+    panels: tuple[int, int]
+    shape: tuple[int, int]
+    config: SimulationConfig
+    hot_fraction: float
+    hot: tuple[np.ndarray, np.ndarray]
+    trail_frames: list[int]
+    stars: StarField
+    truth_wcs: WCS
+    truth_shape: tuple[int, int]
+    specs: tuple[FrameSpec, ...]
+
+    @property
+    def truth_fwhm(self) -> float:
+        """PSF FWHM of the truth: the median of the frames'."""
+        return float(np.median([spec.fwhm_px for spec in self.specs]))
+
+    def to_parameters(self) -> dict[str, Any]:
+        """The JSON content of ``simulation.json``."""
+        config = self.config
+        sigma = list(config.noise_sigma())
+        return {
+            "seed": self.seed,
+            "scale": self.scale,
+            "n_frames": len(self.specs),
+            "layout": self.layout,
+            "bayer_pattern": "GRBG" if self.layout == "bayer" else None,
+            "frame_shape": list(self.shape),
+            "panels": list(self.panels),
+            "overlap": config.overlap,
+            "center": list(config.center),
+            "pixel_scale_arcsec": config.pixel_scale_arcsec,
+            "focal_length_mm": config.focal_length_mm,
+            "pixel_size_um": config.pixel_size_um,
+            "exposure_s": config.exposure_s,
+            "gain_e_per_adu": config.gain_e_per_adu,
+            "read_noise_adu": config.read_noise_adu,
+            "channels": ["R", "G", "B"],
+            "sky_level": list(config.sky_level),
+            "noise_sigma": [sigma for _ in self.specs],
+            "fwhm_px": [spec.fwhm_px for spec in self.specs],
+            "pointings": [spec.pointing.to_dict() for spec in self.specs],
+            "dates": [observation_date(config, spec.index) for spec in self.specs],
+            "gradients": [spec.gradient for spec in self.specs],
+            "trail_frames": self.trail_frames,
+            "trails": {str(spec.index): spec.trail for spec in self.specs if spec.trail is not None},
+            "hot_pixels": {
+                "fraction": self.hot_fraction,
+                "positions": self.hot[0].tolist(),
+                "amplitudes_adu": self.hot[1].tolist(),
+            },
+            "stars": {
+                "count": len(self.stars),
+                "per_sq_deg": config.stars_per_sq_deg,
+                "flux_range_adu": list(config.flux_range_adu),
+                "power_law_index": config.flux_power_index,
+            },
+            "truth": {
+                "file": "truth.fits",
+                "shape": [3, *self.truth_shape],
+                "crval": [float(v) for v in self.truth_wcs.wcs.crval],
+                "crpix": [float(v) for v in self.truth_wcs.wcs.crpix],
+                "pixel_scale_arcsec": config.pixel_scale_arcsec,
+                "fwhm_px": self.truth_fwhm,
+            },
+            "config": dataclasses.asdict(config),
+        }
+
+
+def _star_field(stars: Mapping[str, Any] | np.ndarray) -> StarField:
+    try:
+        ra, dec = (np.atleast_1d(np.asarray(stars[k], dtype=np.float64)) for k in ("ra", "dec"))
+        fluxes = np.stack([np.atleast_1d(np.asarray(stars[k], dtype=np.float64)) for k in _FLUX_KEYS], axis=1)
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"stars needs columns ra, dec, {', '.join(_FLUX_KEYS)} of equal length: {err}") from err
+    if not (ra.shape == dec.shape == fluxes.shape[:1]):
+        raise ValueError(f"stars columns differ in length: ra {ra.shape}, dec {dec.shape}, fluxes {fluxes.shape}")
+    return StarField(ra, dec, fluxes)
+
+
+def simulate_seestar(
+    out_dir: str | os.PathLike[str],
+    n_frames: int,
+    seed: int,
+    scale: float = 1.0,
+    *,
+    panels: tuple[int, int] = (2, 2),
+    trails: int | Sequence[int] | None = None,
+    hot_pixels: float = 1e-4,
+    layout: str = "bayer",
+    stars: Mapping[str, Any] | np.ndarray | None = None,
+    config: SimulationConfig | None = None,
+) -> SimulationResult:
+    """Write a simulated Seestar S50 mosaic session and its ground truth into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Output folder (created if needed).
+    n_frames : int
+        Number of frames, >= 1; frame ``i`` points at panel ``i % (nx * ny)``.
+    seed : int
+        Seed of every random draw; the same seed gives byte-identical files.
+    scale : float
+        Frame size factor: frames are ``(round_even(1920 s), round_even(1080 s))``. The
+        pixel scale (~2.39"/px) and PSF FWHM (2.8-3.8 px) do not change, the field shrinks.
+    panels : tuple of int
+        ``(nx, ny)`` mosaic panels, overlapping by ``config.overlap`` (30 %) of a frame.
+    trails : int or sequence of int, optional
+        Number of frames with a satellite trail, or their indices. Default: one frame in
+        ten, at least one when ``n_frames >= 5``.
+    hot_pixels : float
+        Fraction of sensor pixels that are hot (same positions in every frame); 0 for none.
+    layout : {"bayer", "chw", "mono"}
+        Raw GRBG int16 frames, debayered float32 ``(3, H, W)`` cubes, or float32 mono frames
+        of the green channel.
+    stars : structured array or mapping, optional
+        A catalogue (``ra, dec, flux_r, flux_g, flux_b``, as :func:`load_stars` returns)
+        used instead of the random star field.
+    config : SimulationConfig, optional
+        Physical parameters (sky levels, noise, star density, ...).
+
+    Returns
+    -------
+    SimulationResult
+    """
+    config = config or SimulationConfig()
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if int(n_frames) < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    n_frames = int(n_frames)
+    out = Path(out_dir)
+    _check_out_dir(out, n_frames)
+    shape = frame_shape(scale)
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4 + n_frames)]
+    layout_rng, star_rng, hot_rng, trail_rng = streams[:4]
+    pointings = plan_pointings(n_frames, shape, panels, config, layout_rng)
+    fwhms = layout_rng.uniform(*config.fwhm_range_px, size=n_frames)
+    truth_wcs, truth_shape = plan_truth_grid(pointings, shape, config)
+    field = make_star_field(truth_wcs, truth_shape, config, star_rng) if stars is None else _star_field(stars)
+    hot = sample_hot_pixels(shape, hot_pixels, config, hot_rng)
+    trail_frames = _trail_frames(trails, n_frames, trail_rng)
+    sigma = config.noise_sigma()
+    log.info(
+        "simulating %d %s frames of %dx%d px with %d stars into %s",
+        n_frames,
+        layout,
+        shape[1],
+        shape[0],
+        len(field),
+        out,
+    )
+    paths, specs = [], []
+    for pointing, fwhm, rng in zip(pointings, fwhms, streams[4:], strict=True):
+        spec = FrameSpec(
+            pointing=pointing,
+            fwhm_px=float(fwhm),
+            gradient=sample_gradient(shape, sigma, config, rng),
+            trail=sample_trail(shape, config, rng) if pointing.index in trail_frames else None,
+        )
+        wcs = pointing.wcs(shape, config.pixel_scale_arcsec)
+        expected = render_expected_signal(field, wcs, shape, spec, config, layout, hot)
+        pixels = simulate_frame_pixels(expected, config, rng)
+        path = out / f"frame_{pointing.index:04d}.fits"
+        write_frame(str(path), pixels, frame_header(spec, wcs, config, layout), layout)
+        paths.append(path)
+        specs.append(spec)
+    session = _Session(
+        int(seed),
+        float(scale),
+        layout,
+        (int(panels[0]), int(panels[1])),
+        shape,
+        config,
+        float(hot_pixels),
+        hot,
+        trail_frames,
+        field,
+        truth_wcs,
+        truth_shape,
+        tuple(specs),
+    )
+    truth = render_stars(
+        field.ra, field.dec, field.fluxes, truth_wcs, truth_shape, session.truth_fwhm, config.sky_level
+    )
+    _write_truth(out / "truth.fits", truth, truth_wcs, session.truth_fwhm, config)
+    _write_stars(out / "stars.csv", field)
+    parameters = session.to_parameters()
+    parameters_path = out / "simulation.json"
+    parameters_path.write_text(json.dumps(parameters, indent=1) + "\n", encoding="utf-8")
+    return SimulationResult(out, tuple(paths), out / "truth.fits", out / "stars.csv", parameters_path, parameters)
