@@ -41,6 +41,8 @@ MODULE_NAME = "fakecupy"
 
 #: numpy functions exposed by the fake module (all exist in cupy with numpy's semantics).
 FUNCTIONS = (
+    "add subtract multiply divide true_divide floor_divide negative remainder mod fmax fmin "
+    "greater greater_equal less less_equal equal not_equal bitwise_and bitwise_or bitwise_not invert "
     "abs absolute all allclose any arange arccos arcsin arctan arctan2 argmax argmin argsort around "
     "broadcast_arrays broadcast_to ceil clip concatenate copy cos count_nonzero cumsum deg2rad diff dot "
     "einsum empty empty_like exp expand_dims flatnonzero floor full full_like hypot isclose isfinite isinf "

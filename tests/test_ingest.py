@@ -48,7 +48,7 @@ def inputs(tmp_path):
     _raw_frame(folder / "nan.fits", bayer=None, data=np.full((64, 48), np.nan, np.float32))
     _raw_frame(folder / "flat.fits", bayer=None, data=np.full((64, 48), 7.0, np.float32))
     (folder / "notes.fits").write_text("this is not a FITS file\n")
-    corrupt = (folder / "corrupt.fits")
+    corrupt = folder / "corrupt.fits"
     corrupt.write_bytes(good.read_bytes()[: 2880 + 100])
     (folder / "readme.txt").write_text("ignored")
     return folder
@@ -85,8 +85,12 @@ def test_layouts_and_bayer_defaults(inputs, tmp_path):
     no_key = inspect_frame(str(inputs / "sub" / "good2.fit"))
     assert no_key.layout == "bayer" and no_key.bayer_pattern == "GRBG"
     # A float 2-D frame without the keyword from another camera is mono.
-    mono = _raw_frame(tmp_path / "mono.fits", instrument="QHY", bayer=None,
-                      data=np.random.default_rng(1).normal(100, 5, (64, 48)).astype(np.float32))
+    mono = _raw_frame(
+        tmp_path / "mono.fits",
+        instrument="QHY",
+        bayer=None,
+        data=np.random.default_rng(1).normal(100, 5, (64, 48)).astype(np.float32),
+    )
     assert inspect_frame(str(mono)).layout == "mono"
     # Colour cubes, channels first and last.
     cube = np.random.default_rng(2).normal(100, 5, (3, 64, 48)).astype(np.float32)

@@ -133,6 +133,22 @@ def plan_mosaic(
     return plan_sections(plan, config, resources)
 
 
+def make_plan(inputs: Sequence[str | os.PathLike[str]], config: ZeMosaicConfig) -> MosaicPlan:
+    """Scan, ingest and plan without computing a mosaic (``zemosaic-dask plan``).
+
+    Ingest runs on the configured scheduler when one is given, else in this process.
+    """
+    attach = config.cluster.scheduler or config.cluster.scheduler_file
+    options = cluster_options_from_config(config) if attach else ClusterOptions(kind="synchronous")
+    with open_cluster(options) as handle:
+        files, missing = scan_inputs(inputs, extensions=config.ingest.extensions, recursive=config.ingest.recursive)
+        frames, rejected = ingest(files, _ingest_options(config), handle, show_progress=False)
+        from .runtime import cluster_resources
+
+        rejected = [FrameRejection(p, r) for p, r in missing] + rejected
+        return plan_mosaic(frames, rejected, config, resources=cluster_resources(handle))
+
+
 def _ingest_options(config: ZeMosaicConfig) -> IngestOptions:
     return IngestOptions(
         default_bayer_pattern=config.ingest.default_bayer_pattern,

@@ -209,6 +209,68 @@ def run(
 
 
 @main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("-o", "--output", "plan_file", type=click.Path(dir_okay=False), help="Save the plan (plan.json).")
+@click.option("--preview", type=click.Path(dir_okay=False), help="Draw every batch's footprints into this PNG.")
+@stacking_flags
+@cluster_flags
+def plan(inputs: tuple[str, ...], as_json: bool, plan_file: str | None, preview: str | None, **params: Any) -> None:
+    """Show what a run would do with INPUTS: mode, groups, batches, salvage, SDS coverage, assembly plan."""
+    from .api import make_plan
+
+    try:
+        config = _load(params)
+        mosaic_plan = make_plan(inputs, config)
+    except ZeMosaicError as err:
+        _fail(err)
+    from .io.products import write_json
+    from .plans.sections import batches_view
+
+    view = {
+        "mode": mosaic_plan.mode,
+        "mode_reason": mosaic_plan.mode_reason,
+        "fallback": mosaic_plan.fallback,
+        "frames": [f.path for f in mosaic_plan.frames],
+        "rejected": [r.to_dict() for r in mosaic_plan.rejected],
+        "grid": mosaic_plan.grid.to_dict(),
+        "batches": batches_view(mosaic_plan),
+        "assembly_plan": mosaic_plan.sections.get("assembly_plan"),
+    }
+    if plan_file:
+        write_json(plan_file, mosaic_plan.to_dict())
+    if preview:
+        from .io.plan_preview import write_plan_preview
+
+        write_plan_preview(preview, mosaic_plan)
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    click.echo(
+        f"mode: {view['mode']} ({view['mode_reason']})"
+        + (f"  fallback: {view['fallback']}" if view["fallback"] else "")
+    )
+    click.echo(f"frames: {len(view['frames'])} usable, {len(view['rejected'])} rejected")
+    for rejection in view["rejected"]:
+        click.echo(f"  rejected {rejection['path']}: {rejection['reason']}")
+    height, width = mosaic_plan.grid.shape
+    click.echo(
+        f"grid: {width} x {height} px at {mosaic_plan.grid.pixel_scale:.3f} arcsec/px, chunk {mosaic_plan.grid.chunk}"
+    )
+    for batch in view["batches"]:
+        extra = f" coverage={batch['coverage_fraction']:.3f}" if batch["coverage_fraction"] is not None else ""
+        dup = (
+            f" duplicated {batch['original_count']}->{batch['final_count']}"
+            if batch["final_count"] != batch["original_count"]
+            else ""
+        )
+        salvage = " SALVAGE" if batch["salvage"] else ""
+        click.echo(f"  {batch['kind']} {batch['id']}: {batch['distinct_frames']} frame(s){dup}{extra}{salvage}")
+    assembly = view["assembly_plan"] or {}
+    click.echo("assembly plan: " + ", ".join(f"{k}={v}" for k, v in assembly.items() if not k.endswith("reason")))
+
+
+@main.command()
 @click.argument("output", type=click.Path(file_okay=False))
 @click.option("--frames", "n_frames", type=int, default=40, show_default=True, help="Number of frames.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")

@@ -14,7 +14,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 @contextlib.contextmanager
-def run_logging(output: str | os.PathLike[str] | None, level: str = "INFO", *, console: bool = True) -> Iterator[Path | None]:
+def run_logging(
+    output: str | os.PathLike[str] | None, level: str = "INFO", *, console: bool = True
+) -> Iterator[Path | None]:
     """Send the ``zemosaic_dask`` loggers to the terminal and to ``<output>/zemosaic.log``.
 
     Handlers are removed again on exit, so runs in one process do not leak into each other.

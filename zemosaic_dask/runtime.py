@@ -66,8 +66,26 @@ def cluster_resources(handle: Any) -> list[dict[str, Any]]:
 
 
 def plan_sections(plan: MosaicPlan, config: ZeMosaicConfig, resources: Any) -> MosaicPlan:
-    """Add the mode-specific sections to a plan."""
-    return plan
+    """Add the mode-specific sections to a plan (groups, batches, layers, assembly plan)."""
+    import os
+
+    from .messages import msg
+    from .plans.sections import plan_mode_sections, resources_from_workers
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cluster = resources_from_workers(resources or [], fallback_threads=os.cpu_count() or 1, fallback_memory=memory)
+    preplan = None
+    if config.sds.preplan:
+        import json
+
+        preplan = json.loads(open(config.sds.preplan, encoding="utf-8").read())
+    return plan_mode_sections(
+        plan,
+        config,
+        cluster,
+        preplan=preplan,
+        sds_error_message=lambda reason: msg("sds_error_no_valid_batches", reason=reason),
+    )
 
 
 def execute_plan(
@@ -79,8 +97,25 @@ def execute_plan(
     timings: Any,
     show_progress: bool,
 ) -> ExecutionResult:
-    """Execute the plan's mode, writing the final mosaic into ``store``."""
-    return _execute_mosaic_first(plan, config, store, handle, timings=timings, show_progress=show_progress)
+    """Execute the plan's mode, writing the final mosaic into ``store``.
+
+    An SDS execution that fails for any reason is logged, recorded as the fallback and
+    replaced by Mosaic-First over all frames: SDS never crashes a run.
+    """
+    if plan.mode == "mosaic-first":
+        return _execute_mosaic_first(plan, config, store, handle, timings=timings, show_progress=show_progress)
+    if plan.mode == "classic":
+        return _execute_layers(plan, config, store, handle, timings=timings, show_progress=show_progress)
+    try:
+        return _execute_layers(plan, config, store, handle, timings=timings, show_progress=show_progress)
+    except Exception as err:  # noqa: BLE001 - SDS must never crash a run; the reason is logged and reported
+        from .messages import msg
+
+        reason = f"{type(err).__name__}: {err}"
+        log.warning(msg("fallback", mode="mosaic-first", reason=f"SDS failed ({reason})"))
+        result = _execute_mosaic_first(plan, config, store, handle, timings=timings, show_progress=show_progress)
+        result.fallback = f"sds execution failed: {reason}"
+        return result
 
 
 def _execute_mosaic_first(plan, config, store, handle, *, timings, show_progress) -> ExecutionResult:  # noqa: ANN001
@@ -99,3 +134,43 @@ def _execute_mosaic_first(plan, config, store, handle, *, timings, show_progress
             "region_backends": sorted({s.backend for s in summaries}),
         },
     )
+
+
+def _execute_layers(plan, config, store, handle, *, timings, show_progress) -> ExecutionResult:  # noqa: ANN001
+    from .api import compute
+    from .layer_runtime import build_layers, combine_jobs, combine_layers, layer_inputs, layer_stores, mask_layers
+
+    stack = stack_options(config)
+    window = window_options(config, plan.n_channels)
+    stores = layer_stores(plan, store)
+    label = "tiles" if plan.mode == "classic" else "batches"
+    with timings.stage(label):
+        summaries = compute(handle, build_layers(plan, stores, stack, window), label=label, show_progress=show_progress)
+    report: dict[str, Any] = {"layers": len(stores), "assembly_plan": plan.sections.get("assembly_plan")}
+    corrections = None
+    if config.calibration.intertile and len(stores) > 1:
+        with timings.stage("calibration"):
+            corrections, report["calibration"] = _calibrate(plan, config, stores, handle, show_progress)
+    inputs = layer_inputs(stores, corrections)
+    combine = StackOptions(rejection="none") if plan.mode == "classic" else _sds_combine_options(config)
+    prefix = "stack-region" if plan.mode == "classic" else "sds-combine"
+    jobs = combine_jobs(plan, stores, inputs, store, combine)
+    with timings.stage("assembly"):
+        combined = compute(handle, combine_layers(jobs, prefix), label="assembly", show_progress=show_progress)
+    if plan.mode == "sds" and jobs:
+        keep = config.sds.min_coverage_keep
+        max_layers = max((c["max_layers"] for c in combined), default=0)
+        with timings.stage("coverage-mask"):
+            masked = compute(handle, mask_layers(jobs, keep * max_layers), label="mask", show_progress=False)
+        report["sds_masked_pixels"] = int(sum(masked))
+    report["hot_pixels_fixed"] = int(sum(getattr(s, "hot_pixels", 0) for s in summaries))
+    return ExecutionResult(mode=plan.mode, fallback=plan.fallback, regions=len(jobs), report=report)
+
+
+def _sds_combine_options(config: ZeMosaicConfig) -> StackOptions:
+    """Across batch mosaics: coverage-weighted mean (rejection across batches is optional)."""
+    return StackOptions(rejection="none")
+
+
+def _calibrate(plan, config, stores, handle, show_progress):  # noqa: ANN001, ANN202
+    return None, {"status": "not run"}

@@ -16,8 +16,15 @@ def frame(ra, dec, rot=0.0, shape=(480, 270), scale=2.4, name="f"):
     w.wcs.crpix = [(shape[1] + 1) / 2, (shape[0] + 1) / 2]
     s, t = scale / 3600, np.radians(rot)
     w.wcs.cd = [[-s * np.cos(t), s * np.sin(t)], [s * np.sin(t), s * np.cos(t)]]
-    return FrameInfo(path=f"/x/{name}.fits", hdu=0, shape=shape, layout="bayer", bayer_pattern="GRBG",
-                     wcs_header=w.to_header_string(), pixel_scale=scale)
+    return FrameInfo(
+        path=f"/x/{name}.fits",
+        hdu=0,
+        shape=shape,
+        layout="bayer",
+        bayer_pattern="GRBG",
+        wcs_header=w.to_header_string(),
+        pixel_scale=scale,
+    )
 
 
 def _corners_inside(grid, f):

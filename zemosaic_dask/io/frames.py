@@ -48,7 +48,9 @@ def _select_image_hdu(hdul: fits.HDUList) -> int:
     raise FrameError("no image data in any HDU")
 
 
-def _layout(header: fits.Header, ndim: int, shape: tuple[int, ...], integer: bool, options: IngestOptions) -> tuple[str, str | None]:
+def _layout(
+    header: fits.Header, ndim: int, shape: tuple[int, ...], integer: bool, options: IngestOptions
+) -> tuple[str, str | None]:
     if ndim == 3:
         if shape[0] == 3:
             return "chw", None
@@ -101,7 +103,9 @@ def _validate_wcs(wcs: WCS, height: int, width: int) -> float:
     return scale
 
 
-def _channel_statistics(data: np.ndarray, layout: str, pattern: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _channel_statistics(
+    data: np.ndarray, layout: str, pattern: str | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Robust background (median) and noise (1.4826 MAD) per output channel."""
     if layout == "bayer":
         masks = bayer_masks(pattern or "GRBG", data.shape, np)

@@ -74,8 +74,14 @@ def _stream(path: Path, header: fits.Header, bands: Iterator[np.ndarray]) -> Non
         hdu.close()
 
 
-def write_mosaic_fits(path: str | os.PathLike[str], store: MosaicStore, grid: OutputGrid, *, rows: int = 512,
-                      extra_header: dict[str, Any] | None = None) -> None:
+def write_mosaic_fits(
+    path: str | os.PathLike[str],
+    store: MosaicStore,
+    grid: OutputGrid,
+    *,
+    rows: int = 512,
+    extra_header: dict[str, Any] | None = None,
+) -> None:
     """Write ``mosaic.fits``: float32 (C,H,W) or (H,W) science image plus an ``ALPHA`` extension.
 
     Data are streamed from the store ``rows`` rows at a time, channel by channel, so the
@@ -133,8 +139,9 @@ def _block_mean(band: np.ndarray, factor: int) -> np.ndarray:
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan).astype(np.float32)
 
 
-def asinh_stretch(image: np.ndarray, *, black_percentile: float = 5.0, white_percentile: float = 99.8,
-                  softening: float = 15.0) -> np.ndarray:
+def asinh_stretch(
+    image: np.ndarray, *, black_percentile: float = 5.0, white_percentile: float = 99.8, softening: float = 15.0
+) -> np.ndarray:
     """Stretch a (C, h, w) linear image to [0, 1] with an asinh curve (colours linked)."""
     finite = np.isfinite(image)
     if not finite.any():
@@ -160,8 +167,10 @@ def write_preview_png(path: str | os.PathLike[str], store: MosaicStore, *, max_s
     channels, height, width = mosaic.shape
     factor = max(1, math.ceil(max(height, width) / max_side))
     rows = factor * max(1, 256 // factor)
-    parts = [_block_mean(np.asarray(mosaic[:, y0:y1, :], dtype=np.float32), factor)
-             for y0, y1 in iter_row_bands(height, rows)]
+    parts = [
+        _block_mean(np.asarray(mosaic[:, y0:y1, :], dtype=np.float32), factor)
+        for y0, y1 in iter_row_bands(height, rows)
+    ]
     small = np.concatenate(parts, axis=1)
     alpha = np.any(np.isfinite(small), axis=0)
     stretched = asinh_stretch(small)

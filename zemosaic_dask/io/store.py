@@ -128,12 +128,20 @@ def open_mosaic_store(
     height, width = grid.shape
     chunk = grid.chunk
     ny, nx = grid.n_regions
-    group.create_array("mosaic", shape=(n_channels, height, width), chunks=(n_channels, chunk, chunk),
-                       dtype="float32", fill_value=float("nan"), overwrite=True)
-    group.create_array("coverage", shape=(height, width), chunks=(chunk, chunk), dtype="float32",
-                       fill_value=0.0, overwrite=True)
-    group.create_array("alpha", shape=(height, width), chunks=(chunk, chunk), dtype="uint8",
-                       fill_value=0, overwrite=True)
+    group.create_array(
+        "mosaic",
+        shape=(n_channels, height, width),
+        chunks=(n_channels, chunk, chunk),
+        dtype="float32",
+        fill_value=float("nan"),
+        overwrite=True,
+    )
+    group.create_array(
+        "coverage", shape=(height, width), chunks=(chunk, chunk), dtype="float32", fill_value=0.0, overwrite=True
+    )
+    group.create_array(
+        "alpha", shape=(height, width), chunks=(chunk, chunk), dtype="uint8", fill_value=0, overwrite=True
+    )
     group.create_array("done", shape=(ny, nx), chunks=(1, 1), dtype="uint8", fill_value=0, overwrite=True)
     group.attrs["grid"] = json.loads(json.dumps(grid.to_dict()))
     group.attrs["fingerprint"] = fingerprint

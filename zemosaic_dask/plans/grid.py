@@ -160,6 +160,7 @@ def plan_output_grid(
     padding_px: int = 8,
     chunk: int = 512,
     max_pixels: int = 2_000_000_000,
+    crval: tuple[float, float] | None = None,
 ) -> OutputGrid:
     """Plan the global north-up TAN grid that covers every frame.
 
@@ -175,6 +176,8 @@ def plan_output_grid(
         Storage chunk side; regions are aligned to it.
     max_pixels : int
         Refuse grids larger than this (a sign of a wrong WCS among the inputs).
+    crval : tuple of float, optional
+        Tangent point (RA, Dec); the mean frame direction when omitted.
 
     Returns
     -------
@@ -182,8 +185,9 @@ def plan_output_grid(
     """
     if not frames:
         raise PlanError("no usable frames to build an output grid from", reason="no usable frames")
-    centres = np.array([f.center_world() for f in frames])
-    crval = mean_direction(centres[:, 0], centres[:, 1])
+    if crval is None:
+        centres = np.array([f.center_world() for f in frames])
+        crval = mean_direction(centres[:, 0], centres[:, 1])
     scale = float(pixel_scale) if pixel_scale else float(np.median([f.pixel_scale for f in frames]))
     if not scale > 0:
         raise PlanError(f"output pixel scale must be > 0, got {scale}", reason="invalid pixel scale")

@@ -11,7 +11,9 @@ __all__ = ["REQUESTABLE_MODES", "select_mode"]
 REQUESTABLE_MODES = ("auto", "classic", "mosaic-first", "sds")
 
 
-def select_mode(requested: str, frames: Sequence[FrameInfo], *, sds_enabled: bool, force_seestar: bool = False) -> tuple[str, str]:
+def select_mode(
+    requested: str, frames: Sequence[FrameInfo], *, sds_enabled: bool, force_seestar: bool = False
+) -> tuple[str, str]:
     """Resolve the requested mode into the mode to run, with the reason.
 
     ``auto`` gives ``sds`` for Seestar data when SDS is enabled, else ``classic``. An

@@ -98,9 +98,7 @@ def _neighbour_stack(image: Any, offsets: tuple[tuple[int, int], ...], xp: Any) 
     height, width = image.shape
     reach = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
     padded = xp.pad(image, reach, mode="reflect")
-    return xp.stack(
-        [padded[reach + dy : reach + dy + height, reach + dx : reach + dx + width] for dy, dx in offsets]
-    )
+    return xp.stack([padded[reach + dy : reach + dy + height, reach + dx : reach + dx + width] for dy, dx in offsets])
 
 
 def correct_hot_pixels(raw: Any, noise_sigma: float, threshold_sigma: float = 8.0) -> tuple[Any, int]:

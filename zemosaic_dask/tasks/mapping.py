@@ -46,9 +46,7 @@ class CoarsePixelMap:
         return float(self.y.min()), float(self.y.max()), float(self.x.min()), float(self.x.max())
 
 
-def exact_pixel_map(
-    out_wcs: WCS, in_wcs: WCS, ys: np.ndarray, xs: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def exact_pixel_map(out_wcs: WCS, in_wcs: WCS, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Map output pixel coordinates to input pixel coordinates exactly (astropy).
 
     Parameters
@@ -76,7 +74,9 @@ def _node_axis(length: int, step: int) -> np.ndarray:
     return nodes
 
 
-def _bilinear_nodes(values: np.ndarray, node_y: np.ndarray, node_x: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+def _bilinear_nodes(
+    values: np.ndarray, node_y: np.ndarray, node_x: np.ndarray, qy: np.ndarray, qx: np.ndarray
+) -> np.ndarray:
     iy = np.clip(np.searchsorted(node_y, qy, side="right") - 1, 0, len(node_y) - 2)
     ix = np.clip(np.searchsorted(node_x, qx, side="right") - 1, 0, len(node_x) - 2)
     ty = (qy - node_y[iy]) / (node_y[iy + 1] - node_y[iy])

@@ -14,10 +14,16 @@ from ..io.frames import read_frame_window
 from ..plans.frames import FrameInfo
 from ..plans.grid import OutputRegion
 from ..tasks.debayer import correct_hot_pixels, debayer_bilinear
-from ..tasks.mapping import coarse_pixel_map, interpolate_pixel_map
-from ..tasks.resample import sample_bilinear
+from ..tasks.mapping import CoarsePixelMap, coarse_pixel_map, interpolate_pixel_map
+from ..tasks.resample import sample
 
-__all__ = ["FrameWindowOptions", "FrameContribution", "resample_frame_to_region"]
+__all__ = [
+    "FrameContribution",
+    "FrameWindowOptions",
+    "PreparedWindow",
+    "prepare_frame_window",
+    "resample_frame_to_region",
+]
 
 # Extra raw pixels read around the mapped window so that debayering and hot-pixel
 # detection see the same neighbourhood as on the full frame.
@@ -32,6 +38,7 @@ class FrameWindowOptions:
     hot_pixel_correction: bool = True
     hot_pixel_sigma: float = 8.0
     n_channels: int = 3
+    interpolation: str = "bilinear"
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,31 @@ class FrameContribution:
     hot_pixels: int
     map_step: int
     map_error: float
+
+
+@dataclass(frozen=True)
+class PreparedWindow:
+    """A frame window ready to sample onto a region.
+
+    Attributes
+    ----------
+    image : array
+        ``(C, h, w)`` float32 window, hot pixels fixed and demosaiced.
+    coarse : CoarsePixelMap
+        The region's output-to-frame pixel mapping on its coarse node grid.
+    origin : tuple of int
+        ``(y0, x0)`` of the window in the frame.
+    valid_box : tuple of float
+        ``(ymin, ymax, xmin, xmax)`` of the frame's pixel centres in window coordinates.
+    hot_pixels : int
+        Hot pixels fixed in the window.
+    """
+
+    image: Any
+    coarse: CoarsePixelMap
+    origin: tuple[int, int]
+    valid_box: tuple[float, float, float, float]
+    hot_pixels: int
 
 
 def _window(bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
@@ -88,6 +120,44 @@ def _namespace_of(array: Any) -> ModuleType:
     return array_namespace(array)
 
 
+def prepare_frame_window(
+    frame: FrameInfo,
+    out_wcs: WCS,
+    region: OutputRegion,
+    options: FrameWindowOptions,
+    xp: ModuleType = np,
+) -> PreparedWindow | None:
+    """Map a region into a frame and read and prepare the frame window it needs (no sampling).
+
+    Parameters are those of :func:`resample_frame_to_region`.
+
+    Returns
+    -------
+    PreparedWindow or None
+        None when the frame does not reach the region.
+    """
+    in_wcs = WCS(frame.wcs_header, relax=True)
+    coarse = coarse_pixel_map(out_wcs, in_wcs, (region.y0, region.x0), region.shape, max_error_px=options.max_error_px)
+    finite = np.isfinite(coarse.x) & np.isfinite(coarse.y)
+    if not finite.any():
+        return None
+    bounds = (
+        float(coarse.y[finite].min()),
+        float(coarse.y[finite].max()),
+        float(coarse.x[finite].min()),
+        float(coarse.x[finite].max()),
+    )
+    window = _window(bounds, frame.shape)
+    if window is None:
+        return None
+    y0, y1, x0, x1 = window
+    raw = xp.asarray(read_frame_window(frame, y0, y1, x0, x1))
+    image, fixed = prepare_window(raw, frame, options)
+    height, width = frame.shape
+    valid_box = (0.0 - y0, height - 1.0 - y0, 0.0 - x0, width - 1.0 - x0)
+    return PreparedWindow(image, coarse, (y0, x0), valid_box, fixed)
+
+
 def resample_frame_to_region(
     frame: FrameInfo,
     out_wcs: WCS,
@@ -106,7 +176,7 @@ def resample_frame_to_region(
     region : OutputRegion
         The region to fill.
     options : FrameWindowOptions
-        Mapping accuracy and cleaning options.
+        Mapping accuracy, interpolation and cleaning options.
     xp : module
         Array namespace to compute in (numpy, or cupy on a GPU worker).
 
@@ -115,23 +185,12 @@ def resample_frame_to_region(
     FrameContribution or None
         None when the frame does not reach the region.
     """
-    in_wcs = WCS(frame.wcs_header, relax=True)
-    coarse = coarse_pixel_map(out_wcs, in_wcs, (region.y0, region.x0), region.shape, max_error_px=options.max_error_px)
-    finite = np.isfinite(coarse.x) & np.isfinite(coarse.y)
-    if not finite.any():
+    prepared = prepare_frame_window(frame, out_wcs, region, options, xp)
+    if prepared is None:
         return None
-    bounds = (float(coarse.y[finite].min()), float(coarse.y[finite].max()),
-              float(coarse.x[finite].min()), float(coarse.x[finite].max()))
-    window = _window(bounds, frame.shape)
-    if window is None:
-        return None
-    y0, y1, x0, x1 = window
-    raw = xp.asarray(read_frame_window(frame, y0, y1, x0, x1))
-    image, fixed = prepare_window(raw, frame, options)
-    map_x, map_y = interpolate_pixel_map(coarse, xp)
-    height, width = frame.shape
-    valid_box = (0.0 - y0, height - 1.0 - y0, 0.0 - x0, width - 1.0 - x0)
-    values, footprint = sample_bilinear(image, map_x - x0, map_y - y0, valid_box)
+    map_x, map_y = interpolate_pixel_map(prepared.coarse, xp)
+    y0, x0 = prepared.origin
+    values, footprint = sample(prepared.image, map_x - x0, map_y - y0, prepared.valid_box, options.interpolation)
     if not bool(footprint.any()):
         return None
-    return FrameContribution(values, footprint, fixed, coarse.step, coarse.max_error)
+    return FrameContribution(values, footprint, prepared.hot_pixels, prepared.coarse.step, prepared.coarse.max_error)

@@ -1,0 +1,61 @@
+"""Graphs of the layer modes: tiles (classic) or batch mosaics (SDS), then their combination.
+
+Task keys read well on the dashboard: ``stack-tile-<id>-<y>-<x>`` (a master tile's region on
+its own grid), ``reproject-tile-<id>-<y>-<x>`` (a tile put onto the global grid),
+``reproject-batch-<id>-<y>-<x>`` (an SDS batch mosaic region), ``stack-region-<y>-<x>`` /
+``sds-combine-<y>-<x>`` (the final combination) and ``mask-region-<y>-<x>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+from dask.delayed import Delayed
+
+from ..units.combine_region import CombineJob, build_combined_region, mask_low_coverage_region
+from ..units.mosaic_region import RegionJob, build_mosaic_region
+from ..units.tile_layer import TileLayerJob, build_tile_layer_region
+
+__all__ = ["build_combine_graph", "build_mask_graph", "build_region_graph", "build_tile_layer_graph"]
+
+
+def _after(value: Any, *_dependencies: Any) -> Any:
+    """Return ``value`` once its dependencies are computed (orders stages inside one graph)."""
+    return value
+
+
+def build_region_graph(
+    jobs: Sequence[RegionJob], prefix: str, resources: dict[str, int] | None = None
+) -> list[Delayed]:
+    """One delayed region build per job, keyed ``<prefix>-<iy>-<ix>``, optionally resource-annotated."""
+    build = dask.delayed(build_mosaic_region, pure=False)
+    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        return [build(job, dask_key_name=f"{prefix}-{job.region.iy}-{job.region.ix}") for job in jobs]
+
+
+def build_tile_layer_graph(jobs: Sequence[TileLayerJob], tile_id: int, tile_tasks: Sequence[Delayed]) -> list[Delayed]:
+    """Put a tile onto the global grid once all of the tile's regions are stacked."""
+    ready = dask.delayed(_after, pure=True)(None, *tile_tasks, dask_key_name=f"tile-ready-{tile_id}")
+    build = dask.delayed(_build_after, pure=False)
+    return [
+        build(job, ready, dask_key_name=f"reproject-tile-{tile_id}-{job.region.iy}-{job.region.ix}") for job in jobs
+    ]
+
+
+def _build_after(job: TileLayerJob, _ready: Any) -> Any:
+    return build_tile_layer_region(job)
+
+
+def build_combine_graph(jobs: Sequence[CombineJob], prefix: str) -> list[Delayed]:
+    """One delayed combination per region, keyed ``<prefix>-<iy>-<ix>``."""
+    build = dask.delayed(build_combined_region, pure=False)
+    return [build(job, dask_key_name=f"{prefix}-{job.region.iy}-{job.region.ix}") for job in jobs]
+
+
+def build_mask_graph(jobs: Sequence[CombineJob], min_layers: float) -> list[Delayed]:
+    """Mask the pixels reached by too few layers, one task per region."""
+    mask = dask.delayed(mask_low_coverage_region, pure=False)
+    return [mask(job, min_layers, dask_key_name=f"mask-region-{job.region.iy}-{job.region.ix}") for job in jobs]

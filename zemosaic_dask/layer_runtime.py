@@ -1,0 +1,135 @@
+"""Executing the layer modes (classic and SDS): build layers, calibrate them, combine them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .graph.layers import build_combine_graph, build_mask_graph, build_region_graph, build_tile_layer_graph
+from .graph.mosaic_first import region_jobs
+from .io.store import MosaicStore, open_mosaic_store
+from .plans.layers import LayerPlan
+from .plans.mosaic import MosaicPlan
+from .plans.regions import assign_frames_to_regions
+from .tasks.stacking import StackOptions
+from .units.combine_region import CombineJob, LayerInput
+from .units.tile_layer import TileLayerJob
+
+__all__ = ["LayerStores", "build_layers", "combine_layers", "layer_inputs"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LayerStores:
+    """Where one layer lives: its tile store (classic only) and its store on the global grid."""
+
+    layer: LayerPlan
+    tile: MosaicStore | None
+    on_grid: MosaicStore
+
+
+def _open(store: MosaicStore, grid: Any, n_channels: int, fingerprint: str, restart: bool) -> MosaicStore:
+    opened, _ = open_mosaic_store(
+        store.url, grid, n_channels, fingerprint=fingerprint, prefix=store.prefix, restart=restart
+    )
+    return opened
+
+
+def layer_stores(plan: MosaicPlan, store: MosaicStore, *, restart: bool = False) -> list[LayerStores]:
+    """Create (or reopen) the stores of every layer of the plan."""
+    fingerprint = plan.fingerprint()
+    out = []
+    for data in plan.sections.get("layers", []):
+        layer = LayerPlan.from_dict(data)
+        tile = None
+        if layer.grid is not None:
+            tile = _open(MosaicStore(store.url, f"tiles/{layer.id}"), layer.grid, plan.n_channels, fingerprint, restart)
+        on_grid = _open(MosaicStore(store.url, f"layers/{layer.id}"), plan.grid, plan.n_channels, fingerprint, restart)
+        out.append(LayerStores(layer, tile, on_grid))
+    return out
+
+
+def build_layers(
+    plan: MosaicPlan,
+    stores: list[LayerStores],
+    stack: StackOptions,
+    window: Any,
+    *,
+    resources: dict[str, int] | None = None,
+) -> list[Any]:
+    """Delayed tasks building every layer on the global grid (tiles first for classic)."""
+    tasks: list[Any] = []
+    for entry in stores:
+        layer = entry.layer
+        frames = [plan.frames[i] for i in layer.frames]
+        if entry.tile is None:
+            jobs = region_jobs(plan.grid, frames, entry.on_grid, stack, window, frame_ids=layer.frames)
+            tasks += build_region_graph(jobs, f"reproject-batch-{layer.id}", resources)
+            continue
+        tile_jobs = region_jobs(layer.grid, frames, entry.tile, stack, window, frame_ids=layer.frames)
+        tile_tasks = build_region_graph(tile_jobs, f"stack-tile-{layer.id}", resources)
+        distinct = [plan.frames[i] for i in layer.distinct]
+        layer_jobs = [
+            TileLayerJob(
+                plan.grid.region(iy, ix),
+                plan.grid,
+                layer.grid,
+                entry.tile,
+                entry.on_grid,
+                max_error_px=window.max_error_px,
+            )
+            for iy, ix in assign_frames_to_regions(plan.grid, distinct)
+        ]
+        tasks += tile_tasks + build_tile_layer_graph(layer_jobs, layer.id, tile_tasks)
+    return tasks
+
+
+def layer_inputs(
+    stores: list[LayerStores],
+    corrections: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] | None,
+    scales: dict[int, float] | None = None,
+) -> list[LayerInput]:
+    """Layers with their calibration corrections and two-pass scales."""
+    inputs = []
+    for entry in stores:
+        gain, offset = (corrections or {}).get(entry.layer.id, ((1.0,), (0.0,)))
+        inputs.append(LayerInput(entry.layer.id, entry.on_grid, gain, offset, (scales or {}).get(entry.layer.id, 1.0)))
+    return inputs
+
+
+def combine_jobs(
+    plan: MosaicPlan,
+    stores: list[LayerStores],
+    inputs: list[LayerInput],
+    out: MosaicStore,
+    stack: StackOptions,
+    *,
+    rewrite: bool = False,
+) -> list[CombineJob]:
+    """One combination job per global region reached by a layer (box intersection)."""
+    by_id = {i.id: i for i in inputs}
+    jobs = []
+    for region in plan.grid.regions():
+        members = tuple(
+            by_id[e.layer.id]
+            for e in stores
+            if e.layer.box[0] < region.y1
+            and e.layer.box[1] > region.y0
+            and e.layer.box[2] < region.x1
+            and e.layer.box[3] > region.x0
+        )
+        if members:
+            jobs.append(CombineJob(region, members, out, plan.n_channels, stack, rewrite=rewrite))
+    return jobs
+
+
+def combine_layers(jobs: list[CombineJob], prefix: str) -> list[Any]:
+    """Delayed combinations of the layers, one per region."""
+    return build_combine_graph(jobs, prefix)
+
+
+def mask_layers(jobs: list[CombineJob], min_layers: float) -> list[Any]:
+    """Delayed masking of pixels reached by too few layers."""
+    return build_mask_graph(jobs, min_layers)

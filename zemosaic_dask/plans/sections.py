@@ -1,0 +1,138 @@
+"""Mode-specific planning: the sections of a :class:`MosaicPlan` (one helper per policy).
+
+``zemosaic-dask plan`` and ``zemosaic-dask run`` both call :func:`plan_mode_sections`, so a
+run executes exactly the plan the ``plan`` command shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import PlanError
+from .assembly import AssemblyTargets, ClusterResources, WorkerResources, plan_assembly
+from .batches import BatchPolicy, plan_classic_batches
+from .frames import FrameInfo
+from .groups import GroupingPolicy
+from .layers import LayerPlan, layers_from_batches, layers_from_sds
+from .mosaic import MosaicPlan
+from .sds import SdsPolicy, plan_sds_batches
+
+__all__ = ["assembly_targets", "batches_view", "plan_mode_sections", "resources_from_workers"]
+
+log = logging.getLogger(__name__)
+MiB = 1024 * 1024
+
+
+def resources_from_workers(
+    workers: Sequence[Mapping[str, Any]], *, fallback_threads: int, fallback_memory: int
+) -> ClusterResources:
+    """Cluster resources from worker descriptions (or this machine when there are none)."""
+    entries = [
+        WorkerResources(
+            name=str(w.get("name", w.get("address", index))),
+            nthreads=int(w.get("nthreads", 1)),
+            memory_limit_bytes=int(w.get("memory_limit") or 0),
+            gpus=int((w.get("resources") or {}).get("GPU", 0)),
+            gpu_memory_bytes=int(w.get("gpu_memory") or 0),
+        )
+        for index, w in enumerate(workers)
+    ]
+    if not entries:
+        entries = [WorkerResources("local", max(1, fallback_threads), fallback_memory)]
+    return ClusterResources(tuple(entries))
+
+
+def assembly_targets(config: Any, n_channels: int) -> AssemblyTargets:
+    """Assembly targets from the ``zemosaic.assembly`` section."""
+    a = config.assembly
+    return AssemblyTargets(
+        cpu_load=a.cpu_load,
+        ram_fraction=a.ram_fraction,
+        vram_fraction=a.vram_fraction,
+        vram_reserve_bytes=int(a.vram_reserve_mb * MiB),
+        max_chunk_bytes=int(a.max_chunk_mb * MiB),
+        min_chunk_bytes=int(a.min_chunk_mb * MiB),
+        gpu_min_memory_bytes=int(a.gpu_min_memory_mb * MiB),
+        n_channels=n_channels,
+        force_cpu=a.use_gpu is False,
+        gpu_requested=a.use_gpu is not False,
+    )
+
+
+def batches_view(plan: MosaicPlan) -> list[dict[str, Any]]:
+    """The batches of a plan as ``zemosaic-dask plan --json`` shows them."""
+    layers = [LayerPlan.from_dict(d) for d in plan.sections.get("layers", [])]
+    out = []
+    for layer in layers:
+        distinct = layer.distinct
+        out.append(
+            {
+                "id": layer.id,
+                "kind": layer.kind,
+                "frames": [plan.frames[i].path for i in layer.frames],
+                "distinct_frames": len(distinct),
+                "original_count": len(distinct),
+                "final_count": len(layer.frames),
+                "coverage_fraction": layer.coverage_fraction,
+                "salvage": layer.salvage,
+            }
+        )
+    return out
+
+
+def _classic(plan: MosaicPlan, config: Any) -> dict[str, Any]:
+    c = config.classic
+    grouping = GroupingPolicy.from_values(
+        c.cluster_panel_threshold, c.max_raw_per_master_tile, c.min_raw_per_master_tile
+    )
+    batching = BatchPolicy.from_values(c.batch_overlap_pct, c.allow_batch_duplication, c.target_stack, c.min_safe_stack)
+    groups, batches = plan_classic_batches(plan.frames, grouping, batching)
+    layers = layers_from_batches(plan.frames, plan.grid, groups, batches, tile_chunk=plan.grid.chunk)
+    return {"groups": groups.to_dict(), "batch_plan": batches.to_dict(), "layers": [x.to_dict() for x in layers]}
+
+
+def _sds(plan: MosaicPlan, config: Any, preplan: Sequence[Sequence[str]] | None) -> dict[str, Any]:
+    s = config.sds
+    policy = SdsPolicy.from_values(s.coverage_threshold, s.min_batch_size, s.target_batch_size)
+    sds = plan_sds_batches(plan.frames, plan.grid, policy, preplan=preplan)
+    layers = layers_from_sds(plan.frames, plan.grid, sds)
+    return {"sds": sds.to_dict(), "layers": [x.to_dict() for x in layers]}
+
+
+def plan_mode_sections(
+    plan: MosaicPlan,
+    config: Any,
+    resources: ClusterResources,
+    *,
+    preplan: Sequence[Sequence[str]] | None = None,
+    sds_error_message: Any = None,
+) -> MosaicPlan:
+    """Add the assembly plan and the mode's groups, batches and layers to ``plan``.
+
+    An SDS plan that cannot be built (a :class:`PlanError`) turns the plan into a
+    Mosaic-First plan whose ``fallback`` names the reason; the run never fails for it.
+    """
+    mode, fallback = plan.mode, plan.fallback
+    sections: dict[str, Any] = {}
+    if mode == "sds":
+        try:
+            sections.update(_sds(plan, config, preplan))
+        except PlanError as err:
+            reason = getattr(err, "reason", str(err))
+            if sds_error_message is not None:
+                log.warning(sds_error_message(reason))
+            mode, fallback = "mosaic-first", f"sds_error_no_valid_batches: {reason}"
+    elif mode == "classic":
+        sections.update(_classic(plan, config))
+    n_inputs = len(sections.get("layers", ())) or len(plan.frames)
+    assembly = plan_assembly(resources, plan.grid, n_inputs, assembly_targets(config, plan.n_channels))
+    sections["assembly_plan"] = assembly.to_dict()
+    return dataclasses.replace(plan, mode=mode, fallback=fallback, sections=sections)
+
+
+def frames_of(plan: MosaicPlan, layer: LayerPlan) -> list[FrameInfo]:
+    """The frames a layer stacks, duplicates included."""
+    return [plan.frames[i] for i in layer.frames]

@@ -1,0 +1,335 @@
+"""Stacking of resampled samples on one output region.
+
+:func:`stack_samples` is the one entry point: it takes the K samples that frames give
+to a region (already resampled onto it), applies per-frame normalisation, weights them,
+rejects outliers and combines the survivors, and returns the image with its coverage.
+Normalisation, weighting and rejection are orthogonal: any combination is valid and
+means the same on numpy and on cupy.
+
+The normalisation coefficients and the frame weights are per frame, computed from
+whole-frame statistics (:mod:`.normalisation`, :mod:`.weighting`) and passed in, so
+every region of a mosaic normalises a frame the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from .namespace import array_namespace, to_numpy
+from .rejection import (
+    huber_mean,
+    kept_median,
+    reject_kappa_sigma,
+    reject_linear_fit,
+    reject_winsorized_sigma,
+    weighted_mean,
+)
+
+__all__ = [
+    "COMBINE_METHODS",
+    "NORMALISATION_METHODS",
+    "REJECTION_METHODS",
+    "WEIGHTING_METHODS",
+    "StackOptions",
+    "StackResult",
+    "peak_memory_bytes",
+    "stack_samples",
+]
+
+logger = logging.getLogger(__name__)
+
+NORMALISATION_METHODS = ("none", "linear_fit", "sky_mean")
+WEIGHTING_METHODS = ("none", "noise_variance")
+REJECTION_METHODS = ("none", "kappa_sigma", "winsorized_sigma_clip", "robust_mean", "linear_fit_clip", "median")
+COMBINE_METHODS = ("mean", "median")
+
+#: Peak working memory of :func:`stack_samples` per rejection method, as ``(a, b)`` in
+#: ``(a * K + b) * C*H*W*4`` bytes: ``a`` sample-sized and ``b`` plane-sized float32
+#: temporaries (measured on numpy, with margin; a test keeps them true).
+_MEMORY_MODEL = {
+    "none": (2.7, 5.0),
+    "median": (2.4, 17.0),
+    "kappa_sigma": (2.9, 20.0),
+    "robust_mean": (3.6, 18.0),
+    "winsorized_sigma_clip": (3.9, 26.0),
+    "linear_fit_clip": (6.9, 16.0),
+}
+
+_CLIPPERS = {
+    "kappa_sigma": reject_kappa_sigma,
+    "winsorized_sigma_clip": reject_winsorized_sigma,
+    "linear_fit_clip": reject_linear_fit,
+}
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """How samples are normalised, weighted, rejected and combined.
+
+    Attributes
+    ----------
+    normalisation : str
+        ``none`` | ``linear_fit`` | ``sky_mean``; when not ``none``, :func:`stack_samples`
+        requires the ``gains``/``offsets`` from
+        :func:`~zemosaic_dask.tasks.normalisation.normalisation_coefficients`.
+    weighting : str
+        ``none`` | ``noise_variance``; when not ``none``, :func:`stack_samples` requires
+        ``frame_weights`` from :func:`~zemosaic_dask.tasks.weighting.frame_weights`.
+    rejection : str
+        ``none`` (no rejection) | ``kappa_sigma`` | ``winsorized_sigma_clip`` |
+        ``linear_fit_clip`` (clipping methods, then ``combine``) | ``robust_mean``
+        (Huber M-estimate) | ``median`` (unweighted median of the samples). The last
+        two are estimators in themselves: ``combine`` does not apply to them.
+    kappa_low, kappa_high : float
+        Clipping limits in sigma below and above the centre (> 0).
+    max_iterations : int
+        Largest number of rejection passes (>= 1).
+    combine : str
+        ``mean`` (weighted mean of the survivors) | ``median`` (unweighted median of
+        the survivors).
+    min_samples_for_rejection : int
+        No rejection at a pixel with fewer valid samples (>= 1).
+    """
+
+    normalisation: str = "none"
+    weighting: str = "none"
+    rejection: str = "kappa_sigma"
+    kappa_low: float = 2.0
+    kappa_high: float = 2.0
+    max_iterations: int = 3
+    combine: str = "mean"
+    min_samples_for_rejection: int = 3
+
+    def validate(self) -> None:
+        """Raise :class:`~zemosaic_dask.errors.ConfigError` naming the first invalid field."""
+        for name, accepted in (
+            ("normalisation", NORMALISATION_METHODS),
+            ("weighting", WEIGHTING_METHODS),
+            ("rejection", REJECTION_METHODS),
+            ("combine", COMBINE_METHODS),
+        ):
+            value = getattr(self, name)
+            if value not in accepted:
+                raise ConfigError(
+                    f"stacking {name} must be one of {', '.join(accepted)}, got {value!r} "
+                    f"(set zemosaic.stacking.{name})"
+                )
+        for name in ("kappa_low", "kappa_high"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ConfigError(
+                    f"stacking {name} must be a finite number > 0, got {value!r} (set zemosaic.stacking.{name})"
+                )
+        for name in ("max_iterations", "min_samples_for_rejection"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"stacking {name} must be an integer >= 1, got {value!r} (set zemosaic.stacking.{name})"
+                )
+
+
+@dataclass(frozen=True)
+class StackResult:
+    """The stack of one region, in the input's array namespace.
+
+    Attributes
+    ----------
+    image : array
+        ``(C, H, W)`` float32, NaN where no sample survives.
+    coverage : array
+        ``(H, W)`` float32: sum of the footprint weights of the distinct frames with data
+        at the pixel (duplicates of one frame count once; frame weights do not enter).
+    n_frames : array
+        ``(H, W)`` int32: number of distinct frames with data at the pixel.
+    """
+
+    image: Any
+    coverage: Any
+    n_frames: Any
+
+
+def stack_samples(
+    samples: Any,
+    footprint: Any,
+    options: StackOptions,
+    *,
+    frame_ids: Sequence[int] | Any | None = None,
+    gains: Any | None = None,
+    offsets: Any | None = None,
+    frame_weights: Any | None = None,
+) -> StackResult:
+    """Stack the samples K frames give to one output region.
+
+    Parameters
+    ----------
+    samples : array
+        ``(K, C, H, W)`` float32 resampled values, NaN where a frame has no data.
+    footprint : array
+        ``(K, H, W)`` float32 weights in [0, 1], 0 where a frame has no data (may carry
+        a radial weight). A sample counts as data where its footprint is > 0 and it is
+        finite.
+    options : StackOptions
+        The methods; validated here.
+    frame_ids : sequence of int, optional
+        ``(K,)`` frame identities; equal ids mark duplicates of one frame, which take
+        part in the stack but count once in ``coverage`` and ``n_frames``. Defaults to
+        all distinct.
+    gains, offsets : array, optional
+        ``(K, C)`` (or ``(K,)``) normalisation ``gain * x + offset`` applied first;
+        required when ``options.normalisation`` is not ``none``. Host (numpy) arrays
+        are accepted with device samples.
+    frame_weights : array, optional
+        ``(K, C)`` (or ``(K,)``) per-frame quality weights; required when
+        ``options.weighting`` is not ``none``. A sample's weight is
+        ``footprint * frame_weight``; a frame weight of 0 excludes the sample.
+
+    Returns
+    -------
+    StackResult
+        Arrays in the namespace of ``samples``.
+
+    Raises
+    ------
+    ConfigError
+        When ``options`` is invalid or requests a normalisation or weighting whose
+        coefficients were not given.
+    ValueError
+        When the shapes disagree.
+    """
+    options.validate()
+    xp = array_namespace(samples, footprint)
+    if samples.ndim != 4 or tuple(footprint.shape) != (samples.shape[0],) + tuple(samples.shape[2:]):
+        raise ValueError(
+            f"samples must be (K, C, H, W) and footprint (K, H, W), got {tuple(samples.shape)} and "
+            f"{tuple(footprint.shape)}"
+        )
+    count, channels = samples.shape[:2]
+    _require(options.normalisation != "none" and (gains is None and offsets is None), "normalisation", "gains/offsets")
+    _require(options.weighting != "none" and frame_weights is None, "weighting", "frame_weights")
+    logger.debug("stacking %d samples of %s on %s: %s", count, tuple(samples.shape[1:]), xp.__name__, options)
+    if count == 0:
+        plane = tuple(samples.shape[2:])
+        return StackResult(
+            image=xp.full((channels,) + plane, xp.nan, dtype=xp.float32),
+            coverage=xp.zeros(plane, dtype=xp.float32),
+            n_frames=xp.zeros(plane, dtype=xp.int32),
+        )
+
+    values = xp.array(samples, dtype=xp.float32, copy=True)  # the one working copy, updated in place
+    if gains is not None or offsets is not None:
+        values *= _per_frame(xp, gains, count, channels, "gains", 1.0)[:, :, None, None]
+        values += _per_frame(xp, offsets, count, channels, "offsets", 0.0)[:, :, None, None]
+    weight = xp.asarray(footprint, dtype=xp.float32)
+    finite = xp.isfinite(values)
+    has_data = (weight > 0) & xp.any(finite, axis=1)
+    valid = finite & (weight > 0)[:, None]
+    del finite
+    weights = weight[:, None]
+    if frame_weights is not None:
+        quality = _per_frame(xp, frame_weights, count, channels, "frame_weights", 1.0)
+        valid = valid & (quality > 0)[:, :, None, None]
+        weights = weights * quality[:, :, None, None]
+    values[~valid] = xp.nan
+
+    image = _combine(values, weights, valid, options)
+    coverage, n_frames = _coverage(xp, weight, has_data, frame_ids, count)
+    return StackResult(image=image, coverage=coverage, n_frames=n_frames)
+
+
+def peak_memory_bytes(shape: Sequence[int], options: StackOptions, *, frame_weights: bool = False) -> int:
+    """Upper bound of the working memory :func:`stack_samples` allocates besides its inputs.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        ``(K, C, H, W)`` shape of the samples.
+    options : StackOptions
+        The stacking methods (the rejection method sets the cost).
+    frame_weights : bool
+        Whether per-channel frame weights are passed (one more sample-sized array).
+
+    Returns
+    -------
+    int
+        Bytes, for sizing regions so that a worker's peak memory stays bounded.
+    """
+    options.validate()
+    count, channels, height, width = (int(size) for size in shape)
+    per_sample, per_plane = _MEMORY_MODEL[options.rejection]
+    per_sample += 1.0 if frame_weights else 0.0
+    return int(math.ceil((per_sample * count + per_plane) * channels * height * width * 4))
+
+
+def _require(missing: bool, field: str, argument: str) -> None:
+    if missing:
+        raise ConfigError(
+            f"stacking {field} is requested but no {argument} were passed to stack_samples; compute them from "
+            f"whole-frame statistics (tasks.normalisation / tasks.weighting) or set zemosaic.stacking.{field}: none"
+        )
+
+
+def _per_frame(xp: Any, coefficients: Any, count: int, channels: int, name: str, default: float) -> Any:
+    """Return ``(K, C)`` float32 coefficients in ``xp`` (host arrays are moved over)."""
+    if coefficients is None:
+        return xp.full((count, channels), default, dtype=xp.float32)
+    array = xp.asarray(coefficients, dtype=xp.float32)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[0] != count or array.shape[1] not in (1, channels):
+        raise ValueError(f"{name} must have shape ({count}, {channels}) or ({count},), got {tuple(array.shape)}")
+    return xp.broadcast_to(array, (count, channels))
+
+
+def _combine(values: Any, weights: Any, valid: Any, options: StackOptions) -> Any:
+    if options.rejection == "median":
+        return kept_median(values, valid)
+    if options.rejection == "robust_mean":
+        return huber_mean(values, weights, valid, min_samples=options.min_samples_for_rejection)
+    keep = valid
+    clipper = _CLIPPERS.get(options.rejection)
+    if clipper is not None:
+        keep = clipper(
+            values,
+            valid,
+            kappa_low=options.kappa_low,
+            kappa_high=options.kappa_high,
+            max_iterations=options.max_iterations,
+            min_samples=options.min_samples_for_rejection,
+        )
+    if options.combine == "median":
+        return kept_median(values, keep)
+    return weighted_mean(values, weights, keep)
+
+
+def _coverage(xp: Any, weight: Any, has_data: Any, frame_ids: Any, count: int) -> tuple[Any, Any]:
+    """Sum of footprint weights and count of the distinct frames with data."""
+    data_weight = xp.where(has_data, weight, xp.float32(0))
+    groups = _duplicate_groups(frame_ids, count)
+    if groups is None:
+        return xp.sum(data_weight, axis=0).astype(xp.float32), xp.sum(has_data, axis=0, dtype=xp.int32)
+    coverage = xp.zeros(weight.shape[1:], dtype=xp.float32)
+    n_frames = xp.zeros(weight.shape[1:], dtype=xp.int32)
+    for members in groups:
+        coverage = coverage + xp.max(data_weight[members], axis=0)
+        n_frames = n_frames + xp.any(has_data[members], axis=0).astype(xp.int32)
+    return coverage, n_frames
+
+
+def _duplicate_groups(frame_ids: Any, count: int) -> list[list[int]] | None:
+    """Indices of the samples of each distinct frame, or None when all are distinct."""
+    if frame_ids is None:
+        return None
+    ids = [int(value) for value in to_numpy(frame_ids).ravel()] if hasattr(frame_ids, "shape") else list(frame_ids)
+    if len(ids) != count:
+        raise ValueError(f"frame_ids must hold one id per sample ({count}), got {len(ids)}")
+    groups: dict[Any, list[int]] = {}
+    for index, frame in enumerate(ids):
+        groups.setdefault(frame, []).append(index)
+    if len(groups) == count:
+        return None
+    return list(groups.values())
