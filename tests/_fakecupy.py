@@ -48,7 +48,7 @@ FUNCTIONS = (
     "einsum empty empty_like exp expand_dims flatnonzero floor full full_like hypot isclose isfinite isinf "
     "isnan linspace log log10 logical_and logical_not logical_or logical_xor matmul max maximum mean median "
     "meshgrid min minimum moveaxis nanmax nanmean nanmedian nanmin nanstd nansum nanvar nonzero ones "
-    "ones_like percentile power prod quantile rad2deg ravel repeat reshape round searchsorted sign sin sort "
+    "ones_like pad percentile power prod quantile rad2deg ravel repeat reshape round searchsorted sign sin sort "
     "sqrt square squeeze stack std sum swapaxes take take_along_axis tan tensordot tile transpose unique "
     "var where zeros zeros_like"
 ).split()

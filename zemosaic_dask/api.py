@@ -74,7 +74,7 @@ def compute(handle: ClusterHandle, tasks: Sequence[Any], *, label: str, show_pro
             with ProgressBar():
                 return list(dask.compute(*tasks, scheduler="synchronous"))
         return list(dask.compute(*tasks, scheduler="synchronous"))
-    futures = handle.client.compute(list(tasks))
+    futures = handle.client.compute(list(tasks), optimize_graph=False)
     if show_progress:
         from distributed import progress
 

@@ -122,8 +122,9 @@ def _execute_mosaic_first(plan, config, store, handle, *, timings, show_progress
     from .api import compute
 
     jobs = region_jobs(plan.grid, plan.frames, store, stack_options(config), window_options(config, plan.n_channels))
+    graph = build_mosaic_first_graph(jobs, resources=gpu_resources(plan))
     with timings.stage("mosaic"):
-        summaries = compute(handle, build_mosaic_first_graph(jobs), label="mosaic", show_progress=show_progress)
+        summaries = compute(handle, graph, label="mosaic", show_progress=show_progress)
     return ExecutionResult(
         mode="mosaic-first",
         fallback=plan.fallback,
@@ -132,8 +133,21 @@ def _execute_mosaic_first(plan, config, store, handle, *, timings, show_progress
             "hot_pixels_fixed": int(sum(s.hot_pixels for s in summaries)),
             "max_map_error_px": max((s.max_map_error for s in summaries), default=0.0),
             "region_backends": sorted({s.backend for s in summaries}),
+            "gpu_fallbacks": gpu_fallbacks(summaries),
+            "assembly_plan": plan.sections.get("assembly_plan"),
         },
     )
+
+
+def gpu_resources(plan: MosaicPlan) -> dict[str, int] | None:
+    """``{"GPU": 1}`` when the plan's assembly plan routes the stacking units to GPUs."""
+    assembly = plan.sections.get("assembly_plan") or {}
+    return {"GPU": 1} if assembly.get("use_gpu") else None
+
+
+def gpu_fallbacks(summaries: list[Any]) -> list[dict[str, str]]:
+    """The units that ran on the CPU after a GPU failure, with the reason."""
+    return [{"unit": s.region, "reason": s.gpu_fallback} for s in summaries if getattr(s, "gpu_fallback", None)]
 
 
 def _execute_layers(plan, config, store, handle, *, timings, show_progress) -> ExecutionResult:  # noqa: ANN001
@@ -145,7 +159,12 @@ def _execute_layers(plan, config, store, handle, *, timings, show_progress) -> E
     stores = layer_stores(plan, store)
     label = "tiles" if plan.mode == "classic" else "batches"
     with timings.stage(label):
-        summaries = compute(handle, build_layers(plan, stores, stack, window), label=label, show_progress=show_progress)
+        summaries = compute(
+            handle,
+            build_layers(plan, stores, stack, window, resources=gpu_resources(plan)),
+            label=label,
+            show_progress=show_progress,
+        )
     report: dict[str, Any] = {"layers": len(stores), "assembly_plan": plan.sections.get("assembly_plan")}
     corrections = None
     if config.calibration.intertile and len(stores) > 1:
@@ -164,6 +183,7 @@ def _execute_layers(plan, config, store, handle, *, timings, show_progress) -> E
             masked = compute(handle, mask_layers(jobs, keep * max_layers), label="mask", show_progress=False)
         report["sds_masked_pixels"] = int(sum(masked))
     report["hot_pixels_fixed"] = int(sum(getattr(s, "hot_pixels", 0) for s in summaries))
+    report["gpu_fallbacks"] = gpu_fallbacks(summaries)
     return ExecutionResult(mode=plan.mode, fallback=plan.fallback, regions=len(jobs), report=report)
 
 

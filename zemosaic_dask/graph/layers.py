@@ -8,7 +8,6 @@ its own grid), ``reproject-tile-<id>-<y>-<x>`` (a tile put onto the global grid)
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,8 +15,8 @@ import dask
 from dask.delayed import Delayed
 
 from ..units.combine_region import CombineJob, build_combined_region, mask_low_coverage_region
-from ..units.mosaic_region import RegionJob, build_mosaic_region
 from ..units.tile_layer import TileLayerJob, build_tile_layer_region
+from .regions import build_region_graph
 
 __all__ = ["build_combine_graph", "build_mask_graph", "build_region_graph", "build_tile_layer_graph"]
 
@@ -25,15 +24,6 @@ __all__ = ["build_combine_graph", "build_mask_graph", "build_region_graph", "bui
 def _after(value: Any, *_dependencies: Any) -> Any:
     """Return ``value`` once its dependencies are computed (orders stages inside one graph)."""
     return value
-
-
-def build_region_graph(
-    jobs: Sequence[RegionJob], prefix: str, resources: dict[str, int] | None = None
-) -> list[Delayed]:
-    """One delayed region build per job, keyed ``<prefix>-<iy>-<ix>``, optionally resource-annotated."""
-    build = dask.delayed(build_mosaic_region, pure=False)
-    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-        return [build(job, dask_key_name=f"{prefix}-{job.region.iy}-{job.region.ix}") for job in jobs]
 
 
 def build_tile_layer_graph(jobs: Sequence[TileLayerJob], tile_id: int, tile_tasks: Sequence[Delayed]) -> list[Delayed]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import dask
 from dask.delayed import Delayed
 
 from ..io.store import MosaicStore
@@ -13,7 +12,8 @@ from ..plans.grid import OutputGrid
 from ..plans.regions import assign_frames_to_regions
 from ..tasks.stacking import StackOptions
 from ..units.frame_window import FrameWindowOptions
-from ..units.mosaic_region import RegionJob, build_mosaic_region
+from ..units.mosaic_region import RegionJob
+from .regions import build_region_graph
 
 __all__ = ["build_mosaic_first_graph", "region_jobs"]
 
@@ -45,7 +45,12 @@ def region_jobs(
     return jobs
 
 
-def build_mosaic_first_graph(jobs: Sequence[RegionJob], prefix: str = "stack-region") -> list[Delayed]:
-    """Return one delayed region build per job, keyed ``<prefix>-<iy>-<ix>``."""
-    build = dask.delayed(build_mosaic_region, pure=False)
-    return [build(job, dask_key_name=f"{prefix}-{job.region.iy}-{job.region.ix}") for job in jobs]
+def build_mosaic_first_graph(
+    jobs: Sequence[RegionJob], prefix: str = "stack-region", resources: dict[str, int] | None = None
+) -> list[Delayed]:
+    """Return one delayed region build per job, keyed ``<prefix>-<iy>-<ix>``.
+
+    With ``resources`` (``{"GPU": 1}`` when the assembly plan uses GPUs) the tasks are
+    annotated so that only workers advertising them run them.
+    """
+    return build_region_graph(jobs, prefix, resources)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ from ..plans.grid import OutputGrid, OutputRegion
 from ..tasks.namespace import to_numpy
 from ..tasks.stacking import StackOptions, stack_samples
 from .frame_window import FrameWindowOptions, resample_frame_to_region
+from .gpu import run_with_gpu_fallback
 
-__all__ = ["RegionJob", "RegionSummary", "build_mosaic_region"]
+__all__ = ["RegionJob", "RegionSummary", "build_mosaic_region", "run_mosaic_region"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class RegionJob:
     gains: tuple[tuple[float, ...], ...] | None = None
     offsets: tuple[tuple[float, ...], ...] | None = None
     weights: tuple[tuple[float, ...], ...] | None = None
+    use_gpu: bool = False
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class RegionSummary:
     reused: bool
     backend: str = "cpu"
     max_map_error: float = 0.0
+    gpu_fallback: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dictionary."""
@@ -144,3 +149,13 @@ def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
         backend="cpu" if xp is np else xp.__name__,
         max_map_error=max_error,
     )
+
+
+def run_mosaic_region(job: RegionJob) -> RegionSummary:
+    """Build a region on the GPU when the plan says so, falling back to the CPU on a GPU error."""
+    summary, fallback = run_with_gpu_fallback(
+        job.key or f"region-{job.region.name}", lambda xp: build_mosaic_region(job, xp), use_gpu=job.use_gpu
+    )
+    if fallback is None:
+        return summary
+    return dataclasses.replace(summary, region=job.key or summary.region, gpu_fallback=fallback)

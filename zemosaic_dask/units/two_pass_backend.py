@@ -24,25 +24,11 @@ import numpy as np
 
 from ..messages import msg
 from ..tasks.namespace import to_numpy
+from .gpu import GPU_ERRORS, gpu_error_types
 
 __all__ = ["GPU_ERRORS", "ChannelRun", "gpu_error_types", "run_channels_on_one_backend"]
 
 logger = logging.getLogger(__name__)
-
-#: Errors a GPU attempt may raise that mean "run it on the CPU instead" (cupy's own
-#: out-of-memory and CUDA errors derive from these, and :func:`gpu_error_types` adds the
-#: module's own types). Any other exception is a bug and propagates.
-GPU_ERRORS: tuple[type[BaseException], ...] = (ImportError, MemoryError, RuntimeError)
-
-# Error classes of a cupy-like module, looked up lazily as attribute paths on the module.
-_MODULE_ERROR_PATHS = (
-    "cuda.memory.OutOfMemoryError",
-    "cuda.runtime.CUDARuntimeError",
-    "cuda.driver.CUDADriverError",
-    "cuda.compiler.CompileException",
-    "cuda.cublas.CUBLASError",
-    "OutOfMemoryError",
-)
 
 
 @dataclass(frozen=True)
@@ -71,28 +57,6 @@ class _GpuAttemptFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.cpu_results = cpu_results
-
-
-def gpu_error_types(xp_gpu: ModuleType | None) -> tuple[type[BaseException], ...]:
-    """Return :data:`GPU_ERRORS` plus the error classes ``xp_gpu`` defines (cupy's OOM, CUDA errors).
-
-    The module's classes are looked up when called, never at import time, and missing ones
-    are skipped, so any cupy version (or a test double) works.
-    """
-    found: list[type[BaseException]] = list(GPU_ERRORS)
-    if xp_gpu is None:
-        return tuple(found)
-    for path in _MODULE_ERROR_PATHS:
-        target: Any = xp_gpu
-        for name in path.split("."):
-            try:
-                target = getattr(target, name)
-            except (AttributeError, ImportError):
-                target = None
-                break
-        if isinstance(target, type) and issubclass(target, BaseException) and target not in found:
-            found.append(target)
-    return tuple(found)
 
 
 def run_channels_on_one_backend(
