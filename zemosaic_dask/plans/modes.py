@@ -28,4 +28,4 @@ def select_mode(
         return "sds", "auto: Seestar frames and SDS enabled"
     if not seestar:
         return "classic", "auto: not every frame comes from a Seestar"
-    return "classic", "auto: SDS disabled in the configuration"
+    return "classic", "auto: classic pipeline by configuration"
