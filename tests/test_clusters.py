@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import threading
+from pathlib import Path
 from urllib.parse import urlparse
 
 import dask
 import dask.array as da
 import numpy as np
 import pytest
+import yaml
 from dask.utils import parse_bytes
 from dask_jobqueue import PBSCluster, SLURMCluster
 from distributed import Client, LocalCluster, Scheduler, SpecCluster, Worker, get_worker
@@ -25,6 +29,7 @@ from zemosaic_dask.clusters import (
     open_cluster,
     worker_resources,
 )
+from zemosaic_dask.config import describe_config
 from zemosaic_dask.errors import ConfigError, GpuUnavailableError
 
 
@@ -223,7 +228,7 @@ def _assert_attached_and_left_running(options, cluster):
         assert handle.kind == "attached" and handle.cluster is None
         assert handle.client.scheduler.address == cluster.scheduler_address
         assert handle.client.submit(pow, 3, 4).result() == 81
-        assert handle.dashboard_link == Client.dashboard_link.fget(handle.client)
+        assert urlparse(handle.dashboard_link).port == urlparse(cluster.dashboard_link).port
     # leaving the context closes our client, never the cluster we attached to
     with Client(cluster) as other:
         assert other.submit(pow, 2, 5).result() == 32
@@ -306,3 +311,95 @@ def test_worker_resources_reports_gpu_workers():
         assert described["gpu"]["memory_limit"] == parse_bytes("2GiB")
         assert described["cpu"]["gpu_memory"] is None
         assert described["gpu"]["address"] == client.submit(lambda: get_worker().address, resources={"GPU": 1}).result()
+
+
+# --- deploy/ assets ---------------------------------------------------------------------------------
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def _commented_block(text: str, marker: str) -> dict:
+    """The YAML mapping written as comments right after ``marker`` (a commented-out variant)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if marker in line) + 1
+    block = []
+    for line in lines[start:]:
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            break
+        block.append(stripped[2:])
+    return yaml.safe_load("\n".join(block))
+
+
+@pytest.mark.parametrize(
+    ("kind", "cluster_cls", "prefix"), [("slurm", SLURMCluster, "#SBATCH"), ("pbs", PBSCluster, "#PBS")]
+)
+def test_example_jobqueue_file_renders_cpu_and_gpu_job_scripts(kind, cluster_cls, prefix, tmp_path):
+    text = (DEPLOY / "jobqueue.yaml").read_text()
+    config = yaml.safe_load(text)
+    section = config["jobqueue"][kind]
+    logs = {"log-directory": str(tmp_path)}
+    with dask.config.set(dask.config.merge(dask.config.config, config)):
+        cpu = _job_script(cluster_cls, ClusterOptions(kind=kind, jobqueue=logs))
+        gpu_variant = {**section, **_commented_block(text.split(f"  {kind}:")[1], "GPU variant"), **logs}
+        gpu = _job_script(cluster_cls, ClusterOptions(kind=kind, jobqueue=gpu_variant))
+    cpu_request = f"--cpus-per-task={section['cores']}" if kind == "slurm" else f"-l select=1:ncpus={section['cores']}:"
+    assert any(d.startswith(cpu_request) for d in _directives(cpu, prefix))
+    assert f"--nworkers {section['processes']}" in _worker_command(cpu)
+    assert "-m distributed.cli.dask_worker" in _worker_command(cpu)
+    gpu_request = "--gres=gpu:1" if kind == "slurm" else "ngpus=1"
+    assert any(gpu_request in d for d in _directives(gpu, prefix))
+    assert "-m dask cuda worker" in _worker_command(gpu)
+    assert "--resources GPU=1" in _worker_command(gpu)
+
+
+def test_example_user_config_is_valid():
+    entries = {entry.key: entry for entry in describe_config(DEPLOY / "zemosaic.yaml")}
+    assert entries["zemosaic.cluster.kind"].value == "slurm"
+    assert entries["zemosaic.cluster.kind"].source.startswith("file:")
+    jobqueue = yaml.safe_load((DEPLOY / "zemosaic.yaml").read_text())["jobqueue"]["slurm"]
+    assert jobqueue["cores"] and jobqueue["memory"]
+
+
+def test_compose_file_describes_scheduler_cpu_gpu_workers_and_client():
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"scheduler", "worker-cpu", "worker-gpu", "client"}
+    assert services["scheduler"]["command"][:2] == ["dask", "scheduler"]
+    assert "8787:8787" in services["scheduler"]["ports"]
+    assert services["worker-cpu"]["command"][:3] == ["dask", "worker", "tcp://scheduler:8786"]
+    gpu = services["worker-gpu"]
+    assert gpu["command"][:4] == ["dask", "cuda", "worker", "tcp://scheduler:8786"]
+    assert "--resources=GPU=1" in gpu["command"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    client = services["client"]["command"]
+    assert client[:2] == ["zemosaic-dask", "run"]
+    assert client[client.index("--scheduler") + 1] == "tcp://scheduler:8786"
+    for service in services.values():
+        assert any(volume.endswith(":/data") for volume in service["volumes"])
+        if "build" in service:
+            assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["slurm/zemosaic-scheduler-file.sbatch", "slurm/zemosaic-scheduler-file-gpu.sbatch"],
+)
+def test_scheduler_file_recipes(script):
+    path = DEPLOY / script
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    text = path.read_text()
+    assert re.search(r"^dask scheduler --scheduler-file ", text, re.MULTILINE)
+    worker = "dask cuda worker" if "gpu" in script else "dask worker"
+    assert re.search(rf"^\s+{worker} --scheduler-file ", text, re.MULTILINE)
+    assert re.search(r'^zemosaic-dask run "\$@" --scheduler-file ', text, re.MULTILINE)
+    assert ("--resources GPU=1" in text) == ("gpu" in script)
+    assert ("--gres=gpu:" in text) == ("gpu" in script)
+
+
+@pytest.mark.parametrize("script", ["install.sh", "start.sh", "stop.sh"])
+def test_local_slurm_scripts_parse(script):
+    path = DEPLOY / "local-slurm" / script
+    assert os.access(path, os.X_OK)
+    subprocess.run(["bash", "-n", str(path)], check=True)

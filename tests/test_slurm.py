@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from dask.utils import parse_bytes
 
-from zemosaic_dask.clusters import ClusterOptions, open_cluster, worker_resources
+from zemosaic_dask.clusters import ClusterError, ClusterOptions, open_cluster, worker_resources
 
 pytestmark = pytest.mark.slurm
 
@@ -96,7 +96,12 @@ def test_workers_run_inside_slurm_jobs(tmp_path):
 def test_slurm_job_worker_advertises_the_gpu_resource(tmp_path):
     # No GPU here: the job's worker advertises GPU=1 as a GPU job's does, and GPU-annotated tasks run in it.
     job_name = f"zemosaic-test-{uuid.uuid4().hex[:8]}"
-    jobqueue = {**JOB_SETTINGS, "name": job_name, "log-directory": str(tmp_path), "worker-extra-args": ["--resources", "GPU=1"]}
+    jobqueue = {
+        **JOB_SETTINGS,
+        "name": job_name,
+        "log-directory": str(tmp_path),
+        "worker-extra-args": ["--resources", "GPU=1"],
+    }
     options = ClusterOptions(kind="slurm", jobqueue=jobqueue, jobs=1, dashboard_address=":0", worker_timeout=120)
     with open_cluster(options) as handle:
         (worker,) = worker_resources(handle.client)
@@ -106,8 +111,76 @@ def test_slurm_job_worker_advertises_the_gpu_resource(tmp_path):
     assert _wait_until_no_job_named(job_name) == set()
 
 
-# --------------------------------------------------------------------------------------------------
-# End-to-end mosaic through the CLI on SLURM: `zemosaic-dask run ... --cluster slurm --config FILE`
-# with a jobqueue section like JOB_SETTINGS, checked against the output contract. Added together with
-# the CLI's `run` command.
-# --------------------------------------------------------------------------------------------------
+def test_rejected_submission_fails_fast_with_sbatch_message(tmp_path):
+    jobqueue = {**JOB_SETTINGS, "queue": "no-such-partition", "log-directory": str(tmp_path)}
+    options = ClusterOptions(kind="slurm", jobqueue=jobqueue, dashboard_address=":0", worker_timeout=120)
+    start = time.monotonic()
+    with pytest.raises(ClusterError, match=r"submitting a slurm job failed(.|\n)*invalid partition"):
+        with open_cluster(options):
+            pass
+    assert time.monotonic() - start < 60, "a rejected job script must not wait for worker_timeout"
+
+
+def test_jobs_that_never_start_time_out_and_are_cancelled(tmp_path):
+    job_name = f"zemosaic-test-{uuid.uuid4().hex[:8]}"
+    jobqueue = {
+        **JOB_SETTINGS,
+        "name": job_name,
+        "log-directory": str(tmp_path),
+        "job-extra-directives": ["--begin=now+1hour"],  # stays pending
+    }
+    options = ClusterOptions(kind="slurm", jobqueue=jobqueue, dashboard_address=":0", worker_timeout=5)
+    with pytest.raises(ClusterError, match=r"no slurm worker connected within 5 s(.|\n)*squeue"):
+        with open_cluster(options):
+            pass
+    assert _wait_until_no_job_named(job_name) == set()
+
+
+def test_mosaic_through_the_cli_on_slurm(tmp_path, seestar_set):
+    """A real mosaic whose workers run as SLURM jobs, with the dashboard link and a performance report."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    job_name = f"zemosaic-e2e-{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "lab.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"jobqueue": {"slurm": {**JOB_SETTINGS, "name": job_name, "log-directory": str(tmp_path / "logs")}}}
+        )
+    )
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "zemosaic_dask.cli",
+        "run",
+        *seestar_set[1][:10],
+        "-o",
+        str(out),
+        "--mode",
+        "mosaic-first",
+        "--cluster",
+        "slurm",
+        "--jobs",
+        "2",
+        "--config",
+        str(config),
+        "--dashboard-address",
+        ":0",
+        "--performance-report",
+        str(tmp_path / "perf.html"),
+        "--no-progress",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["cluster"]["kind"] == "slurm"
+    assert report["dashboard"].startswith("http")
+    assert len(report["slurm_jobs"]) >= 1 and all(j.isdigit() for j in report["slurm_jobs"])
+    assert (tmp_path / "perf.html").stat().st_size > 10_000
+    for name in ("mosaic.fits", "mosaic_coverage.fits", "preview.png", "plan.json", "zemosaic.log"):
+        assert (out / name).exists(), name
+    assert _wait_until_no_job_named(job_name) == set()

@@ -225,6 +225,9 @@ class ClusterConfig(_Section):
     rmm_pool_size: str | int | float | None
     dashboard_address: str | None
     performance_report: str | None
+    jobs: int
+    gpu_per_job: int
+    worker_timeout_s: float
 
     def _check(self) -> None:
         if self.scheduler and self.scheduler_file:

@@ -170,6 +170,9 @@ def cluster_options_from_config(config: ZeMosaicConfig) -> ClusterOptions:
         gpus=c.gpus,
         rmm_pool_size=c.rmm_pool_size,
         dashboard_address=c.dashboard_address,
+        jobs=c.jobs,
+        gpu_per_job=c.gpu_per_job,
+        worker_timeout=c.worker_timeout_s,
     )
 
 
@@ -233,6 +236,22 @@ def run_mosaic(
             return _run(inputs, out, config, handle, plan, restart, show_progress, timings, report, started)
 
 
+def _environment_variable(name: str) -> str | None:
+    """A worker's environment variable (run on the workers by ``client.run``)."""
+    return os.environ.get(name)
+
+
+def _worker_summary(handle: ClusterHandle) -> list[dict[str, Any]]:
+    if handle.client is None:
+        return []
+    from .clusters import worker_resources
+
+    return [
+        {k: w.get(k) for k in ("name", "nthreads", "memory_limit", "resources")}
+        for w in worker_resources(handle.client)
+    ]
+
+
 def _run(inputs, out, config, handle, plan, restart, show_progress, timings, report, started) -> RunResult:  # noqa: ANN001
     if plan is None:
         with timings.stage("scan"):
@@ -269,6 +288,11 @@ def _run(inputs, out, config, handle, plan, restart, show_progress, timings, rep
             **executed.report,
         }
     )
+    report["workers"] = _worker_summary(handle)
+    if handle.kind in ("slurm", "pbs") and handle.client is not None:
+        variable = "SLURM_JOB_ID" if handle.kind == "slurm" else "PBS_JOBID"
+        ids = handle.client.run(_environment_variable, variable)
+        report["slurm_jobs" if handle.kind == "slurm" else "pbs_jobs"] = sorted({v for v in ids.values() if v})
     seconds = time.perf_counter() - started
     report["seconds"] = round(seconds, 3)
     write_json(out / "report.json", report)

@@ -43,6 +43,8 @@ FLAG_KEYS: dict[str, str] = {
     "log_level": "logging.level",
     "lang": "logging.lang",
     "use_gpu": "assembly.use-gpu",
+    "jobs": "cluster.jobs",
+    "gpu_per_job": "cluster.gpu-per-job",
 }
 
 
@@ -101,6 +103,10 @@ def cluster_flags(func):  # noqa: ANN001, ANN201
             type=int,
             help="Start a LocalCUDACluster with this many GPUs, one worker each with "
             "the resource GPU=1 (cluster.gpus).",
+        ),
+        click.option("--jobs", type=int, help="Batch jobs to start with --cluster slurm|pbs (cluster.jobs)."),
+        click.option(
+            "--gpu-per-job", type=int, help="GPUs per batch job; its workers get GPU=1 (cluster.gpu-per-job)."
         ),
         click.option("--dashboard-address", help="Dashboard address, e.g. :8787 or :0 (cluster.dashboard-address)."),
         click.option(

@@ -249,7 +249,7 @@ def build_jobqueue_cluster_kwargs(options: ClusterOptions) -> dict[str, Any]:
     kwargs["cores"] = merged["cores"]
     kwargs["memory"] = merged["memory"]
     scheduler_options = dict(merged.get("scheduler_options") or {})
-    scheduler_options.setdefault("dashboard_address", options.dashboard_address)
+    scheduler_options["dashboard_address"] = options.dashboard_address
     kwargs["scheduler_options"] = scheduler_options
     if options.gpu_per_job:
         _add_gpu_job_settings(kwargs, merged, options)
@@ -408,27 +408,56 @@ def _start_local(options: ClusterOptions) -> tuple[Any, str]:
     return cluster, "local"
 
 
-def _start_jobqueue(options: ClusterOptions) -> Any:
+def _recording_job_class(job_cls: type, failures: list[str]) -> type:
+    """``job_cls`` whose failed submissions are recorded, so a bad job script fails fast, not at the timeout."""
+    from distributed.core import Status
+
+    class RecordingJob(job_cls):  # type: ignore[misc, valid-type]
+        async def start(self) -> None:
+            try:
+                await super().start()
+            except RuntimeError as err:  # dask-jobqueue's error for a failed sbatch/qsub
+                self.status = Status.failed
+                failures.append(str(err).strip())
+                raise
+
+    RecordingJob.__name__ = RecordingJob.__qualname__ = job_cls.__name__
+    return RecordingJob
+
+
+def _start_jobqueue(options: ClusterOptions) -> tuple[Any, list[str]]:
     kwargs = build_jobqueue_cluster_kwargs(options)
     scheduler_options = kwargs["scheduler_options"]
     scheduler_options["dashboard_address"] = _free_dashboard_address(scheduler_options["dashboard_address"])
-    cluster_cls, _ = _jobqueue_classes(options.kind)
-    cluster = cluster_cls(**kwargs)
+    cluster_cls, job_cls = _jobqueue_classes(options.kind)
+    failures: list[str] = []
+    cluster = cluster_cls(job_cls=_recording_job_class(job_cls, failures), **kwargs)
     logger.info("%s job script:\n%s", options.kind, cluster.job_script())
     cluster.scale(jobs=options.jobs)
-    return cluster
+    return cluster, failures
 
 
-def _wait_for_first_worker(client: Any, options: ClusterOptions) -> None:
-    try:
-        client.wait_for_workers(1, timeout=options.worker_timeout)
-    except TimeoutError as err:
-        hint = "squeue --me" if options.kind == "slurm" else "qstat -u $USER"
-        raise ClusterError(
-            f"no {options.kind} worker connected within {options.worker_timeout:g} s; the jobs may be queued "
-            f"or failing: check `{hint}` and the job logs (set jobqueue.{options.kind}.log-directory), "
-            "or raise the wait with worker_timeout"
-        ) from err
+def _wait_for_first_worker(client: Any, options: ClusterOptions, failures: list[str]) -> None:
+    deadline = None if options.worker_timeout is None else time.monotonic() + options.worker_timeout
+    while True:
+        if failures:
+            raise ClusterError(
+                f"submitting a {options.kind} job failed; check the jobqueue.{options.kind} settings "
+                f"(queue, account, cores, memory, walltime):\n{failures[0]}"
+            )
+        step = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+        if step <= 0:
+            hint = "squeue --me" if options.kind == "slurm" else "qstat -u $USER"
+            raise ClusterError(
+                f"no {options.kind} worker connected within {options.worker_timeout:g} s; the jobs may be queued "
+                f"or failing: check `{hint}` and the job logs (set jobqueue.{options.kind}.log-directory), "
+                "or raise the wait with worker_timeout"
+            )
+        try:
+            client.wait_for_workers(1, timeout=step)
+        except TimeoutError:
+            continue
+        return
 
 
 @contextlib.contextmanager
@@ -470,8 +499,9 @@ def open_cluster(options: ClusterOptions) -> Iterator[ClusterHandle]:
 
     from distributed import Client
 
+    failures: list[str] = []
     if options.kind in JOBQUEUE_KINDS:
-        cluster, kind = _start_jobqueue(options), options.kind
+        (cluster, failures), kind = _start_jobqueue(options), options.kind
     else:
         cluster, kind = _start_local(options)
     with contextlib.ExitStack() as stack:
@@ -479,7 +509,7 @@ def open_cluster(options: ClusterOptions) -> Iterator[ClusterHandle]:
         client = Client(cluster)
         stack.callback(client.close)
         if kind in JOBQUEUE_KINDS:
-            _wait_for_first_worker(client, options)
+            _wait_for_first_worker(client, options, failures)
         logger.info("started %s cluster, dashboard %s", kind, client.dashboard_link)
         yield ClusterHandle(client=client, cluster=cluster, dashboard_link=client.dashboard_link, kind=kind)
 

@@ -64,7 +64,9 @@ class MonotoneProgress:
         if total < 0:
             raise ValueError(f"progress total must be >= 0, got {total}")
         if not heartbeat_s > 0:
-            raise ValueError(f"heartbeat_s must be > 0 seconds, got {heartbeat_s} (set zemosaic.calibration.heartbeat-s)")
+            raise ValueError(
+                f"heartbeat_s must be > 0 seconds, got {heartbeat_s} (set zemosaic.calibration.heartbeat-s)"
+            )
         self.total = int(total)
         self.label = label
         self.heartbeat_s = float(heartbeat_s)
@@ -182,7 +184,8 @@ def render_bar(done: int, total: int, eta_s: float | None, *, width: int = 30, l
     fraction = 1.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
     filled = int(fraction * width)
     digits = len(str(max(total, 0)))
-    bar = f"[{'#' * filled}{'.' * (width - filled)}] {done:>{digits}}/{total} {fraction * 100:3.0f}% ETA {_duration(eta_s)}"
+    count = f"{done:>{digits}}/{total}"
+    bar = f"[{'#' * filled}{'.' * (width - filled)}] {count} {fraction * 100:3.0f}% ETA {_duration(eta_s)}"
     return f"{label} {bar}" if label else bar
 
 

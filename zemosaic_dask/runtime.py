@@ -193,4 +193,9 @@ def _sds_combine_options(config: ZeMosaicConfig) -> StackOptions:
 
 
 def _calibrate(plan, config, stores, handle, show_progress):  # noqa: ANN001, ANN202
-    return None, {"status": "not run"}
+    from pathlib import Path
+
+    from .calibration_runtime import calibrate_layers
+
+    out = Path(stores[0].on_grid.url).parent
+    return calibrate_layers(stores, config, handle, out, show_progress=show_progress)

@@ -34,9 +34,7 @@ PAIR_DIAGNOSTIC_COLUMNS: tuple[str, ...] = (
 )
 
 
-def write_pair_diagnostics(
-    path: str | os.PathLike[str], fits: Sequence[PairFit], corrections: TileCorrections
-) -> Path:
+def write_pair_diagnostics(path: str | os.PathLike[str], fits: Sequence[PairFit], corrections: TileCorrections) -> Path:
     """Write the pair fits and their residuals after the solve to a CSV file.
 
     Parameters

@@ -11,8 +11,9 @@ Each layer k is corrected as ``g_k * x_k + o_k``. A pair fit ``x_j ~ a x_i + b``
   two layers' sky levels meet, which is what hides a seam.
 
 Each is a sparse weighted least-squares problem over the layers of one connected component,
-solved with ``scipy.sparse.linalg.lsqr``, gains first (in log space), then offsets with the
-solved gains. Pair weights are the inverse variances of the fits (``gain_error``, and
+gains first (in log space), then offsets with the solved gains; the normal equations (a
+weighted graph Laplacian) are solved directly with ``scipy.sparse.linalg.spsolve``, with
+``lsqr`` as the fallback. Pair weights are the inverse variances of the fits (``gain_error``, and
 ``residual_rms^2 / n_samples`` for levels), multiplied by Huber weights recomputed from the
 standardised residuals at each iteration (iteratively reweighted least squares), so that one
 bad overlap (a satellite trail, a wrong registration) cannot pull the solution. The anchor
@@ -32,9 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, diags, identity
 from scipy.sparse.csgraph import connected_components, shortest_path
-from scipy.sparse.linalg import lsqr
+from scipy.sparse.linalg import lsqr, spsolve
 
 from .intertile import PairFit
 
@@ -124,7 +125,9 @@ def solve_tile_corrections(
         samples, the lowest index) keeps ``g = 1, o = 0``, so errors along chains of pairs stay
         short. ``mean-gain``: the component's mean log gain and mean offset are 0.
     max_iterations : int, optional
-        Reweighting rounds of each solve (1 = plain weighted least squares).
+        Rounds of each solve: 1 is plain weighted least squares; more start from weights given
+        by triangle closures (a pair that disagrees with every detour through a third layer
+        starts down-weighted) and reweight from the residuals (Huber) at each round.
     huber : float, optional
         Huber threshold in robust sigmas of the standardised residuals.
     gain_limits : tuple of float, optional
@@ -251,15 +254,12 @@ def _rows(array: np.ndarray) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(v) for v in row) for row in array)
 
 
-def _anchor_component(
-    n_tiles: int, fits: list[PairFit], ii: np.ndarray, jj: np.ndarray
-) -> tuple[np.ndarray, int]:
+def _anchor_component(n_tiles: int, fits: list[PairFit], ii: np.ndarray, jj: np.ndarray) -> tuple[np.ndarray, int]:
     """Return the layers of the largest connected component and its best-connected layer.
 
-    Best connected: the most central layer of the overlap graph (smallest eccentricity, from
-    breadth-first distances to both ends of a longest path found by a double sweep), so that
-    errors accumulated along chains of pairs stay short; ties go to the most pairs, then the
-    most samples, then the lowest index.
+    Best connected: the most central layer of the overlap graph (smallest estimated eccentricity,
+    see :func:`_eccentricity_estimate`), so that errors accumulated along chains of pairs stay
+    short; ties go to the most pairs, then the most samples, then the lowest index.
     """
     graph = csr_matrix((np.ones(len(ii)), (ii, jj)), shape=(n_tiles, n_tiles))
     _, labels = connected_components(graph, directed=False)
@@ -272,22 +272,39 @@ def _anchor_component(
     for fit in fits:
         samples[fit.i] += fit.n_samples
         samples[fit.j] += fit.n_samples
-    start = int(members[0])
-    first_end = _farthest(graph, start)
-    distance_a = _hops(graph, first_end)
-    second_end = int(np.argmax(np.where(np.isfinite(distance_a), distance_a, -1)))
-    eccentricity = np.maximum(distance_a, _hops(graph, second_end))
+    eccentricity = _eccentricity_estimate(graph, members)
     order = sorted(members.tolist(), key=lambda k: (eccentricity[k], -degree[k], -samples[k], k))
     return members, int(order[0])
 
 
-def _hops(graph: csr_matrix, source: int) -> np.ndarray:
-    return shortest_path(graph, directed=False, unweighted=True, indices=source)
+def _eccentricity_estimate(graph: csr_matrix, members: np.ndarray, landmarks: int = 8) -> np.ndarray:
+    """Largest hop distance from each layer to a few far-apart landmark layers of its component.
+
+    Landmarks are picked by farthest-point sampling (each the farthest from those already
+    picked), so they sit at the component's extremities (the corners of a grid, both ends of a
+    chain) and the layer nearest to all of them is the centre. Costs one breadth-first search
+    per landmark.
+    """
+    outside = np.ones(graph.shape[0], dtype=bool)
+    outside[members] = False
+    nearest = np.full(graph.shape[0], np.inf)
+    eccentricity = np.zeros(graph.shape[0])
+    source = _farthest(graph, int(members[0]), outside)
+    for _ in range(min(landmarks, len(members))):
+        hops = shortest_path(graph, directed=False, unweighted=True, indices=source)
+        hops[outside] = 0.0
+        eccentricity = np.maximum(eccentricity, hops)
+        nearest = np.minimum(nearest, hops)
+        candidate = np.where(outside, -1.0, nearest)
+        if candidate.max() <= 0:
+            break
+        source = int(np.argmax(candidate))
+    return eccentricity
 
 
-def _farthest(graph: csr_matrix, source: int) -> int:
-    distance = _hops(graph, source)
-    return int(np.argmax(np.where(np.isfinite(distance), distance, -1)))
+def _farthest(graph: csr_matrix, source: int, outside: np.ndarray) -> int:
+    hops = shortest_path(graph, directed=False, unweighted=True, indices=source)
+    return int(np.argmax(np.where(outside, -1.0, hops)))
 
 
 def _irls(
@@ -314,11 +331,11 @@ def _irls(
     rr = np.concatenate([r[c >= 0] for r, c, _ in entries])
     cc = np.concatenate([c[c >= 0] for _, c, _ in entries])
     vv = np.concatenate([np.full(int((c >= 0).sum()), v) for _, c, v in entries])
+    if max_iterations > 1:
+        huber_weight = _closure_weights(ii, jj, rhs, sigma, huber)
+    design = csr_matrix((vv, (rr, cc)), shape=(len(ii), len(free)))
     for _ in range(max(1, max_iterations)):
-        scale = np.sqrt(huber_weight) / sigma
-        matrix = csr_matrix((vv * scale[rr], (rr, cc)), shape=(len(ii), len(free)))
-        result = lsqr(matrix, rhs * scale, atol=1e-12, btol=1e-12, iter_lim=20 * len(free) + 100)
-        solution[free] = result[0]
+        solution[free] = _weighted_least_squares(design, rhs, huber_weight / (sigma * sigma))
         standardised = (solution[ii] - solution[jj] - rhs) / sigma
         weighted = standardised[np.isfinite(sigma)]
         spread = _MAD_TO_SIGMA * np.median(np.abs(weighted - np.median(weighted))) if weighted.size else 1.0
@@ -330,15 +347,70 @@ def _irls(
     return solution, huber_weight
 
 
+def _weighted_least_squares(design: csr_matrix, rhs: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Minimise ``sum(weight * (design @ x - rhs)^2)``.
+
+    The normal matrix is a weighted graph Laplacian less the anchor's row and column: sparse,
+    symmetric positive definite, so a sparse direct solve takes milliseconds for thousands of
+    layers where an iterative ``lsqr`` needs hundreds of iterations. A ridge of 1e-12 of the
+    largest diagonal term keeps layers tied only by zero-weight rows (flat-sky pairs, in the
+    gain solve) at 0, as ``lsqr``'s minimum-norm answer would; ``lsqr`` remains the fallback
+    should the factorisation fail.
+    """
+    normal = (design.T @ diags(weight) @ design).tocsc()
+    ridge = 1e-12 * max(float(normal.diagonal().max(initial=0.0)), 1e-300)
+    normal = normal + ridge * identity(normal.shape[0], format="csc")
+    try:
+        solution = np.asarray(spsolve(normal, design.T @ (weight * rhs)), dtype=np.float64).reshape(-1)
+    except (RuntimeError, ValueError) as err:
+        log.warning("inter-tile calibration: sparse direct solve failed (%s); using lsqr", err)
+        solution = np.full(design.shape[1], np.nan)
+    if np.all(np.isfinite(solution)):
+        return solution
+    root = np.sqrt(weight)
+    result = lsqr(diags(root) @ design, root * rhs, atol=1e-12, btol=1e-12, iter_lim=20 * design.shape[1] + 100)
+    return result[0]
+
+
+def _closure_weights(ii: np.ndarray, jj: np.ndarray, rhs: np.ndarray, sigma: np.ndarray, huber: float) -> np.ndarray:
+    """Starting Huber weights from triangle closures: how far each pair is from its best detour.
+
+    For a pair (i, j) and a layer k overlapping both, ``(x_i - x_k) + (x_k - x_j)`` is a second
+    measurement of ``x_i - x_j``. A pair that disagrees with every detour is suspect; a good pair
+    next to a bad one still closes through another detour. Starting the reweighting from these
+    weights keeps a very precise but wrong pair from dragging its neighbours, which plain
+    reweighting would undo only slowly. Pairs in no triangle start at 1.
+    """
+    links: dict[int, dict[int, tuple[float, float]]] = {}
+    for p, (i, j) in enumerate(zip(ii.tolist(), jj.tolist(), strict=True)):
+        variance = float(sigma[p]) ** 2
+        links.setdefault(i, {})[j] = (float(rhs[p]), variance)
+        links.setdefault(j, {})[i] = (-float(rhs[p]), variance)
+    weight = np.ones(len(ii))
+    for p, (i, j) in enumerate(zip(ii.tolist(), jj.tolist(), strict=True)):
+        if not math.isfinite(sigma[p]):
+            continue
+        best = math.inf
+        for k in links[i].keys() & links[j].keys():
+            (y_ik, v_ik), (y_kj, v_kj) = links[i][k], links[k][j]
+            if math.isfinite(v_ik) and math.isfinite(v_kj):
+                best = min(best, abs(rhs[p] - y_ik - y_kj) / math.sqrt(sigma[p] ** 2 + v_ik + v_kj))
+        if math.isfinite(best) and best > huber:
+            weight[p] = huber / best
+    return weight
+
+
 def _layer_sky(
     n_tiles: int, ii: np.ndarray, jj: np.ndarray, level_i: np.ndarray, level_j: np.ndarray, rms: np.ndarray
 ) -> np.ndarray:
     """Median sky level and noise of each layer over its pairs (in its own units): ``(n_tiles, 2)``."""
     out = np.full((n_tiles, 2), np.nan)
-    for k in np.unique(np.concatenate([ii, jj])):
-        levels = np.concatenate([level_i[ii == k], level_j[jj == k]])
-        noise = np.concatenate([rms[ii == k], rms[jj == k]])
-        out[k] = np.median(levels), np.median(noise)
+    nodes = np.concatenate([ii, jj])
+    values = np.stack([np.concatenate([level_i, level_j]), np.concatenate([rms, rms])], axis=1)
+    order = np.argsort(nodes, kind="stable")
+    keys, starts = np.unique(nodes[order], return_index=True)
+    for k, group in zip(keys, np.split(values[order], starts[1:]), strict=True):
+        out[k] = np.median(group, axis=0)
     return out
 
 

@@ -127,7 +127,8 @@ def fit_pair_affine(
         ``(h, w)`` sum of weights of each layer on that box; 0 means no data.
     sky_percentiles : tuple of float, optional
         Band of the pair mean ``(values_i + values_j) / 2`` kept as sky, per channel: stars lie
-        above it, dead or edge pixels below it.
+        above it, dead or edge pixels below it. A wider band holds more sky structure, which is
+        what fixes the gain (a flat sky only fixes the levels).
     clip_sigma : float, optional
         Residuals farther than this many robust sigmas from their median are dropped, and the fit
         repeated.
@@ -153,13 +154,17 @@ def fit_pair_affine(
     ``gain = (s_jj - d s_ii + sqrt((s_jj - d s_ii)^2 + 4 d s_ij^2)) / (2 s_ij)``,
     ``offset = mean_j - gain * mean_i``,
 
-    with ``d = var(noise_j) / var(noise_i)`` measured from the data: the robust (MAD) scale of a
-    4-neighbour Laplacian of each layer on the overlap, which keeps white pixel noise and drops
-    the smooth sky. The Deming slope is consistent whatever ``d`` is, where the ratio of spreads
-    (``std_j / std_i``) is consistent only when ``d == gain^2`` (equal depth in sky units) and
-    biased otherwise. After the first fit, the sky band is chosen again on the pair mean in layer
-    j's units, ``(gain * values_i + offset + values_j) / 2``, so that selecting pixels by their
-    brightness does not tilt the fit.
+    with ``d = var(noise_j) / var(noise_i)`` measured from the data, on the sky band: from the
+    4-neighbour Laplacians of both layers, which keep white pixel noise, less their covariance,
+    which is the sky's own curvature seen by both (this needs the gain, so gain and ``d`` are
+    refined in turn until the gain settles). The Deming slope is consistent whatever ``d`` is;
+    the ratio of spreads (``std_j / std_i``) is consistent only when ``d == gain^2`` (equal depth
+    in sky units) and the orthogonal fit only when ``d == 1``.
+
+    The sky band is chosen on the pair mean of each pixel's 8 neighbours, not of the pixel
+    itself: keeping pixels according to a value that contains their own noise would truncate
+    that noise and tilt the fit. ``gain_error`` is the slope's standard error from the residual
+    variance and the band's signal variance; the solve weights pairs by it.
     """
     xp = array_namespace(values_i, values_j, coverage_i, coverage_j)
     if values_i.ndim == 2:
@@ -187,7 +192,7 @@ def fit_pair_affine(
             xp, values_i[c].astype(xp.float64), values_j[c].astype(xp.float64), valid,
             sky_percentiles, clip_sigma, max_iterations, max_samples,
         )  # fmt: skip
-        if result[4] < min_samples:
+        if result[4] < max(min_samples, 3):
             return _skipped(
                 i, j, n_channels, result[4], f"channel {c}: too few sky samples: {result[4]} < {min_samples}"
             )
@@ -298,6 +303,8 @@ def _fit_channel(
     if index.shape[0] > max_samples:
         index = index[:: math.ceil(index.shape[0] / max_samples)]
     xs, ys = vi.ravel()[index], vj.ravel()[index]
+    if int(index.shape[0]) < 3:
+        return math.nan, math.nan, math.nan, math.nan, int(index.shape[0]), math.nan
     gain, fit = None, None
     for _ in range(_MAX_ROUNDS):
         ratio = _noise_ratio(xp, lap_i, lap_j, lap_mask, gain)
