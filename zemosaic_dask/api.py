@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -64,24 +65,26 @@ class _Timings:
 
 
 def compute(handle: ClusterHandle, tasks: Sequence[Any], *, label: str, show_progress: bool) -> list[Any]:
-    """Compute delayed tasks on the handle's client (or synchronously), with a progress bar."""
+    """Compute delayed tasks on the handle's client (or synchronously), with a progress bar.
+
+    The bar counts finished tasks and shows an ETA; the first failed task's exception is
+    raised once every other task has finished, so nothing already computed is lost.
+    """
     if not tasks:
         return []
     if handle.client is None:
-        if show_progress:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar():
-                return list(dask.compute(*tasks, scheduler="synchronous"))
         return list(dask.compute(*tasks, scheduler="synchronous"))
-    futures = handle.client.compute(list(tasks), optimize_graph=False)
-    if show_progress:
-        from distributed import progress
+    from .progress import MonotoneProgress, TerminalBar, watch_futures
 
-        log.info("%s: %d task(s)", label, len(futures))
-        progress(futures)
-        print(flush=True)
-    return handle.client.gather(futures)
+    futures = handle.client.compute(list(tasks), optimize_graph=False)
+    log.info("%s: %d task(s)", label, len(futures))
+    bar = TerminalBar(sys.stderr, label) if show_progress else None
+    progress = MonotoneProgress(len(futures), label=label, heartbeat_s=60.0, on_update=bar, message="stage_heartbeat")
+    outcomes = watch_futures(dict(enumerate(futures)), progress)
+    for index in range(len(futures)):
+        if isinstance(outcomes[index], BaseException):
+            raise outcomes[index]
+    return [outcomes[index] for index in range(len(futures))]
 
 
 def ingest(

@@ -41,6 +41,9 @@ class MonotoneProgress:
         Seconds as a float (``time.monotonic``; a fake clock in tests).
     on_update : callable, optional
         Called as ``on_update(finished, total)`` each time the finished count grows.
+    message : str, optional
+        Catalogue key of the heartbeat line (``heartbeat`` for inter-tile pairs, ``stage_heartbeat``
+        for other stages).
     keys : iterable, optional
         The expected task keys (also settable with :meth:`expect`); :meth:`pending_keys` lists
         those not finished yet.
@@ -60,6 +63,7 @@ class MonotoneProgress:
         clock: Callable[[], float] = time.monotonic,
         on_update: Callable[[int, int], None] | None = None,
         keys: Iterable[Hashable] | None = None,
+        message: str = "heartbeat",
     ) -> None:
         if total < 0:
             raise ValueError(f"progress total must be >= 0, got {total}")
@@ -72,6 +76,7 @@ class MonotoneProgress:
         self.heartbeat_s = float(heartbeat_s)
         self._clock = clock
         self._on_update = on_update
+        self._message = message
         self._expected: dict[Hashable, None] = {}
         self._done: set[Hashable] = set()
         self._failures: dict[Hashable, str] = {}
@@ -146,7 +151,9 @@ class MonotoneProgress:
         pending = self.pending_keys()
         n_pending = len(pending) if self._expected else self.total - self.finished
         sample = ", ".join(str(key) for key in pending[:_SAMPLE_KEYS]) or "-"
-        log.info(msg("heartbeat", done=self.finished, total=self.total, pending=n_pending, sample=sample))
+        log.info(
+            msg(self._message, label=self.label, done=self.finished, total=self.total, pending=n_pending, sample=sample)
+        )
         self._last_heartbeat = now
         self.heartbeats += 1
         return True
