@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from e2e import SYNC, THREADS, Mosaic, flux_ratio, holes, residual_rms, run, truth_on
+from e2e import SYNC, THREADS, flux_ratio, holes, residual_rms, run, truth_on
 
 from zemosaic_dask.errors import PlanError
 from zemosaic_dask.testing import simulate_seestar
@@ -80,8 +80,9 @@ def test_sparse_set_duplication_and_salvage_leave_no_holes(seestar_set, tmp_path
     assert "[Batch] Duplicating frames: original=1 -> final=5" in log and "salvage mode (n=1)" in log
     from zemosaic_dask.testing import union_footprint_mask
 
-    union = union_footprint_mask(sorted(str(p) for p in inputs.glob("frame_*.fits")), None, mosaic.wcs,
-                                 mosaic.image.shape[-2:])
+    union = union_footprint_mask(
+        sorted(str(p) for p in inputs.glob("frame_*.fits")), None, mosaic.wcs, mosaic.image.shape[-2:]
+    )
     assert int((~np.isfinite(mosaic.image[0]) & union).sum()) == 0
     # Coverage counts distinct frames: a single-frame tile has coverage 1, not 5.
     assert mosaic.coverage.max() <= len(keep)

@@ -49,7 +49,9 @@ def test_region_unit_on_gpu_namespace_equals_numpy(small_job, fakecupy):
     cpu = np.asarray(cpu_store.array("mosaic")[window])
     assert np.isfinite(cpu).mean() > 0.5
     np.testing.assert_array_equal(np.asarray(gpu_store.array("mosaic")[window]), cpu)
-    np.testing.assert_array_equal(np.asarray(gpu_store.array("coverage")[:]), np.asarray(cpu_store.array("coverage")[:]))
+    np.testing.assert_array_equal(
+        np.asarray(gpu_store.array("coverage")[:]), np.asarray(cpu_store.array("coverage")[:])
+    )
 
 
 def test_gpu_error_reruns_the_unit_on_cpu(small_job, fakecupy, caplog):
@@ -108,8 +110,14 @@ def test_gpu_tasks_run_only_on_the_gpu_worker(seestar_set, tmp_path, cpu_and_gpu
     assert all("cupy is not installed" in f["reason"] for f in report["gpu_fallbacks"])
     # ... with the result a CPU-only run gives.
     cpu_config = load_config(overrides={"mode": "mosaic-first", "assembly.use-gpu": False, "grid.chunk": 128})
-    run_mosaic(frames, tmp_path / "cpu", config=cpu_config, cluster=ClusterOptions(kind="synchronous"),
-               show_progress=False, console_log=False)
+    run_mosaic(
+        frames,
+        tmp_path / "cpu",
+        config=cpu_config,
+        cluster=ClusterOptions(kind="synchronous"),
+        show_progress=False,
+        console_log=False,
+    )
     np.testing.assert_array_equal(Mosaic.load(tmp_path / "gpu").image, Mosaic.load(tmp_path / "cpu").image)
     shutil.rmtree(tmp_path)
 

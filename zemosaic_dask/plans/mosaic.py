@@ -14,6 +14,8 @@ __all__ = ["MODES", "MosaicPlan"]
 
 MODES = ("classic", "mosaic-first", "sds")
 PLAN_FORMAT = 1
+#: Configuration sections that do not change a single output pixel.
+NON_PIXEL_CONFIG = ("cluster", "logging", "output")
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,15 @@ class MosaicPlan:
         )
 
     def fingerprint(self) -> str:
-        """Digest of what determines the pixels: frames, grid, mode and configuration."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in ("rejected", "mode_reason")}
+        """Digest of what determines the pixels: frames, grid, mode, batches and pixel settings.
+
+        Where and how the run computes (cluster, logging, output options, the assembly plan
+        derived from the workers) is left out, so a run may resume on a different cluster.
+        """
+        data = self.to_dict()
+        config = {k: v for k, v in data["config"].items() if k not in NON_PIXEL_CONFIG}
+        sections = {k: v for k, v in data["sections"].items() if k != "assembly_plan"}
+        payload = {k: v for k, v in data.items() if k not in ("rejected", "mode_reason", "config", "sections")}
+        payload.update(config=config, sections=sections)
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
