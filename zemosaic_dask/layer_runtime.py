@@ -65,10 +65,14 @@ def build_layers(
         layer = entry.layer
         frames = [plan.frames[i] for i in layer.frames]
         if entry.tile is None:
-            jobs = region_jobs(plan.grid, frames, entry.on_grid, stack, window, frame_ids=layer.frames)
+            jobs = region_jobs(
+                plan.grid, frames, entry.on_grid, stack, window, frame_ids=layer.frames, max_bytes=max_bytes
+            )
             tasks += build_region_graph(jobs, f"reproject-batch-{layer.id}", resources)
             continue
-        tile_jobs = region_jobs(layer.grid, frames, entry.tile, stack, window, frame_ids=layer.frames)
+        tile_jobs = region_jobs(
+            layer.grid, frames, entry.tile, stack, window, frame_ids=layer.frames, max_bytes=max_bytes
+        )
         tile_tasks = build_region_graph(tile_jobs, f"stack-tile-{layer.id}", resources)
         distinct = [plan.frames[i] for i in layer.distinct]
         layer_jobs = [

@@ -121,7 +121,15 @@ def execute_plan(
 def _execute_mosaic_first(plan, config, store, handle, *, timings, show_progress) -> ExecutionResult:  # noqa: ANN001
     from .api import compute
 
-    jobs = region_jobs(plan.grid, plan.frames, store, stack_options(config), window_options(config, plan.n_channels))
+    assembly = assembly_plan_of(plan)
+    jobs = region_jobs(
+        plan.grid,
+        plan.frames,
+        store,
+        stack_options(config),
+        window_options(config, plan.n_channels),
+        max_bytes=assembly.max_chunk_bytes if assembly else None,
+    )
     graph = build_mosaic_first_graph(jobs, resources=gpu_resources(plan))
     with timings.stage("mosaic"):
         summaries = compute(handle, graph, label="mosaic", show_progress=show_progress)
@@ -137,6 +145,14 @@ def _execute_mosaic_first(plan, config, store, handle, *, timings, show_progress
             "assembly_plan": plan.sections.get("assembly_plan"),
         },
     )
+
+
+def assembly_plan_of(plan: MosaicPlan) -> Any:
+    """The plan's :class:`AssemblyPlan` (ZeMosaic's "Phase 5 plan"), or None for an older plan."""
+    from .plans.assembly import AssemblyPlan
+
+    data = plan.sections.get("assembly_plan")
+    return AssemblyPlan.from_dict(data) if data else None
 
 
 def gpu_resources(plan: MosaicPlan) -> dict[str, int] | None:
@@ -157,11 +173,13 @@ def _execute_layers(plan, config, store, handle, *, timings, show_progress) -> E
     stack = stack_options(config)
     window = window_options(config, plan.n_channels)
     stores = layer_stores(plan, store)
+    assembly = assembly_plan_of(plan)
+    max_bytes = assembly.max_chunk_bytes if assembly else None
     label = "tiles" if plan.mode == "classic" else "batches"
     with timings.stage(label):
         summaries = compute(
             handle,
-            build_layers(plan, stores, stack, window, resources=gpu_resources(plan)),
+            build_layers(plan, stores, stack, window, resources=gpu_resources(plan), max_bytes=max_bytes),
             label=label,
             show_progress=show_progress,
         )

@@ -26,6 +26,7 @@ def region_jobs(
     window: FrameWindowOptions,
     *,
     frame_ids: Sequence[int] | None = None,
+    max_bytes: int | None = None,
 ) -> list[RegionJob]:
     """One :class:`RegionJob` per region reached by a frame (spatial index, not all pairs)."""
     ids = list(frame_ids) if frame_ids is not None else list(range(len(frames)))
@@ -40,6 +41,7 @@ def region_jobs(
                 store=store,
                 stack=stack,
                 window=window,
+                **({"max_bytes": int(max_bytes)} if max_bytes else {}),
             )
         )
     return jobs

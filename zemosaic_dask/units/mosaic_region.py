@@ -14,7 +14,7 @@ from ..io.store import MosaicStore
 from ..plans.frames import FrameInfo
 from ..plans.grid import OutputGrid, OutputRegion
 from ..tasks.namespace import to_numpy
-from ..tasks.stacking import StackOptions, stack_samples
+from ..tasks.stacking import StackOptions, peak_memory_bytes, stack_samples
 from .frame_window import FrameWindowOptions, resample_frame_to_region
 from .gpu import run_with_gpu_fallback
 
@@ -59,6 +59,7 @@ class RegionJob:
     weights: tuple[tuple[float, ...], ...] | None = None
     use_gpu: bool = False
     key: str = ""
+    max_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class RegionSummary:
     backend: str = "cpu"
     max_map_error: float = 0.0
     gpu_fallback: str | None = None
+    bands: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dictionary."""
@@ -86,8 +88,58 @@ def _select(values: tuple[tuple[float, ...], ...] | None, keep: list[int], xp: A
     return xp.asarray(np.asarray([values[i] for i in keep], dtype=np.float32))
 
 
+def band_rows(job: RegionJob) -> int:
+    """Rows of the region stacked at once so that the stack's memory stays within ``job.max_bytes``.
+
+    The bound counts the samples, the frames' prepared windows (about the samples' size)
+    and the stacking engine's own working memory (:func:`peak_memory_bytes`).
+    """
+    height, width = job.region.shape
+    count, channels = max(1, len(job.frames)), job.window.n_channels
+    per_row = peak_memory_bytes((count, channels, 1, width), job.stack) + 2 * count * channels * width * 4
+    return int(max(8, min(height, job.max_bytes // max(per_row, 1))))
+
+
+def _stack_band(
+    job: RegionJob, band: OutputRegion, out_wcs: Any, xp: Any
+) -> tuple[np.ndarray, np.ndarray, int, int, float]:
+    values, footprints, keep = [], [], []
+    hot = 0
+    max_error = 0.0
+    for index, frame in enumerate(job.frames):
+        contribution = resample_frame_to_region(frame, out_wcs, band, job.window, xp)
+        if contribution is None:
+            continue
+        values.append(contribution.values)
+        footprints.append(contribution.footprint)
+        keep.append(index)
+        hot += contribution.hot_pixels
+        max_error = max(max_error, contribution.map_error)
+    height, width = band.shape
+    if not keep:
+        empty = np.full((job.window.n_channels, height, width), np.nan, dtype=np.float32)
+        return empty, np.zeros((height, width), dtype=np.float32), 0, 0, 0.0
+    samples = xp.stack(values)
+    del values
+    result = stack_samples(
+        samples,
+        xp.stack(footprints),
+        job.stack,
+        frame_ids=xp.asarray(np.asarray([job.frame_ids[i] for i in keep], dtype=np.int64)),
+        gains=_select(job.gains, keep, xp),
+        offsets=_select(job.offsets, keep, xp),
+        frame_weights=_select(job.weights, keep, xp),
+    )
+    image = to_numpy(result.image).astype(np.float32)
+    coverage = to_numpy(result.coverage).astype(np.float32)
+    return image, coverage, len(keep), hot, max_error
+
+
 def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
     """Resample, stack and write one output region (skipped when already complete).
+
+    Deep stacks are processed in bands of rows (:func:`band_rows`), so a task's memory is
+    bounded by the assembly plan's chunk bytes, not by the number of frames.
 
     Parameters
     ----------
@@ -105,49 +157,30 @@ def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
     if job.store.region_done(region):
         return RegionSummary(region.name, len(job.frames), 0, 0, 0.0, reused=True)
     out_wcs = job.grid.wcs
-    values, footprints, keep = [], [], []
-    hot = 0
-    max_error = 0.0
-    for index, frame in enumerate(job.frames):
-        contribution = resample_frame_to_region(frame, out_wcs, region, job.window, xp)
-        if contribution is None:
-            continue
-        values.append(contribution.values)
-        footprints.append(contribution.footprint)
-        keep.append(index)
-        hot += contribution.hot_pixels
-        max_error = max(max_error, contribution.map_error)
     height, width = region.shape
-    channels = job.window.n_channels
-    if not keep:
-        image = np.full((channels, height, width), np.nan, dtype=np.float32)
-        coverage = np.zeros((height, width), dtype=np.float32)
-    else:
-        samples = xp.stack(values)
-        del values
-        result = stack_samples(
-            samples,
-            xp.stack(footprints),
-            job.stack,
-            frame_ids=xp.asarray(np.asarray([job.frame_ids[i] for i in keep], dtype=np.int64)),
-            gains=_select(job.gains, keep, xp),
-            offsets=_select(job.offsets, keep, xp),
-            frame_weights=_select(job.weights, keep, xp),
-        )
-        image = to_numpy(result.image).astype(np.float32)
-        coverage = to_numpy(result.coverage).astype(np.float32)
+    image = np.full((job.window.n_channels, height, width), np.nan, dtype=np.float32)
+    coverage = np.zeros((height, width), dtype=np.float32)
+    rows = band_rows(job)
+    contributing, hot, max_error = 0, 0, 0.0
+    for y0 in range(region.y0, region.y1, rows):
+        band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
+        part, cover, used, fixed, error = _stack_band(job, band, out_wcs, xp)
+        image[:, y0 - region.y0 : band.y1 - region.y0] = part
+        coverage[y0 - region.y0 : band.y1 - region.y0] = cover
+        contributing, hot, max_error = max(contributing, used), hot + fixed, max(max_error, error)
     image = np.where(coverage[None] > 0, image, np.float32(np.nan))
     alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
     job.store.write_region(region, image, coverage, alpha)
     return RegionSummary(
         region.name,
         len(job.frames),
-        len(keep),
+        contributing,
         hot,
         time.perf_counter() - start,
         reused=False,
         backend="cpu" if xp is np else xp.__name__,
         max_map_error=max_error,
+        bands=-(-height // rows),
     )
 
 
