@@ -127,3 +127,23 @@ def test_auto_without_sds_is_classic_and_silent_about_sds(seestar_set, tmp_path)
     mosaic = run(seestar_set[1][:8], tmp_path, SYNC, **{"mode": "auto", "sds.enabled": False})
     assert mosaic.report["mode"] == "classic"
     assert "SDS" not in (tmp_path / "zemosaic.log").read_text()
+
+
+def test_two_pass_uses_the_assembly_plan_and_keeps_colours(layer_runs, seestar_set, tmp_path):
+    before = layer_runs["classic"]
+    after = run(seestar_set[1], tmp_path, THREADS, **{"mode": "classic", "two-pass.enabled": True})
+    log = (tmp_path / "zemosaic.log").read_text()
+    assert "[TwoPass] plan=AssemblyPlan cpu_workers=" in log
+    assert "[TwoPass] Coverage backend: gpu_all=False" in log
+    gains = after.report["two_pass"]["gains"]
+    assert len(gains) == before.report["layers"] and all(0.85 <= g <= 1.18 for g in gains.values())
+    # One gain per layer for every channel: the colour ratios of the sky do not move.
+    sky = np.isfinite(before.image).all(axis=0) & np.isfinite(after.image).all(axis=0)
+    for image in (before.image, after.image):
+        assert np.isfinite(image[:, sky]).all()
+    ratio_before = np.median(before.image[[0, 2]][:, sky], axis=1) / np.median(before.image[1][sky])
+    ratio_after = np.median(after.image[[0, 2]][:, sky], axis=1) / np.median(after.image[1][sky])
+    np.testing.assert_allclose(ratio_after, ratio_before, rtol=0.01)
+    # The renormalisation really rescaled the layers (this is why it is off by default).
+    level = np.median(after.image[1][sky]) / np.median(before.image[1][sky])
+    assert abs(level - np.median(list(gains.values()))) < 0.02

@@ -58,6 +58,7 @@ def build_layers(
     window: Any,
     *,
     resources: dict[str, int] | None = None,
+    max_bytes: int | None = None,
 ) -> list[Any]:
     """Delayed tasks building every layer on the global grid (tiles first for classic)."""
     tasks: list[Any] = []

@@ -194,6 +194,9 @@ def _execute_layers(plan, config, store, handle, *, timings, show_progress) -> E
     jobs = combine_jobs(plan, stores, inputs, store, combine)
     with timings.stage("assembly"):
         combined = compute(handle, combine_layers(jobs, prefix), label="assembly", show_progress=show_progress)
+    if config.two_pass.enabled and len(stores) > 1 and jobs:
+        with timings.stage("two-pass"):
+            report["two_pass"] = _two_pass(plan, config, jobs, combined, assembly, handle, show_progress)
     if plan.mode == "sds" and jobs:
         keep = config.sds.min_coverage_keep
         max_layers = max((c["max_layers"] for c in combined), default=0)
@@ -217,3 +220,45 @@ def _calibrate(plan, config, stores, handle, show_progress):  # noqa: ANN001, AN
 
     out = Path(stores[0].on_grid.url).parent
     return calibrate_layers(stores, config, handle, out, show_progress=show_progress)
+
+
+def _two_pass(plan, config, jobs, combined, assembly, handle, show_progress) -> dict[str, Any]:  # noqa: ANN001
+    """Two-pass coverage renormalisation with the same AssemblyPlan object as the assembly."""
+    from .api import compute
+    from .graph.layers import build_two_pass_apply_graph, build_two_pass_scale_graph
+    from .plans.assembly import select_two_pass_plan, two_pass_use_gpu
+    from .tasks.two_pass import gain_from_values
+    from .units.two_pass_region import TwoPassJob
+
+    chosen = select_two_pass_plan(assembly, assembly)
+    use_gpu = two_pass_use_gpu(chosen, config.two_pass.gpu)
+    t = config.two_pass
+    passes = [
+        TwoPassJob(job, plan.grid.shape, t.sigma_px, tuple(t.scale_clip), t.min_luminance_ratio, use_gpu)
+        for job in jobs
+    ]
+    layer_max: dict[int, float] = {}
+    for entry in combined:
+        for layer_id, value in entry["layer_max"].items():
+            layer_max[layer_id] = max(layer_max.get(layer_id, 0.0), value)
+    values = compute(
+        handle, build_two_pass_scale_graph(passes, layer_max), label="two-pass scale", show_progress=show_progress
+    )
+    import numpy as np
+
+    gains = {}
+    for layer_id in sorted(layer_max):
+        parts = [v[layer_id] for v in values if layer_id in v]
+        gains[layer_id] = gain_from_values(np.concatenate(parts) if parts else np.empty(0), clip=tuple(t.gain_clip))
+    applied = compute(handle, build_two_pass_apply_graph(passes, gains), label="two-pass", show_progress=show_progress)
+    from .messages import msg
+
+    gpu_all = all(a["gpu_all"] for a in applied) if use_gpu else False
+    log.info(msg("two_pass_backend", gpu_all=gpu_all))
+    return {
+        "gains": {str(k): v for k, v in gains.items()},
+        "use_gpu": use_gpu,
+        "gpu_all": gpu_all,
+        "fallbacks": [a for a in applied if a["fallback"]],
+        "plan": "AssemblyPlan",
+    }

@@ -49,3 +49,21 @@ def build_mask_graph(jobs: Sequence[CombineJob], min_layers: float) -> list[Dela
     """Mask the pixels reached by too few layers, one task per region."""
     mask = dask.delayed(mask_low_coverage_region, pure=False)
     return [mask(job, min_layers, dask_key_name=f"mask-region-{job.region.iy}-{job.region.ix}") for job in jobs]
+
+
+def build_two_pass_scale_graph(jobs: Sequence[Any], layer_max: dict[int, float]) -> list[Delayed]:
+    """Per region, the scale-map values over each layer's well-covered pixels."""
+    from ..units.two_pass_region import layer_scale_values
+
+    scale = dask.delayed(layer_scale_values, pure=True)
+    names = [f"two-pass-scale-{job.combine.region.iy}-{job.combine.region.ix}" for job in jobs]
+    return [scale(job, layer_max, dask_key_name=name) for job, name in zip(jobs, names, strict=True)]
+
+
+def build_two_pass_apply_graph(jobs: Sequence[Any], gains: dict[int, float]) -> list[Delayed]:
+    """Per region, the second combination with the layers' gains, merged with pass 1."""
+    from ..units.two_pass_region import apply_two_pass_region
+
+    apply = dask.delayed(apply_two_pass_region, pure=False)
+    names = [f"two-pass-region-{job.combine.region.iy}-{job.combine.region.ix}" for job in jobs]
+    return [apply(job, gains, dask_key_name=name) for job, name in zip(jobs, names, strict=True)]

@@ -20,7 +20,13 @@ from ..tasks.namespace import to_numpy
 from ..tasks.stacking import StackOptions, stack_samples
 from .mosaic_region import RegionSummary
 
-__all__ = ["CombineJob", "LayerInput", "build_combined_region", "mask_low_coverage_region"]
+__all__ = [
+    "CombineJob",
+    "LayerInput",
+    "build_combined_region",
+    "combine_layers_in_region",
+    "mask_low_coverage_region",
+]
 
 
 @dataclass(frozen=True)
@@ -61,50 +67,98 @@ def layer_count(job: CombineJob) -> np.ndarray:
     return count
 
 
-def build_combined_region(job: CombineJob, xp: Any = np) -> dict[str, Any]:
-    """Combine the layers on one region; returns the region's summary and its largest layer count."""
-    start = time.perf_counter()
-    region = job.region
-    if not job.rewrite and job.out.region_done(region):
-        summary = RegionSummary(region.name, len(job.layers), 0, 0, 0.0, reused=True)
-        return {"summary": summary, "max_layers": int(layer_count(job).max(initial=0))}
-    samples, weights, gains, offsets = [], [], [], []
+def _streamed_mean(job: CombineJob, xp: Any) -> tuple[np.ndarray, np.ndarray, int, dict[int, float]]:
+    """Coverage-weighted mean of the corrected layers, accumulated one layer at a time.
+
+    Memory holds one layer's region and the two sums, whatever the number of layers.
+    """
+    height, width = job.region.shape
+    num = xp.zeros((job.n_channels, height, width), dtype=xp.float64)
+    den = xp.zeros((height, width), dtype=xp.float64)
+    used = 0
+    layer_max: dict[int, float] = {}
     for layer in job.layers:
-        image, coverage = _read_layer(layer, region)
+        image, coverage = _read_layer(layer, job.region)
+        layer_max[layer.id] = float(coverage.max(initial=0.0))
+        if not (coverage > 0).any():
+            continue
+        used += 1
+        gain = np.resize(np.asarray(layer.gain, np.float64), image.shape[0])[:, None, None] * layer.scale
+        offset = np.resize(np.asarray(layer.offset, np.float64), image.shape[0])[:, None, None] * layer.scale
+        valid = (coverage > 0) & np.all(np.isfinite(image), axis=0)
+        weight = xp.asarray(np.where(valid, coverage, 0).astype(np.float64))
+        corrected = xp.asarray(np.where(valid[None], image * gain + offset, 0.0))
+        num += corrected * weight[None]
+        den += weight
+    safe = xp.where(den > 0, den, 1.0)
+    image = xp.where(den[None] > 0, num / safe[None], xp.nan)
+    return to_numpy(image).astype(np.float32), to_numpy(den).astype(np.float32), used, layer_max
+
+
+def _stacked(job: CombineJob, xp: Any) -> tuple[np.ndarray, np.ndarray, int, dict[int, float]]:
+    """Layers stacked with a rejection across layers (all layers of the region in memory)."""
+    samples, weights, gains, offsets = [], [], [], []
+    layer_max: dict[int, float] = {}
+    for layer in job.layers:
+        image, coverage = _read_layer(layer, job.region)
+        layer_max[layer.id] = float(coverage.max(initial=0.0))
         if not (coverage > 0).any():
             continue
         samples.append(image)
         weights.append(coverage)
-        channels = image.shape[0]
-        gains.append(np.resize(np.asarray(layer.gain, np.float32) * np.float32(layer.scale), channels))
-        offsets.append(np.resize(np.asarray(layer.offset, np.float32) * np.float32(layer.scale), channels))
-    height, width = region.shape
-    if samples:
-        result = stack_samples(
-            xp.asarray(np.stack(samples)),
-            xp.asarray(np.stack(weights)),
-            job.stack,
-            gains=np.stack(gains),
-            offsets=np.stack(offsets),
-        )
-        image = to_numpy(result.image).astype(np.float32)
-        coverage = to_numpy(result.coverage).astype(np.float32)
-    else:
-        image = np.full((job.n_channels, height, width), np.nan, dtype=np.float32)
-        coverage = np.zeros((height, width), dtype=np.float32)
+        gains.append(np.resize(np.asarray(layer.gain, np.float32) * np.float32(layer.scale), image.shape[0]))
+        offsets.append(np.resize(np.asarray(layer.offset, np.float32) * np.float32(layer.scale), image.shape[0]))
+    height, width = job.region.shape
+    if not samples:
+        empty = np.full((job.n_channels, height, width), np.nan, dtype=np.float32)
+        return empty, np.zeros((height, width), dtype=np.float32), 0, layer_max
+    result = stack_samples(
+        xp.asarray(np.stack(samples)),
+        xp.asarray(np.stack(weights)),
+        job.stack,
+        gains=np.stack(gains),
+        offsets=np.stack(offsets),
+    )
+    image = to_numpy(result.image).astype(np.float32)
+    return image, to_numpy(result.coverage).astype(np.float32), len(samples), layer_max
+
+
+def combine_layers_in_region(job: CombineJob, xp: Any = np) -> tuple[np.ndarray, np.ndarray, int, dict[int, float]]:
+    """The region's combined image and coverage, without writing them.
+
+    A plain weighted mean streams over the layers; a rejection across layers stacks them.
+    """
+    if job.stack.rejection == "none" and job.stack.combine == "mean":
+        return _streamed_mean(job, xp)
+    return _stacked(job, xp)
+
+
+def build_combined_region(job: CombineJob, xp: Any = np) -> dict[str, Any]:
+    """Combine the layers on one region and write it.
+
+    Returns the region's summary, its largest layer count and each layer's largest
+    coverage in the region (for the two-pass renormalisation).
+    """
+    start = time.perf_counter()
+    region = job.region
+    if not job.rewrite and job.out.region_done(region):
+        summary = RegionSummary(region.name, len(job.layers), 0, 0, 0.0, reused=True)
+        layer_max = {layer.id: float(_read_layer(layer, region)[1].max(initial=0.0)) for layer in job.layers}
+        return {"summary": summary, "max_layers": int(layer_count(job).max(initial=0)), "layer_max": layer_max}
+    image, coverage, used, layer_max = combine_layers_in_region(job, xp)
     image = np.where(coverage[None] > 0, image, np.float32(np.nan))
     alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
     job.out.write_region(region, image, coverage, alpha)
     summary = RegionSummary(
         region.name,
         len(job.layers),
-        len(samples),
+        used,
         0,
         time.perf_counter() - start,
         reused=False,
         backend="cpu" if xp is np else xp.__name__,
     )
-    return {"summary": summary, "max_layers": int(layer_count(job).max(initial=0))}
+    return {"summary": summary, "max_layers": int(layer_count(job).max(initial=0)), "layer_max": layer_max}
 
 
 def mask_low_coverage_region(job: CombineJob, min_layers: float) -> int:
