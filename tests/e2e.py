@@ -80,8 +80,14 @@ def truth_on(mosaic: Mosaic, sim: Path) -> Truth:
 
 def flux_ratio(mosaic: Mosaic, truth: Truth) -> np.ndarray:
     median, ratios = measure_star_flux_ratio(
-        mosaic.image, mosaic.wcs, truth.stars, aperture_px=3 * truth.fwhm,
-        annulus=(4 * truth.fwhm, 6 * truth.fwhm), coverage=mosaic.coverage, min_snr=20, isolation=0.05,
+        mosaic.image,
+        mosaic.wcs,
+        truth.stars,
+        aperture_px=3 * truth.fwhm,
+        annulus=(4 * truth.fwhm, 6 * truth.fwhm),
+        coverage=mosaic.coverage,
+        min_snr=20,
+        isolation=0.05,
     )
     assert len(ratios) >= 10, f"too few stars measured ({len(ratios)}) for a meaningful flux check"
     return np.asarray(median)

@@ -215,7 +215,7 @@ ZEMOSAIC_ALIASES = {
     "min_radial_weight_floor": ("stack.radial-floor", 0.3, 0.3),
     "intertile_photometric_match": ("calibration.intertile", False, False),
     "intertile_sky_percentile": ("calibration.sky-percentiles", [25.0, 75.0], [25.0, 75.0]),
-    "two_pass_coverage_renorm": ("two-pass.enabled", False, False),
+    "two_pass_coverage_renorm": ("two-pass.enabled", True, True),
     "two_pass_cov_sigma_px": ("two-pass.sigma-px", 80, 80.0),
     "two_pass_cov_gain_clip": ("two-pass.gain-clip", [0.9, 1.1], [0.9, 1.1]),
     "use_gpu_phase5": ("assembly.use-gpu", False, False),

@@ -19,8 +19,12 @@ def runs(seestar_set, tmp_path_factory):
         "sync": run(frames, base / "sync", SYNC, mode="mosaic-first"),
         "threads": run(frames, base / "threads", THREADS, mode="mosaic-first"),
         "processes": run(frames, base / "processes", PROCESSES, mode="mosaic-first"),
-        "plain-mean": run(frames, base / "plain", SYNC, **{"mode": "mosaic-first", "stack.rejection": "none",
-                                                           "ingest.hot-pixel-correction": False}),
+        "plain-mean": run(
+            frames,
+            base / "plain",
+            SYNC,
+            **{"mode": "mosaic-first", "stack.rejection": "none", "ingest.hot-pixel-correction": False},
+        ),
     }
 
 

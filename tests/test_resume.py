@@ -117,12 +117,9 @@ def test_changed_inputs_or_settings_are_refused_then_restart(reference, tmp_path
 def test_worker_killed_mid_run_does_not_change_the_result(reference, tmp_path):
     frames, expected = reference
     out = tmp_path / "out"
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        pids = client.run(os.getpid)
-        victim = sorted(pids.values())[0]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            victim = sorted(client.run(os.getpid).values())[0]
 
         def kill_when_started():
             deadline = time.monotonic() + 60
@@ -133,14 +130,9 @@ def test_worker_killed_mid_run_does_not_change_the_result(reference, tmp_path):
         killer = threading.Thread(target=kill_when_started)
         killer.start()
         config = load_config(overrides=OVERRIDES)
-        run_mosaic(
-            frames,
-            out,
-            config=config,
-            cluster=ClusterOptions(scheduler=cluster.scheduler_address),
-            show_progress=False,
-            console_log=False,
-        )
+        attach = ClusterOptions(scheduler=cluster.scheduler_address)
+        run_mosaic(frames, out, config=config, cluster=attach, show_progress=False, console_log=False)
         killer.join()
-        assert victim not in client.run(os.getpid).values()  # the worker really died (and was replaced)
+        with Client(cluster) as client:
+            assert victim not in client.run(os.getpid).values()  # the worker really died (and was replaced)
     np.testing.assert_array_equal(Mosaic.load(out).image, expected.image)

@@ -152,10 +152,14 @@ def make_plan(inputs: Sequence[str | os.PathLike[str]], config: ZeMosaicConfig) 
         return plan_mosaic(frames, rejected, config, resources=cluster_resources(handle))
 
 
-def _ingest_options(config: ZeMosaicConfig) -> IngestOptions:
+def _ingest_options(config: ZeMosaicConfig, out: Path | None = None) -> IngestOptions:
+    """Ingest options; plate-solved WCS are cached in ``<out>/wcs-cache`` (never in the inputs)."""
     return IngestOptions(
         default_bayer_pattern=config.ingest.default_bayer_pattern,
         force_seestar=config.ingest.force_seestar,
+        plate_solve=config.ingest.plate_solve,
+        solve_timeout_s=config.ingest.solve_timeout_s,
+        wcs_cache_dir=str(out / "wcs-cache") if out is not None else None,
     )
 
 
@@ -263,7 +267,7 @@ def _run(inputs, out, config, handle, plan, restart, show_progress, timings, rep
             )
         log.info(msg("frames_found", count=len(files)))
         with timings.stage("ingest"):
-            frames, rejected = ingest(files, _ingest_options(config), handle, show_progress=show_progress)
+            frames, rejected = ingest(files, _ingest_options(config, out), handle, show_progress=show_progress)
         rejected = [FrameRejection(p, r) for p, r in missing] + rejected
         from .runtime import cluster_resources
 

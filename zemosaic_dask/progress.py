@@ -262,7 +262,8 @@ def watch_futures(
             continue
         for future, outcome in batch:
             for key in keys_of[future.key]:
-                if future.status == "finished":
+                # A result in hand counts as done even if its worker died since (status "lost").
+                if future.status not in ("error", "cancelled") and not isinstance(outcome, BaseException):
                     results[key] = outcome
                     progress.done(key)
                 else:

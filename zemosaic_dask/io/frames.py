@@ -18,6 +18,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from ..errors import FrameError
 from ..plans.frames import SEESTAR_TOKENS, FrameInfo, FrameRejection
 from ..tasks.debayer import BAYER_PATTERNS, bayer_masks
+from .plate_solve import NO_SOLVER, find_solver, hints_from_header, solve_frame
 
 __all__ = ["IngestOptions", "inspect_frame", "read_frame_window", "shift_bayer_pattern"]
 
@@ -26,10 +27,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IngestOptions:
-    """How ingest reads frames (built from the ``zemosaic.ingest`` config section)."""
+    """How ingest reads frames (built from the ``zemosaic.ingest`` config section).
+
+    ``plate_solve`` is ``auto`` (solve frames without a WCS when ``solve-field`` is
+    installed), ``never`` or ``always`` (re-solve every frame, keeping the header WCS when
+    the solve fails); solutions are cached in ``wcs_cache_dir`` (``<output>/wcs-cache``),
+    and frames without a WCS are not solved when it is None.
+    """
 
     default_bayer_pattern: str = "GRBG"
     force_seestar: bool = False
+    plate_solve: str = "auto"
+    solve_timeout_s: float = 60.0
+    wcs_cache_dir: str | None = None
 
 
 def shift_bayer_pattern(pattern: str, dy: int, dx: int) -> str:
@@ -71,7 +81,8 @@ def _layout(
     return "mono", None
 
 
-def _celestial_wcs(header: fits.Header) -> WCS:
+def _header_wcs(header: fits.Header) -> WCS | None:
+    """The header's celestial WCS, None when it has none, FrameError when it is broken."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         warnings.simplefilter("ignore", AstropyWarning)
@@ -80,7 +91,38 @@ def _celestial_wcs(header: fits.Header) -> WCS:
         except (ValueError, KeyError, MemoryError, TypeError) as err:
             raise FrameError(f"invalid WCS: {err}") from err
     if not wcs.has_celestial or wcs.naxis != 2:
-        raise FrameError("no WCS")
+        return None
+    return wcs
+
+
+def _frame_wcs(path: str, header: fits.Header, index: int, options: IngestOptions) -> tuple[WCS, str]:
+    """The frame's WCS and where it comes from (``"header"`` or ``"solved"``)."""
+    wcs = _header_wcs(header)
+    if wcs is not None and options.plate_solve == "always" and options.wcs_cache_dir is not None:
+        try:
+            return _solved_wcs(path, header, index, options), "solved"
+        except FrameError as err:
+            log.warning("%s: re-solving failed (%s); keeping the header WCS", path, err)
+    if wcs is not None:
+        return wcs, "header"
+    if options.plate_solve == "never":
+        raise FrameError("no WCS (plate solving disabled)")
+    if options.wcs_cache_dir is None:
+        raise FrameError("no WCS" if find_solver() else NO_SOLVER)
+    return _solved_wcs(path, header, index, options), "solved"
+
+
+def _solved_wcs(path: str, header: fits.Header, index: int, options: IngestOptions) -> WCS:
+    solved = solve_frame(
+        path,
+        options.wcs_cache_dir or "",
+        timeout_s=options.solve_timeout_s,
+        hints=hints_from_header(header),
+        hdu=index,
+    )
+    wcs = _header_wcs(fits.Header.fromstring(solved))
+    if wcs is None:
+        raise FrameError("no WCS and the plate solution has no celestial WCS")
     return wcs
 
 
@@ -137,7 +179,7 @@ def inspect_frame(path: str, options: IngestOptions | None = None) -> FrameInfo 
     path : str
         Absolute path of a FITS file, opened read-only.
     options : IngestOptions, optional
-        Bayer defaults and Seestar forcing.
+        Bayer defaults, Seestar forcing and plate solving of frames without a WCS.
 
     Returns
     -------
@@ -176,7 +218,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
     values = data[finite]
     if float(values.min()) == float(values.max()):
         raise FrameError(f"constant image (every pixel is {float(values.min()):g})")
-    wcs = _celestial_wcs(header)
+    wcs, wcs_source = _frame_wcs(path, header, index, options)
     scale = _validate_wcs(wcs, height, width)
     background, noise = _channel_statistics(data, layout, pattern)
     instrument = str(header.get("INSTRUME", "") or header.get("CREATOR", "") or "")
@@ -196,6 +238,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
         pixel_scale=scale,
         background=background,
         noise=noise,
+        wcs_source=wcs_source,
     )
 
 
