@@ -25,11 +25,11 @@ EXPECTED_EN = {
     "batch_duplicating": "[Batch] Duplicating frames: original={original} -> final={final} for tile {tile}",
     "tile_salvage": "Tile {tile}: salvage mode (n={n}). Relaxing QC and crop.",
     "sds_policy": "SDS: coverage={coverage}, min_size={min_size}, target_size={target_size}.",
-    "sds_built": "SDS: built {count} batch(es) with sizes: {sizes}",
+    "sds_built": "SDS: built {count} batch(es) with sizes: {sizes}, coverage: {coverage}",
     "sds_error_no_valid_batches": "sds_error_no_valid_batches: {reason}; falling back to Mosaic-First",
     "two_pass_plan": (
-        "[TwoPass] plan=AssemblyPlan cpu_workers={cpu_workers} use_gpu={use_gpu} max_chunk_mb={max_chunk_mb} "
-        "gpu_max_chunk_mb={gpu_max_chunk_mb} rows={rows} gpu_rows={gpu_rows}"
+        "[TwoPass] plan={source} cpu_workers={cpu_workers} use_gpu={use_gpu} max_chunk_mb={max_chunk_mb:.1f} "
+        "gpu_max_chunk_mb={gpu_max_chunk_mb:.1f} rows={rows} gpu_rows={gpu_rows}"
     ),
     "two_pass_gpu_disabled": "[TwoPass] GPU requested but disabled by plan.use_gpu=False -> forcing CPU",
     "two_pass_backend": "[TwoPass] Coverage backend: gpu_all={gpu_all}",
@@ -87,7 +87,9 @@ def test_french_is_a_translation():
 def test_msg_formats_in_english_by_default():
     set_language("en")
     assert msg("run_done", path="out/mosaic.fits", seconds=12.345) == "Mosaic written to out/mosaic.fits in 12.3 s"
-    assert msg("sds_built", count=2, sizes=[10, 12]) == "SDS: built 2 batch(es) with sizes: [10, 12]"
+    assert msg("sds_built", count=2, sizes=[10, 12], coverage=[0.95, 0.93]) == (
+        "SDS: built 2 batch(es) with sizes: [10, 12], coverage: [0.95, 0.93]"
+    )
     assert msg("reason_no_wcs") == "no WCS and no plate solver"
 
 

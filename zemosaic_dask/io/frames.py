@@ -16,6 +16,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..errors import FrameError
+from ..messages import msg
 from ..plans.frames import SEESTAR_TOKENS, FrameInfo, FrameRejection
 from ..tasks.debayer import BAYER_PATTERNS, bayer_masks
 from .plate_solve import NO_SOLVER, find_solver, hints_from_header, solve_frame
@@ -55,7 +56,7 @@ def _select_image_hdu(hdul: fits.HDUList) -> int:
             naxes = [hdu.header.get(f"NAXIS{i}", 0) for i in range(1, hdu.header["NAXIS"] + 1)]
             if all(n > 0 for n in naxes):
                 return index
-    raise FrameError("no image data in any HDU")
+    raise FrameError(msg("reason_no_image"))
 
 
 def _layout(
@@ -68,7 +69,7 @@ def _layout(
             return "hwc", None
         raise FrameError(f"unexpected dimensions {shape}: a colour cube needs 3 planes first or last")
     if ndim != 2:
-        raise FrameError(f"unexpected dimensions {shape}: expected a 2-D image or a 3-plane colour cube")
+        raise FrameError(msg("reason_bad_dims", shape=shape))
     keyword = header.get("BAYERPAT") or header.get("CFAIMAGE") or header.get("COLORTYP")
     if isinstance(keyword, str) and keyword.strip().upper() in BAYER_PATTERNS:
         pattern = keyword.strip().upper()
@@ -89,7 +90,7 @@ def _header_wcs(header: fits.Header) -> WCS | None:
         try:
             wcs = WCS(header, relax=True, naxis=None).celestial
         except (ValueError, KeyError, MemoryError, TypeError) as err:
-            raise FrameError(f"invalid WCS: {err}") from err
+            raise FrameError(msg("reason_invalid_wcs", error=err)) from err
     if not wcs.has_celestial or wcs.naxis != 2:
         return None
     return wcs
@@ -134,7 +135,7 @@ def _validate_wcs(wcs: WCS, height: int, width: int) -> float:
         ra, dec = wcs.all_pix2world(xs, ys, 0)
         back_x, back_y = wcs.all_world2pix(ra, dec, 0)
     except (ValueError, ArithmeticError) as err:
-        raise FrameError(f"invalid WCS: {err}") from err
+        raise FrameError(msg("reason_invalid_wcs", error=err)) from err
     scale = float(np.mean(scales))
     if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec)) and np.isfinite(scale) and scale > 0):
         raise FrameError("invalid WCS: non-finite sky coordinates or pixel scale")
@@ -162,7 +163,7 @@ def _channel_statistics(
     for plane in planes:
         plane = plane[np.isfinite(plane)]
         if plane.size == 0:
-            raise FrameError("all pixels are NaN")
+            raise FrameError(msg("reason_all_nan"))
         sample = plane[:: max(1, plane.size // 200_000)]
         median = float(np.median(sample))
         mad = float(np.median(np.abs(sample - median)))
@@ -192,10 +193,10 @@ def inspect_frame(path: str, options: IngestOptions | None = None) -> FrameInfo 
     except FrameError as err:
         return FrameRejection(path, str(err))
     except OSError as err:
-        reason = "not a FITS file" if "header" in str(err).lower() or "fits" in str(err).lower() else "unreadable"
-        return FrameRejection(path, f"{reason}: {err}")
-    except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError, MemoryError) as err:
-        return FrameRejection(path, f"unreadable: {type(err).__name__}: {err}")
+        key = "reason_not_fits" if "header" in str(err).lower() or "fits" in str(err).lower() else "reason_unreadable"
+        return FrameRejection(path, msg(key, error=err))
+    except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError, MemoryError, fits.VerifyError) as err:
+        return FrameRejection(path, msg("reason_unreadable", error=f"{type(err).__name__}: {err}"))
 
 
 def _inspect(path: str, options: IngestOptions) -> FrameInfo:
@@ -214,10 +215,10 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
         raise FrameError(f"unexpected dimensions {data.shape}: image smaller than 8x8")
     finite = np.isfinite(data)
     if not finite.any():
-        raise FrameError("all pixels are NaN")
+        raise FrameError(msg("reason_all_nan"))
     values = data[finite]
     if float(values.min()) == float(values.max()):
-        raise FrameError(f"constant image (every pixel is {float(values.min()):g})")
+        raise FrameError(msg("reason_constant", value=f"{float(values.min()):g}"))
     wcs, wcs_source = _frame_wcs(path, header, index, options)
     scale = _validate_wcs(wcs, height, width)
     background, noise = _channel_statistics(data, layout, pattern)

@@ -48,7 +48,6 @@ from .groups import (
     principal_axis_order,
     split_group,
 )
-from .messages import MESSAGES, format_message
 from .sds import (
     SdsBatch,
     SdsPlan,
@@ -70,7 +69,6 @@ __all__ = [
     "FrameRejection",
     "GroupPlan",
     "GroupingPolicy",
-    "MESSAGES",
     "OutputGrid",
     "OutputRegion",
     "SdsBatch",
@@ -83,7 +81,6 @@ __all__ = [
     "cluster_centres",
     "coverage_cells_for_grid",
     "duplicate_to_target",
-    "format_message",
     "frame_centres",
     "frame_footprint_pixels",
     "frame_wcs",

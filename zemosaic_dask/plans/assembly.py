@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError, PlanError
 from .grid import OutputGrid
-from .messages import format_message
+from ..messages import msg as format_message
 
 __all__ = [
     "AssemblyPlan",

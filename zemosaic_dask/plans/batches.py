@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ConfigError
 from .frames import FrameInfo
 from .groups import GroupingPolicy, GroupPlan, frame_centres, plan_master_groups, principal_axis_order
-from .messages import format_message
+from ..messages import msg as format_message
 
 __all__ = [
     "BatchPlan",

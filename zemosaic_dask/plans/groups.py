@@ -25,7 +25,7 @@ from scipy.spatial import cKDTree
 from ..errors import ConfigError, PlanError
 from .frames import FrameInfo
 from .grid import mean_direction
-from .messages import format_message
+from ..messages import msg as format_message
 
 __all__ = [
     "GroupPlan",

@@ -30,7 +30,7 @@ from .footprints import (
 )
 from .frames import FrameInfo, is_seestar
 from .grid import OutputGrid
-from .messages import format_message
+from ..messages import msg as format_message
 
 __all__ = [
     "SdsBatch",
