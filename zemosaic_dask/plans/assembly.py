@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import ConfigError, PlanError
-from .grid import OutputGrid
 from ..messages import msg as format_message
+from .grid import OutputGrid
 
 __all__ = [
     "AssemblyPlan",

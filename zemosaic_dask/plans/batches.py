@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..messages import msg as format_message
 from .frames import FrameInfo
 from .groups import GroupingPolicy, GroupPlan, frame_centres, plan_master_groups, principal_axis_order
-from ..messages import msg as format_message
 
 __all__ = [
     "BatchPlan",

@@ -23,9 +23,9 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ..errors import ConfigError, PlanError
+from ..messages import msg as format_message
 from .frames import FrameInfo
 from .grid import mean_direction
-from ..messages import msg as format_message
 
 __all__ = [
     "GroupPlan",

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, PlanError
+from ..messages import msg as format_message
 from .footprints import (
     CoverageCells,
     coverage_cells_for_grid,
@@ -30,7 +31,6 @@ from .footprints import (
 )
 from .frames import FrameInfo, is_seestar
 from .grid import OutputGrid
-from ..messages import msg as format_message
 
 __all__ = [
     "SdsBatch",

@@ -94,13 +94,6 @@ def debayer_bilinear(raw: Any, pattern: str) -> Any:
     return out
 
 
-def _neighbour_stack(image: Any, offsets: tuple[tuple[int, int], ...], xp: Any) -> Any:
-    height, width = image.shape
-    reach = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
-    padded = xp.pad(image, reach, mode="reflect")
-    return xp.stack([padded[reach + dy : reach + dy + height, reach + dx : reach + dx + width] for dy, dx in offsets])
-
-
 def correct_hot_pixels(raw: Any, noise_sigma: float, threshold_sigma: float = 8.0) -> tuple[Any, int]:
     """Replace isolated hot pixels of a raw (Bayer or mono) window.
 
@@ -129,13 +122,21 @@ def correct_hot_pixels(raw: Any, noise_sigma: float, threshold_sigma: float = 8.
     raw = xp.asarray(raw, dtype=xp.float32)
     if min(raw.shape) < 5:
         return raw.copy(), 0
-    near = _neighbour_stack(raw, _RING1, xp)
-    near_max = near.max(axis=0)
-    near_min = near.min(axis=0)
+    height, width = raw.shape
+    padded = xp.pad(raw, 2, mode="reflect")
+    near_max = near_min = None
+    for dy, dx in _RING1:
+        view = padded[2 + dy : 2 + dy + height, 2 + dx : 2 + dx + width]
+        near_max = view if near_max is None else xp.maximum(near_max, view)
+        near_min = view if near_min is None else xp.minimum(near_min, view)
     excess = raw - near_max
     hot = (excess > threshold_sigma * max(float(noise_sigma), 1e-3)) & (excess >= 0.9 * (raw - near_min))
-    count = int(hot.sum())
+    ys, xs = xp.nonzero(hot)
+    count = int(ys.shape[0])
     if count == 0:
         return raw.copy(), 0
-    same_colour = xp.median(_neighbour_stack(raw, _RING2, xp), axis=0)
-    return xp.where(hot, same_colour, raw), count
+    # The median of the same-colour ring is needed at the hot pixels only.
+    ring = xp.stack([padded[ys + 2 + dy, xs + 2 + dx] for dy, dx in _RING2])
+    fixed = raw.copy()
+    fixed[ys, xs] = xp.median(ring, axis=0)
+    return fixed, count
