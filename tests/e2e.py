@@ -99,3 +99,41 @@ def residual_rms(mosaic: Mosaic, truth: Truth) -> float:
 
 def holes(mosaic: Mosaic, truth: Truth) -> int:
     return int((~np.all(np.isfinite(mosaic.image), axis=0) & truth.union).sum())
+
+
+def trail_pixels(sim, mosaic):
+    params = json.loads((sim / "simulation.json").read_text())
+    points = []
+    for index, trail in params["trails"].items():
+        header = fits.getheader(sim / f"frame_{int(index):04d}.fits")
+        wcs = WCS(header).celestial
+        t = np.linspace(-400, 400, 4000)
+        angle = np.radians(trail["angle_deg"])
+        x, y = trail["x0"] + t * np.cos(angle), trail["y0"] + t * np.sin(angle)
+        height, width = header["NAXIS2"], header["NAXIS1"]
+        inside = (x > 3) & (x < width - 4) & (y > 3) & (y < height - 4)
+        ra, dec = wcs.all_pix2world(x[inside], y[inside], 0)
+        points.append(np.column_stack(mosaic.wcs.all_world2pix(ra, dec, 0)))
+    xy = np.round(np.concatenate(points)).astype(int)
+    return np.unique(xy[:, ::-1], axis=0)
+
+
+def hot_pixels(sim, mosaic):
+    params = json.loads((sim / "simulation.json").read_text())
+    points = []
+    for path in sorted(sim.glob("frame_*.fits")):
+        wcs = WCS(fits.getheader(path)).celestial
+        yx = np.asarray(params["hot_pixels"]["positions"], dtype=float)
+        ra, dec = wcs.all_pix2world(yx[:, 1], yx[:, 0], 0)
+        points.append(np.column_stack(mosaic.wcs.all_world2pix(ra, dec, 0)))
+    xy = np.round(np.concatenate(points)).astype(int)
+    return np.unique(xy[:, ::-1], axis=0)
+
+
+def excess(mosaic, truth, yx):
+    """Mean excess over the truth at the given pixels, in units of the stack's expected noise."""
+    keep = ~truth.stars_mask[yx[:, 0], yx[:, 1]] & (mosaic.coverage[yx[:, 0], yx[:, 1]] >= 3)
+    yx = yx[keep]
+    residual = (mosaic.image - truth.image)[:, yx[:, 0], yx[:, 1]]
+    expected = truth.noise[:, None] / np.sqrt(mosaic.coverage[yx[:, 0], yx[:, 1]])[None]
+    return float(np.nanmean(residual / expected))

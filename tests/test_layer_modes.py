@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from e2e import SYNC, THREADS, flux_ratio, holes, residual_rms, run, truth_on
+from e2e import SYNC, THREADS, excess, flux_ratio, holes, hot_pixels, residual_rms, run, trail_pixels, truth_on
 
 from zemosaic_dask.errors import PlanError
 from zemosaic_dask.testing import simulate_seestar
@@ -147,3 +147,11 @@ def test_two_pass_uses_the_assembly_plan_and_keeps_colours(layer_runs, seestar_s
     # The renormalisation really rescaled the layers (this is why it is off by default).
     level = np.median(after.image[1][sky]) / np.median(before.image[1][sky])
     assert abs(level - np.median(list(gains.values()))) < 0.02
+
+
+def test_sds_rejects_trails_across_batches(layer_runs, seestar_set):
+    sim = seestar_set[0]
+    mosaic = layer_runs["sds"]
+    truth = truth_on(mosaic, sim)
+    assert abs(excess(mosaic, truth, trail_pixels(sim, mosaic))) < 1.0
+    assert abs(excess(mosaic, truth, hot_pixels(sim, mosaic))) < 0.5

@@ -1,14 +1,25 @@
 """Mosaic-First end to end on simulated Seestar frames, checked against the truth."""
 
 import hashlib
-import json
 import shutil
 
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.wcs import WCS
-from e2e import PROCESSES, SYNC, THREADS, Mosaic, flux_ratio, holes, residual_rms, run, truth_on
+from e2e import (
+    PROCESSES,
+    SYNC,
+    THREADS,
+    Mosaic,
+    excess,
+    flux_ratio,
+    holes,
+    hot_pixels,
+    residual_rms,
+    run,
+    trail_pixels,
+    truth_on,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,56 +60,18 @@ def test_schedulers_give_identical_arrays(runs):
     assert runs["threads"].report["dashboard"].startswith("http")
 
 
-def _trail_pixels(sim, mosaic):
-    params = json.loads((sim / "simulation.json").read_text())
-    points = []
-    for index, trail in params["trails"].items():
-        header = fits.getheader(sim / f"frame_{int(index):04d}.fits")
-        wcs = WCS(header).celestial
-        t = np.linspace(-400, 400, 4000)
-        angle = np.radians(trail["angle_deg"])
-        x, y = trail["x0"] + t * np.cos(angle), trail["y0"] + t * np.sin(angle)
-        height, width = header["NAXIS2"], header["NAXIS1"]
-        inside = (x > 3) & (x < width - 4) & (y > 3) & (y < height - 4)
-        ra, dec = wcs.all_pix2world(x[inside], y[inside], 0)
-        points.append(np.column_stack(mosaic.wcs.all_world2pix(ra, dec, 0)))
-    xy = np.round(np.concatenate(points)).astype(int)
-    return np.unique(xy[:, ::-1], axis=0)
-
-
-def _hot_pixels(sim, mosaic):
-    params = json.loads((sim / "simulation.json").read_text())
-    points = []
-    for path in sorted(sim.glob("frame_*.fits")):
-        wcs = WCS(fits.getheader(path)).celestial
-        yx = np.asarray(params["hot_pixels"]["positions"], dtype=float)
-        ra, dec = wcs.all_pix2world(yx[:, 1], yx[:, 0], 0)
-        points.append(np.column_stack(mosaic.wcs.all_world2pix(ra, dec, 0)))
-    xy = np.round(np.concatenate(points)).astype(int)
-    return np.unique(xy[:, ::-1], axis=0)
-
-
-def _excess(mosaic, truth, yx):
-    """Mean excess over the truth at the given pixels, in units of the stack's expected noise."""
-    keep = ~truth.stars_mask[yx[:, 0], yx[:, 1]] & (mosaic.coverage[yx[:, 0], yx[:, 1]] >= 3)
-    yx = yx[keep]
-    residual = (mosaic.image - truth.image)[:, yx[:, 0], yx[:, 1]]
-    expected = truth.noise[:, None] / np.sqrt(mosaic.coverage[yx[:, 0], yx[:, 1]])[None]
-    return float(np.nanmean(residual / expected))
-
-
 def test_trails_and_hot_pixels_are_rejected(runs, seestar_set):
     sim = seestar_set[0]
     clean, plain = runs["sync"], runs["plain-mean"]
     truth = truth_on(clean, sim)
-    trail, hot = _trail_pixels(sim, clean), _hot_pixels(sim, clean)
+    trail, hot = trail_pixels(sim, clean), hot_pixels(sim, clean)
     assert len(trail) > 100 and len(hot) > 50
     # Without rejection nor hot-pixel correction both defects show (the check can fail) ...
-    assert _excess(plain, truth, trail) > 4.0
-    assert _excess(plain, truth, hot) > 1.0
+    assert excess(plain, truth, trail) > 4.0
+    assert excess(plain, truth, hot) > 1.0
     # ... and the kappa-sigma mosaic is clean there.
-    assert abs(_excess(clean, truth, trail)) < 1.0
-    assert abs(_excess(clean, truth, hot)) < 0.5
+    assert abs(excess(clean, truth, trail)) < 1.0
+    assert abs(excess(clean, truth, hot)) < 0.5
     assert clean.report["hot_pixels_fixed"] > 0
 
 

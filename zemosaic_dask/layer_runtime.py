@@ -112,9 +112,11 @@ def combine_jobs(
     stack: StackOptions,
     *,
     rewrite: bool = False,
+    max_bytes: int | None = None,
 ) -> list[CombineJob]:
     """One combination job per global region reached by a layer (box intersection)."""
     by_id = {i.id: i for i in inputs}
+    extra = {"max_bytes": int(max_bytes)} if max_bytes else {}
     jobs = []
     for region in plan.grid.regions():
         members = tuple(
@@ -126,7 +128,7 @@ def combine_jobs(
             and e.layer.box[3] > region.x0
         )
         if members:
-            jobs.append(CombineJob(region, members, out, plan.n_channels, stack, rewrite=rewrite))
+            jobs.append(CombineJob(region, members, out, plan.n_channels, stack, rewrite=rewrite, **extra))
     return jobs
 
 

@@ -191,7 +191,7 @@ def _execute_layers(plan, config, store, handle, *, timings, show_progress) -> E
     inputs = layer_inputs(stores, corrections)
     combine = StackOptions(rejection="none") if plan.mode == "classic" else _sds_combine_options(config)
     prefix = "stack-region" if plan.mode == "classic" else "sds-combine"
-    jobs = combine_jobs(plan, stores, inputs, store, combine)
+    jobs = combine_jobs(plan, stores, inputs, store, combine, max_bytes=max_bytes)
     with timings.stage("assembly"):
         combined = compute(handle, combine_layers(jobs, prefix), label="assembly", show_progress=show_progress)
     if config.two_pass.enabled and len(stores) > 1 and jobs:
@@ -209,8 +209,20 @@ def _execute_layers(plan, config, store, handle, *, timings, show_progress) -> E
 
 
 def _sds_combine_options(config: ZeMosaicConfig) -> StackOptions:
-    """Across batch mosaics: coverage-weighted mean (rejection across batches is optional)."""
-    return StackOptions(rejection="none")
+    """Across batch mosaics: coverage-weighted, with the configured rejection across batches.
+
+    A batch spreads its few frames over the whole field, so a pixel of one batch mosaic is
+    often a stack of one or two frames, too few to reject a satellite trail there; the
+    rejection across batches removes it (it stays N-aware: no rejection under 3 batches).
+    """
+    s = config.stack
+    return StackOptions(
+        rejection=s.rejection,
+        kappa_low=s.kappa_low,
+        kappa_high=s.kappa_high,
+        max_iterations=s.max_iterations,
+        combine=s.combine,
+    )
 
 
 def _calibrate(plan, config, stores, handle, show_progress):  # noqa: ANN001, ANN202

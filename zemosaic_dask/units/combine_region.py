@@ -8,6 +8,7 @@ the sum of the layers' coverages, so it still counts distinct frames.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 from ..io.store import MosaicStore
 from ..plans.grid import OutputRegion
 from ..tasks.namespace import to_numpy
-from ..tasks.stacking import StackOptions, stack_samples
+from ..tasks.stacking import StackOptions, peak_memory_bytes, stack_samples
 from .mosaic_region import RegionSummary
 
 __all__ = [
@@ -50,6 +51,7 @@ class CombineJob:
     n_channels: int
     stack: StackOptions = field(default_factory=lambda: StackOptions(rejection="none"))
     rewrite: bool = False
+    max_bytes: int = 256 * 1024 * 1024
 
 
 def _read_layer(layer: LayerInput, region: OutputRegion) -> tuple[np.ndarray, np.ndarray]:
@@ -96,31 +98,41 @@ def _streamed_mean(job: CombineJob, xp: Any) -> tuple[np.ndarray, np.ndarray, in
 
 
 def _stacked(job: CombineJob, xp: Any) -> tuple[np.ndarray, np.ndarray, int, dict[int, float]]:
-    """Layers stacked with a rejection across layers (all layers of the region in memory)."""
-    samples, weights, gains, offsets = [], [], [], []
+    """Layers stacked with a rejection across layers, in bands of rows within ``job.max_bytes``."""
+    region = job.region
+    height, width = region.shape
+    image = np.full((job.n_channels, height, width), np.nan, dtype=np.float32)
+    coverage = np.zeros((height, width), dtype=np.float32)
+    count = max(1, len(job.layers))
+    per_row = peak_memory_bytes((count, job.n_channels, 1, width), job.stack) + count * (job.n_channels + 1) * width * 4
+    rows = int(max(8, min(height, job.max_bytes // max(per_row, 1))))
     layer_max: dict[int, float] = {}
-    for layer in job.layers:
-        image, coverage = _read_layer(layer, job.region)
-        layer_max[layer.id] = float(coverage.max(initial=0.0))
-        if not (coverage > 0).any():
+    used: set[int] = set()
+    for y0 in range(region.y0, region.y1, rows):
+        band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
+        samples, weights, gains, offsets = [], [], [], []
+        for layer in job.layers:
+            values, cover = _read_layer(layer, band)
+            layer_max[layer.id] = max(layer_max.get(layer.id, 0.0), float(cover.max(initial=0.0)))
+            if not (cover > 0).any():
+                continue
+            used.add(layer.id)
+            samples.append(values)
+            weights.append(cover)
+            gains.append(np.resize(np.asarray(layer.gain, np.float32) * np.float32(layer.scale), values.shape[0]))
+            offsets.append(np.resize(np.asarray(layer.offset, np.float32) * np.float32(layer.scale), values.shape[0]))
+        if not samples:
             continue
-        samples.append(image)
-        weights.append(coverage)
-        gains.append(np.resize(np.asarray(layer.gain, np.float32) * np.float32(layer.scale), image.shape[0]))
-        offsets.append(np.resize(np.asarray(layer.offset, np.float32) * np.float32(layer.scale), image.shape[0]))
-    height, width = job.region.shape
-    if not samples:
-        empty = np.full((job.n_channels, height, width), np.nan, dtype=np.float32)
-        return empty, np.zeros((height, width), dtype=np.float32), 0, layer_max
-    result = stack_samples(
-        xp.asarray(np.stack(samples)),
-        xp.asarray(np.stack(weights)),
-        job.stack,
-        gains=np.stack(gains),
-        offsets=np.stack(offsets),
-    )
-    image = to_numpy(result.image).astype(np.float32)
-    return image, to_numpy(result.coverage).astype(np.float32), len(samples), layer_max
+        result = stack_samples(
+            xp.asarray(np.stack(samples)),
+            xp.asarray(np.stack(weights)),
+            job.stack,
+            gains=np.stack(gains),
+            offsets=np.stack(offsets),
+        )
+        image[:, y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.image)
+        coverage[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.coverage)
+    return image, coverage, len(used), layer_max
 
 
 def combine_layers_in_region(job: CombineJob, xp: Any = np) -> tuple[np.ndarray, np.ndarray, int, dict[int, float]]:
