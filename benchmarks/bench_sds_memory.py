@@ -29,25 +29,46 @@ def _peak_rss_kib() -> int:
 
 def measure(batches: int, scale: float, workdir: Path) -> dict:
     frames = simulate_seestar(workdir / f"sim{batches}", 5 * batches, 11, scale=scale, panels=(1, 1)).frames
-    config = load_config(overrides={"mode": "sds", "sds.min-batch-size": 5, "sds.target-batch-size": 5,
-                                    "sds.coverage-threshold": 1.0, "calibration.intertile": False})
-    cluster = ClusterOptions(kind="local", n_workers=1, threads_per_worker=1, processes=True,
-                             memory_limit="4GB", dashboard_address=":0")
+    config = load_config(
+        overrides={
+            "mode": "sds",
+            "sds.min-batch-size": 5,
+            "sds.target-batch-size": 5,
+            "sds.coverage-threshold": 1.0,
+            "calibration.intertile": False,
+        }
+    )
+    cluster = ClusterOptions(
+        kind="local", n_workers=1, threads_per_worker=1, processes=True, memory_limit="4GB", dashboard_address=":0"
+    )
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="4GB",
-                      dashboard_address=":0") as local, Client(local) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, memory_limit="4GB", dashboard_address=":0"
+        ) as local,
+        Client(local) as client,
+    ):
         start = time.perf_counter()
-        result = run_mosaic([str(p) for p in frames], workdir / f"out{batches}", config=config,
-                            cluster=ClusterOptions(scheduler=local.scheduler_address), show_progress=False,
-                            console_log=False)
+        result = run_mosaic(
+            [str(p) for p in frames],
+            workdir / f"out{batches}",
+            config=config,
+            cluster=ClusterOptions(scheduler=local.scheduler_address),
+            show_progress=False,
+            console_log=False,
+        )
         seconds = time.perf_counter() - start
         peaks = client.run(_peak_rss_kib)
     del cluster
     assembly = result.report["assembly_plan"]
-    return {"batches": result.report["layers"], "frames": len(frames), "seconds": round(seconds, 1),
-            "worker_peak_mib": round(max(peaks.values()) / 1024, 1),
-            "max_chunk_mib": round(assembly["max_chunk_bytes"] / 2**20, 1)}
+    return {
+        "batches": result.report["layers"],
+        "frames": len(frames),
+        "seconds": round(seconds, 1),
+        "worker_peak_mib": round(max(peaks.values()) / 1024, 1),
+        "max_chunk_mib": round(assembly["max_chunk_bytes"] / 2**20, 1),
+    }
 
 
 def main() -> None:

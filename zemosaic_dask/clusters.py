@@ -396,15 +396,21 @@ def _start_local(options: ClusterOptions) -> tuple[Any, str]:
             resources={"GPU": 1},
         )
         return cluster, "local-cuda"
+    import dask
     from distributed import LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=options.n_workers,
-        threads_per_worker=options.threads_per_worker,
-        memory_limit=options.memory_limit,
-        processes=options.processes,
-        dashboard_address=dashboard,
-    )
+    # distributed starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also pins glibc's mmap
+    # threshold at 128 KiB: every window-sized temporary becomes a fresh mmap and workers spent
+    # as much system time as user time. A 64 MiB threshold halved the region tasks' wall time.
+    environ = {"MALLOC_TRIM_THRESHOLD_": 64 * 2**20, "MALLOC_MMAP_THRESHOLD_": 64 * 2**20}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        cluster = LocalCluster(
+            n_workers=options.n_workers,
+            threads_per_worker=options.threads_per_worker,
+            memory_limit=options.memory_limit,
+            processes=options.processes,
+            dashboard_address=dashboard,
+        )
     return cluster, "local"
 
 

@@ -53,6 +53,7 @@ def window_options(config: ZeMosaicConfig, n_channels: int) -> FrameWindowOption
         hot_pixel_correction=config.ingest.hot_pixel_correction,
         hot_pixel_sigma=config.ingest.hot_pixel_sigma,
         n_channels=n_channels,
+        interpolation=config.mapping.interpolation,
     )
 
 

@@ -185,9 +185,17 @@ def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
 
 
 def run_mosaic_region(job: RegionJob) -> RegionSummary:
-    """Build a region on the GPU when the plan says so, falling back to the CPU on a GPU error."""
+    """Build a region on the GPU when the plan says so, falling back to the CPU on a GPU error.
+
+    A plain weighted mean (no rejection) streams frame by frame through the fused kernel
+    (:func:`~zemosaic_dask.units.mean_region.build_mean_region`, the same result as the
+    stacking engine); every other stack goes through :func:`build_mosaic_region`.
+    """
+    from .mean_region import build_mean_region, can_stream_mean
+
+    build = build_mean_region if can_stream_mean(job) else build_mosaic_region
     summary, fallback = run_with_gpu_fallback(
-        job.key or f"region-{job.region.name}", lambda xp: build_mosaic_region(job, xp), use_gpu=job.use_gpu
+        job.key or f"region-{job.region.name}", lambda xp: build(job, xp), use_gpu=job.use_gpu
     )
     if fallback is None:
         return summary

@@ -1,0 +1,333 @@
+"""Fused CPU kernels (numba): map, sample and accumulate one frame window onto a region.
+
+One call handles one frame and one output region without any dense temporary: the
+output-to-input pixel mapping is interpolated from the coarse node grid inside the loop
+(the same float64 arithmetic as :func:`~zemosaic_dask.tasks.mapping.interpolate_pixel_map`),
+the prepared ``(C, h, w)`` window is sampled (the same float32 arithmetic as
+:mod:`~zemosaic_dask.tasks.resample`), and the result is either accumulated into the
+running sums of a weighted mean or written into one slice of a ``(K, C, h, w)`` stack.
+
+Kernels are compiled with ``nogil=True`` and no internal parallelism: Dask runs one task
+per thread and the threads of a worker then run kernels concurrently. ``fastmath`` stays
+off so that the arithmetic is the reference's, operation for operation.
+
+Use :mod:`zemosaic_dask.tasks.accumulate` rather than these functions directly: it checks
+shapes and dtypes and dispatches on the array namespace.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["METHOD_CODES", "accumulate_window_cpu", "sample_window_cpu"]
+
+#: Integer code of each interpolation method inside the kernels.
+METHOD_CODES = {"bilinear": 0, "bicubic": 1, "lanczos3": 2}
+
+_OPTIONS = {"cache": True, "nogil": True, "fastmath": False}
+_MAX_TAPS = 6
+
+
+@njit(**_OPTIONS)
+def _axis_nodes(length, step, n_nodes):
+    """Lower node index, upper node index and fraction of every pixel of one region axis."""
+    lower = np.empty(length, dtype=np.int64)
+    upper = np.empty(length, dtype=np.int64)
+    frac = np.empty(length, dtype=np.float64)
+    last = max(n_nodes - 2, 0)
+    for p in range(length):
+        i0 = min(p // step, last)
+        i1 = min(i0 + 1, n_nodes - 1)
+        p0 = float(min(i0 * step, length - 1))
+        p1 = float(min(i1 * step, length - 1))
+        lower[p] = i0
+        upper[p] = i1
+        frac[p] = (p - p0) / max(p1 - p0, 1.0)
+    return lower, upper, frac
+
+
+@njit(inline="always", **_OPTIONS)
+def _map_at(nodes, r0, r1, ty, c0, c1, tx):
+    """Bilinear interpolation of a node array, in the operation order of the dense map."""
+    top = nodes[r0, c0] * (1 - tx) + nodes[r0, c1] * tx
+    bottom = nodes[r1, c0] * (1 - tx) + nodes[r1, c1] * tx
+    return top * (1 - ty) + bottom * ty
+
+
+@njit(inline="always", **_OPTIONS)
+def _keys(d):
+    a = -0.5
+    d = abs(d)
+    if d <= 1.0:
+        return ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
+    if d < 2.0:
+        return ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
+    return 0.0
+
+
+@njit(**_OPTIONS)
+def _lanczos3(d):
+    d = abs(d)
+    if d < 1e-12:
+        return 1.0
+    if d < 3.0:
+        return 3.0 * math.sin(math.pi * d) * math.sin(math.pi * d / 3.0) / (math.pi * math.pi * d * d)
+    return 0.0
+
+
+@njit(inline="always", **_OPTIONS)
+def _tap_weights(t, method, raw, out):
+    """Fill ``out`` with the float32 tap weights of fraction ``t``; return the first offset and tap count."""
+    if method == 1:
+        for k in range(4):
+            out[k] = np.float32(_keys(t - (k - 1)))
+        return -1, 4
+    total = 0.0
+    for k in range(6):
+        raw[k] = _lanczos3(t - (k - 2))
+        total += raw[k]
+    for k in range(6):
+        out[k] = np.float32(raw[k] / total)
+    return -2, 6
+
+
+@njit(inline="always", **_OPTIONS)
+def _inside(xw, yw, ymin, ymax, xmin, xmax):
+    # NaN (an unmappable position) fails every comparison: no separate finiteness test needed.
+    return xmin <= xw <= xmax and ymin <= yw <= ymax
+
+
+@njit(inline="always", **_OPTIONS)
+def _bilinear_pixel(flat, channels, height, width, xw, yw, out):
+    """Bilinear samples of every channel at ``(xw, yw)`` (inside the box) into ``out``; True when all finite.
+
+    ``flat`` is the ``(C, H, W)`` window raveled; unsigned indices spare the negative-index checks.
+    """
+    one = np.float32(1.0)
+    x0 = int(min(max(math.floor(xw), 0.0), max(width - 2, 0)))
+    y0 = int(min(max(math.floor(yw), 0.0), max(height - 2, 0)))
+    x1 = min(x0 + 1, width - 1)
+    y1 = min(y0 + 1, height - 1)
+    tx = np.float32(xw - x0)
+    ty = np.float32(yw - y0)
+    w00 = (one - tx) * (one - ty)
+    w01 = tx * (one - ty)
+    w10 = (one - tx) * ty
+    w11 = tx * ty
+    i00 = np.uint64(y0 * width + x0)
+    i01 = np.uint64(y0 * width + x1)
+    i10 = np.uint64(y1 * width + x0)
+    i11 = np.uint64(y1 * width + x1)
+    plane = np.uint64(height * width)
+    ok = True
+    for c in range(channels):
+        base = np.uint64(c) * plane
+        v = flat[base + i00] * w00 + flat[base + i01] * w01 + flat[base + i10] * w10 + flat[base + i11] * w11
+        out[c] = v
+        ok = ok and math.isfinite(v)
+    return ok
+
+
+@njit(inline="always", **_OPTIONS)
+def _separable_pixel(flat, channels, height, width, xw, yw, method, taps, out):
+    """Bicubic or Lanczos-3 samples of every channel at ``(xw, yw)`` (inside the box); True when all finite."""
+    scratch, wx, wy, cols, rows = taps
+    bx = math.floor(xw)
+    by = math.floor(yw)
+    first, count = _tap_weights(xw - bx, method, scratch, wx)
+    _tap_weights(yw - by, method, scratch, wy)
+    ibx = int(bx)
+    iby = int(by)
+    for k in range(count):
+        cols[k] = np.uint64(min(max(ibx + first + k, 0), width - 1))
+        rows[k] = np.uint64(min(max(iby + first + k, 0), height - 1) * width)
+    plane = np.uint64(height * width)
+    ok = True
+    for c in range(channels):
+        base = np.uint64(c) * plane
+        value = np.float32(0.0)
+        for i in range(count):
+            start = base + rows[i]
+            row_sum = np.float32(0.0)
+            for j in range(count):
+                row_sum += flat[start + cols[j]] * wx[j]
+            value += row_sum * wy[i]
+        out[c] = value
+        ok = ok and math.isfinite(value)
+    return ok
+
+
+@njit(inline="always", **_OPTIONS)
+def _tap_scratch():
+    """Work arrays of the separable kernels: float64 raw weights, x and y weights, column and row offsets."""
+    return (
+        np.empty(_MAX_TAPS, dtype=np.float64),
+        np.empty(_MAX_TAPS, dtype=np.float32),
+        np.empty(_MAX_TAPS, dtype=np.float32),
+        np.empty(_MAX_TAPS, dtype=np.uint64),
+        np.empty(_MAX_TAPS, dtype=np.uint64),
+    )
+
+
+@njit(inline="always", **_OPTIONS)
+def _map_row(node_x, node_y, r, rows, cols, origin_y, origin_x, xrow, yrow):
+    """Window coordinates of every pixel of output row ``r`` (a loop the compiler can vectorise)."""
+    r0s, r1s, tys = rows
+    c0s, c1s, txs = cols
+    r0, r1, ty = r0s[r], r1s[r], tys[r]
+    for col in range(xrow.shape[0]):
+        c0, c1, tx = c0s[col], c1s[col], txs[col]
+        xrow[col] = _map_at(node_x, r0, r1, ty, c0, c1, tx) - origin_x
+        yrow[col] = _map_at(node_y, r0, r1, ty, c0, c1, tx) - origin_y
+
+
+@njit(inline="always", **_OPTIONS)
+def _sample_row(image, flat, xrow, yrow, bounds, method, taps, values, rows_out, ok):
+    """Sample the pixels of one output row inside the box into ``rows_out`` (C, w).
+
+    ``ok`` marks the pixels whose every channel is finite; returns True when any is.
+    """
+    if method != 0:
+        return _separable_row(image, flat, xrow, yrow, bounds, method, taps, values, rows_out, ok)
+    channels, height, width = image.shape
+    ymin, ymax, xmin, xmax = bounds
+    any_ok = False
+    for col in range(xrow.shape[0]):
+        xw, yw = xrow[col], yrow[col]
+        good = False
+        if _inside(xw, yw, ymin, ymax, xmin, xmax):
+            good = _bilinear_pixel(flat, channels, height, width, xw, yw, values)
+            for c in range(channels):
+                rows_out[c, col] = values[c]
+        ok[col] = good
+        any_ok = any_ok or good
+    return any_ok
+
+
+@njit(**_OPTIONS)
+def _separable_row(image, flat, xrow, yrow, bounds, method, taps, values, rows_out, ok):
+    """:func:`_sample_row` for bicubic and Lanczos-3 (one call per row keeps the pixel loop tight)."""
+    channels, height, width = image.shape
+    ymin, ymax, xmin, xmax = bounds
+    any_ok = False
+    for col in range(xrow.shape[0]):
+        xw, yw = xrow[col], yrow[col]
+        good = False
+        if _inside(xw, yw, ymin, ymax, xmin, xmax):
+            good = _separable_pixel(flat, channels, height, width, xw, yw, method, taps, values)
+            for c in range(channels):
+                rows_out[c, col] = values[c]
+        ok[col] = good
+        any_ok = any_ok or good
+    return any_ok
+
+
+@njit(**_OPTIONS)
+def accumulate_window_cpu(
+    node_x: np.ndarray,
+    node_y: np.ndarray,
+    step: int,
+    image: np.ndarray,
+    origin_y: float,
+    origin_x: float,
+    box: np.ndarray,
+    method: int,
+    gains: np.ndarray,
+    offsets: np.ndarray,
+    weights: np.ndarray,
+    sum_wv: np.ndarray,
+    sum_w: np.ndarray,
+    coverage: np.ndarray,
+    coverage_max: bool,
+) -> int:
+    """Add one frame window's weighted samples to a region's running sums (in place).
+
+    ``sum_wv[c] += w_c * v_c`` and ``sum_w[c] += w_c`` where ``v_c = gains[c] * sample + offsets[c]``
+    is finite and ``w_c = footprint * weights[c] > 0``; ``coverage`` receives the footprint
+    where any channel has data (added, or maximised when ``coverage_max``). Returns the
+    number of output pixels the frame reached.
+    """
+    channels = image.shape[0]
+    height, width = sum_w.shape[1], sum_w.shape[2]
+    ny, nx = node_x.shape
+    values = np.empty(channels, dtype=np.float32)
+    taps = _tap_scratch()
+    xrow = np.empty(width, dtype=np.float64)
+    yrow = np.empty(width, dtype=np.float64)
+    samples = np.empty((channels, width), dtype=np.float32)
+    ok = np.zeros(width, dtype=np.bool_)
+    has_data = np.zeros(width, dtype=np.bool_)
+    rows = _axis_nodes(height, step, ny)
+    cols = _axis_nodes(width, step, nx)
+    flat = image.reshape(image.size)
+    # Scalars, not array loads, inside the loops: the compiler cannot prove that ``box``
+    # does not alias the arrays written there, and would reload it at every pixel.
+    bounds = (box[0], box[1], box[2], box[3])
+    reached = 0
+    for r in range(height):
+        _map_row(node_x, node_y, r, rows, cols, origin_y, origin_x, xrow, yrow)
+        if not _sample_row(image, flat, xrow, yrow, bounds, method, taps, values, samples, ok):
+            continue
+        has_data[:] = False
+        for c in range(channels):
+            gain, offset, weight = gains[c], offsets[c], weights[c]
+            wv_row = sum_wv[c, r]
+            w_row = sum_w[c, r]
+            for col in range(width):
+                if ok[col]:
+                    v = gain * samples[c, col] + offset
+                    if math.isfinite(v):
+                        has_data[col] = True
+                        if weight > 0:
+                            wv_row[col] += weight * v
+                            w_row[col] += weight
+        cover = coverage[r]
+        for col in range(width):
+            if has_data[col]:
+                reached += 1
+                cover[col] = max(cover[col], 1.0) if coverage_max else cover[col] + 1.0
+    return reached
+
+
+@njit(**_OPTIONS)
+def sample_window_cpu(
+    node_x: np.ndarray,
+    node_y: np.ndarray,
+    step: int,
+    image: np.ndarray,
+    origin_y: float,
+    origin_x: float,
+    box: np.ndarray,
+    method: int,
+    values_out: np.ndarray,
+    footprint_out: np.ndarray,
+) -> int:
+    """Write one frame window's samples ``(C, h, w)`` and footprint ``(h, w)`` (NaN / 0 outside).
+
+    Returns the number of output pixels inside the footprint.
+    """
+    channels = image.shape[0]
+    height, width = footprint_out.shape
+    ny, nx = node_x.shape
+    values = np.empty(channels, dtype=np.float32)
+    taps = _tap_scratch()
+    nan = np.float32(np.nan)
+    xrow = np.empty(width, dtype=np.float64)
+    yrow = np.empty(width, dtype=np.float64)
+    ok = np.zeros(width, dtype=np.bool_)
+    rows = _axis_nodes(height, step, ny)
+    cols = _axis_nodes(width, step, nx)
+    flat = image.reshape(image.size)
+    ymin, ymax, xmin, xmax = box[0], box[1], box[2], box[3]
+    reached = 0
+    for r in range(height):
+        _map_row(node_x, node_y, r, rows, cols, origin_y, origin_x, xrow, yrow)
+        values_out[:, r, :] = nan
+        _sample_row(image, flat, xrow, yrow, (ymin, ymax, xmin, xmax), method, taps, values, values_out[:, r], ok)
+        for col in range(width):
+            footprint_out[r, col] = 1.0 if ok[col] else 0.0
+            reached += 1 if ok[col] else 0
+    return reached
