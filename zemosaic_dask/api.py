@@ -248,13 +248,23 @@ def _environment_variable(name: str) -> str | None:
     return os.environ.get(name)
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB (run on the workers by ``client.run``)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _worker_summary(handle: ClusterHandle) -> list[dict[str, Any]]:
+    """Each worker's resources and its peak resident memory so far."""
     if handle.client is None:
         return []
     from .clusters import worker_resources
 
+    peaks = handle.client.run(_peak_rss_mib)
+    keys = ("name", "address", "nthreads", "memory_limit", "resources")
     return [
-        {k: w.get(k) for k in ("name", "nthreads", "memory_limit", "resources")}
+        {**{k: w.get(k) for k in keys}, "peak_rss_mib": peaks.get(w.get("address"))}
         for w in worker_resources(handle.client)
     ]
 
