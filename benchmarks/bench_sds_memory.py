@@ -27,7 +27,7 @@ def _peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def measure(batches: int, scale: float, workdir: Path) -> dict:
+def measure(batches: int, scale: float, workdir: Path, max_chunk_mb: float) -> dict:
     frames = simulate_seestar(workdir / f"sim{batches}", 5 * batches, 11, scale=scale, panels=(1, 1)).frames
     config = load_config(
         overrides={
@@ -37,9 +37,6 @@ def measure(batches: int, scale: float, workdir: Path) -> dict:
             "sds.coverage-threshold": 1.0,
             "calibration.intertile": False,
         }
-    )
-    cluster = ClusterOptions(
-        kind="local", n_workers=1, threads_per_worker=1, processes=True, memory_limit="4GB", dashboard_address=":0"
     )
     from distributed import Client, LocalCluster
 
@@ -60,7 +57,6 @@ def measure(batches: int, scale: float, workdir: Path) -> dict:
         )
         seconds = time.perf_counter() - start
         peaks = client.run(_peak_rss_kib)
-    del cluster
     assembly = result.report["assembly_plan"]
     return {
         "batches": result.report["layers"],
@@ -75,9 +71,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--scale", type=float, default=0.5)
+    parser.add_argument("--max-chunk-mb", type=float, default=256.0, help="assembly.max-chunk-mb of the runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        rows = [measure(n, args.scale, Path(folder)) for n in args.batches]
+        rows = [measure(n, args.scale, Path(folder), args.max_chunk_mb) for n in args.batches]
     print(json.dumps(rows, indent=2))
 
 

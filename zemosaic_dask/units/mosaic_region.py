@@ -15,7 +15,7 @@ from ..plans.frames import FrameInfo
 from ..plans.grid import OutputGrid, OutputRegion
 from ..tasks.namespace import to_numpy
 from ..tasks.stacking import StackOptions, peak_memory_bytes, stack_samples
-from .frame_window import FrameWindowOptions, resample_frame_to_region
+from .frame_window import FrameWindowOptions
 from .gpu import run_with_gpu_fallback
 
 __all__ = ["RegionJob", "RegionSummary", "build_mosaic_region", "run_mosaic_region"]
@@ -100,30 +100,19 @@ def band_rows(job: RegionJob) -> int:
     return int(max(8, min(height, job.max_bytes // max(per_row, 1))))
 
 
-def _stack_band(
-    job: RegionJob, band: OutputRegion, out_wcs: Any, xp: Any
-) -> tuple[np.ndarray, np.ndarray, int, int, float]:
-    values, footprints, keep = [], [], []
-    hot = 0
-    max_error = 0.0
-    for index, frame in enumerate(job.frames):
-        contribution = resample_frame_to_region(frame, out_wcs, band, job.window, xp)
-        if contribution is None:
-            continue
-        values.append(contribution.values)
-        footprints.append(contribution.footprint)
-        keep.append(index)
-        hot += contribution.hot_pixels
-        max_error = max(max_error, contribution.map_error)
+def _stack_band(job: RegionJob, band: OutputRegion, xp: Any) -> tuple[np.ndarray, np.ndarray, int, int, float]:
+    """Sample the frames on one band of rows (fused kernel, one preallocated buffer) and stack them."""
+    from .mean_region import sample_region_frames
+
+    sampled = sample_region_frames(dataclasses.replace(job, region=band), xp)
     height, width = band.shape
-    if not keep:
+    if not sampled.keep:
         empty = np.full((job.window.n_channels, height, width), np.nan, dtype=np.float32)
         return empty, np.zeros((height, width), dtype=np.float32), 0, 0, 0.0
-    samples = xp.stack(values)
-    del values
+    keep = sampled.keep
     result = stack_samples(
-        samples,
-        xp.stack(footprints),
+        sampled.samples,
+        sampled.footprints,
         job.stack,
         frame_ids=xp.asarray(np.asarray([job.frame_ids[i] for i in keep], dtype=np.int64)),
         gains=_select(job.gains, keep, xp),
@@ -132,7 +121,7 @@ def _stack_band(
     )
     image = to_numpy(result.image).astype(np.float32)
     coverage = to_numpy(result.coverage).astype(np.float32)
-    return image, coverage, len(keep), hot, max_error
+    return image, coverage, len(keep), sampled.hot_pixels, sampled.max_map_error
 
 
 def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
@@ -156,7 +145,6 @@ def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
     region = job.region
     if job.store.region_done(region):
         return RegionSummary(region.name, len(job.frames), 0, 0, 0.0, reused=True)
-    out_wcs = job.grid.wcs
     height, width = region.shape
     image = np.full((job.window.n_channels, height, width), np.nan, dtype=np.float32)
     coverage = np.zeros((height, width), dtype=np.float32)
@@ -164,7 +152,7 @@ def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
     contributing, hot, max_error = 0, 0, 0.0
     for y0 in range(region.y0, region.y1, rows):
         band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
-        part, cover, used, fixed, error = _stack_band(job, band, out_wcs, xp)
+        part, cover, used, fixed, error = _stack_band(job, band, xp)
         image[:, y0 - region.y0 : band.y1 - region.y0] = part
         coverage[y0 - region.y0 : band.y1 - region.y0] = cover
         contributing, hot, max_error = max(contributing, used), hot + fixed, max(max_error, error)
