@@ -36,6 +36,8 @@ def measure(batches: int, scale: float, workdir: Path, max_chunk_mb: float) -> d
             "sds.target-batch-size": 5,
             "sds.coverage-threshold": 1.0,
             "calibration.intertile": False,
+            "assembly.max-chunk-mb": max_chunk_mb,
+            "assembly.min-chunk-mb": 1,
         }
     )
     from distributed import Client, LocalCluster
