@@ -7,6 +7,8 @@ advertising GPU=1; with no such worker the plan does not use the GPU.
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -92,11 +94,29 @@ def cpu_and_gpu_workers():
 
 def test_gpu_tasks_run_only_on_the_gpu_worker(seestar_set, tmp_path, cpu_and_gpu_workers):
     frames = seestar_set[1][:12]
-    config = load_config(overrides={"mode": "mosaic-first", "assembly.use-gpu": True, "grid.chunk": 128})
-    attach = ClusterOptions(scheduler=cpu_and_gpu_workers.scheduler_address)
+    command = [
+        sys.executable,
+        "-m",
+        "zemosaic_dask.cli",
+        "run",
+        *frames,
+        "-o",
+        str(tmp_path / "gpu"),
+        "--mode",
+        "mosaic-first",
+        "--use-gpu",
+        "true",
+        "--chunk",
+        "128",
+        "--no-progress",
+        "--scheduler",
+        cpu_and_gpu_workers.scheduler_address,
+    ]
+    # The run is a separate client process, as on a real cluster; this one only watches the scheduler.
     with Client(cpu_and_gpu_workers) as client, get_task_stream(client=client) as stream:
         gpu_address = next(a for a, w in client.scheduler_info()["workers"].items() if w["resources"].get("GPU"))
-        run_mosaic(frames, tmp_path / "gpu", config=config, cluster=attach, show_progress=False, console_log=False)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
     placed = {entry["key"]: entry["worker"] for entry in stream.data}
     stacking = {k: w for k, w in placed.items() if str(k).startswith("stack-region-")}
     assert len(stacking) >= 4
