@@ -21,7 +21,7 @@ import dask
 from . import __version__
 from .clusters import ClusterHandle, ClusterOptions, open_cluster
 from .config import ZeMosaicConfig, load_config
-from .errors import PlanError, ZeMosaicError
+from .errors import PlanError
 from .graph.ingest import build_ingest_graph
 from .io.frames import IngestOptions
 from .io.products import write_coverage_fits, write_json, write_mosaic_fits, write_preview_png
@@ -35,7 +35,16 @@ from .plans.modes import select_mode
 from .plans.mosaic import MosaicPlan
 from .runtime import execute_plan
 
-__all__ = ["RunResult", "plan_mosaic", "run_mosaic"]
+__all__ = [
+    "PRODUCT_NAMES",
+    "RunResult",
+    "cluster_options_from_config",
+    "compute",
+    "ingest",
+    "make_plan",
+    "plan_mosaic",
+    "run_mosaic",
+]
 
 log = logging.getLogger(__name__)
 
@@ -317,4 +326,3 @@ def _run(inputs, out, config, handle, plan, restart, show_progress, timings, rep
     return RunResult(out, plan, report)
 
 
-__all__ += ["compute", "cluster_options_from_config", "ingest", "PRODUCT_NAMES", "ZeMosaicError"]

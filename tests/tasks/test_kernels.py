@@ -215,6 +215,10 @@ def test_gpu_module_imports_without_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)
     with pytest.raises(GpuUnavailableError, match="need cupy"):
         kernels_gpu.compiled_kernel("accumulate_window")
+    with pytest.raises(GpuUnavailableError, match="need cupy arrays, got the namespace 'numpy'"):
+        kernels_gpu.accumulate_window_gpu(
+            np.zeros((3, 4, 4), np.float32), None, None, (None, None, None), coverage_max=False
+        )
 
 
 # --- interpolation kernels against independent per-pixel formulas -------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GpuUnavailableError
+from .namespace import array_namespace
 
 __all__ = ["KERNEL_SOURCE", "MAX_CHANNELS", "accumulate_window_gpu", "compiled_kernel", "sample_window_gpu"]
 
@@ -220,28 +221,30 @@ _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _CACHE: dict[tuple[str, str, str], Any] = {}
 
 
-def _cupy() -> Any:
-    try:
-        import cupy
-    except ImportError as err:
+def _gpu_namespace(xp: Any) -> Any:
+    """The cupy module the arrays came from; an error that says what to install otherwise."""
+    if getattr(xp, "RawKernel", None) is None:
         raise GpuUnavailableError(
-            f"the GPU kernels need cupy, which cannot be imported ({err}); install zemosaic-dask[gpu] "
-            "or run on a CPU worker"
-        ) from err
-    return cupy
+            f"the GPU kernels need cupy arrays, got the namespace {getattr(xp, '__name__', xp)!r}; install "
+            "zemosaic-dask[gpu] (CUDA 12) or zemosaic-dask[gpu-cuda13], or run on a CPU worker"
+        )
+    return xp
 
 
-def compiled_kernel(name: str, acc_dtype: Any = np.float64, cov_dtype: Any = np.float64) -> Any:
+def compiled_kernel(name: str, xp: Any = None, acc_dtype: Any = np.float64, cov_dtype: Any = np.float64) -> Any:
     """Return the compiled ``accumulate_window`` or ``sample_window`` kernel (compiled once per process).
 
     Parameters
     ----------
     name : str
         ``accumulate_window`` or ``sample_window``.
+    xp : module
+        The GPU array namespace (cupy), taken from the arrays the kernel will receive; cupy is
+        never imported here.
     acc_dtype, cov_dtype : dtype
         float32 or float64 element type of the sums and of the coverage (accumulate only).
     """
-    cupy = _cupy()
+    cupy = _gpu_namespace(xp)
     acc, cov = _ctype(acc_dtype, "sum_wv/sum_w"), _ctype(cov_dtype, "coverage")
     key = (name, acc, cov)
     kernel = _CACHE.get(key)
@@ -301,13 +304,13 @@ def accumulate_window_gpu(
     image: Any, mapping: Any, sums: Any, coefficients: tuple[np.ndarray, np.ndarray, np.ndarray], *, coverage_max: bool
 ) -> int:
     """GPU :func:`~.accumulate.accumulate_window` (cupy arrays; see there for the semantics)."""
-    cupy = _cupy()
+    cupy = _gpu_namespace(array_namespace(image))
     for name in ("sum_wv", "sum_w", "coverage"):
         _require_c_contiguous(getattr(sums, name), name)
     if sums.sum_wv.dtype != sums.sum_w.dtype:
         raise ValueError(f"sum_wv and sum_w must share a dtype, got {sums.sum_wv.dtype} and {sums.sum_w.dtype}")
     height, width = (int(n) for n in mapping.shape)
-    kernel = compiled_kernel("accumulate_window", sums.sum_wv.dtype, sums.coverage.dtype)
+    kernel = compiled_kernel("accumulate_window", cupy, sums.sum_wv.dtype, sums.coverage.dtype)
     gains, offsets, weights = (cupy.asarray(a, dtype=cupy.float32) for a in coefficients)
     reached = cupy.zeros(1, dtype=cupy.int32)
     grid, block = _launch_shape(height, width)
@@ -329,13 +332,13 @@ def accumulate_window_gpu(
 
 def sample_window_gpu(image: Any, mapping: Any, values_out: Any, footprint_out: Any) -> int:
     """GPU :func:`~.accumulate.sample_window` (cupy arrays; see there for the semantics)."""
-    cupy = _cupy()
+    cupy = _gpu_namespace(array_namespace(image))
     for array, name in ((values_out, "values_out"), (footprint_out, "footprint_out")):
         _require_c_contiguous(array, name)
         if array.dtype != cupy.float32:
             raise ValueError(f"{name} must be float32, got {array.dtype}")
     height, width = (int(n) for n in mapping.shape)
-    kernel = compiled_kernel("sample_window")
+    kernel = compiled_kernel("sample_window", cupy)
     reached = cupy.zeros(1, dtype=cupy.int32)
     grid, block = _launch_shape(height, width)
     kernel(
