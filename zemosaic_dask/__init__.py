@@ -23,18 +23,22 @@ _LAZY = {
     "simulate_seestar": "zemosaic_dask.testing",
 }
 
-__all__ = sorted(
-    [
-        "ConfigError",
-        "FrameError",
-        "GpuUnavailableError",
-        "PlanError",
-        "ResumeError",
-        "ZeMosaicError",
-        "__version__",
-        *_LAZY,
-    ]
-)
+__all__ = [
+    "ConfigError",
+    "FrameError",
+    "GpuUnavailableError",
+    "MosaicPlan",
+    "PlanError",
+    "ResumeError",
+    "RunResult",
+    "ZeMosaicConfig",
+    "ZeMosaicError",
+    "__version__",
+    "load_config",
+    "make_plan",
+    "run_mosaic",
+    "simulate_seestar",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -324,5 +324,3 @@ def _run(inputs, out, config, handle, plan, restart, show_progress, timings, rep
     write_json(out / "report.json", report)
     log.info(msg("run_done", path=str(out), seconds=seconds))
     return RunResult(out, plan, report)
-
-
