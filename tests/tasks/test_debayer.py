@@ -61,3 +61,16 @@ def test_hot_pixels_removed_stars_kept():
     assert abs(fixed[50, 10] - 300) < 60 and abs(fixed[5, 5] - 300) < 60
     np.testing.assert_array_equal(fixed[15:26, 35:46], raw[15:26, 35:46])
     assert raw[50, 10] > 4000  # the input was not modified
+
+
+@pytest.mark.parametrize("pattern", ["GRBG", "RGGB", "BGGR", "GBRG"])
+def test_compiled_debayer_equals_the_array_reference_to_the_bit(pattern):
+    from zemosaic_dask.tasks.debayer import debayer_bilinear_reference
+
+    rng = np.random.default_rng(5)
+    raw = rng.normal(300, 40, size=(37, 52)).astype(np.float32)
+    raw[rng.random(raw.shape) < 0.05] = np.nan
+    raw[3:6] -= 500  # negative values too
+    compiled = debayer_bilinear(raw, pattern)
+    reference = debayer_bilinear_reference(raw, pattern)
+    np.testing.assert_array_equal(compiled, reference)

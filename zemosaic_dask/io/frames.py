@@ -18,7 +18,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from ..errors import FrameError
 from ..messages import msg
 from ..plans.frames import SEESTAR_TOKENS, FrameInfo, FrameRejection
-from ..tasks.debayer import BAYER_PATTERNS, bayer_masks
+from ..tasks.debayer import BAYER_PATTERNS
 from .plate_solve import NO_SOLVER, find_solver, hints_from_header, solve_frame
 
 __all__ = ["IngestOptions", "inspect_frame", "read_frame_window", "shift_bayer_pattern"]
@@ -151,8 +151,12 @@ def _channel_statistics(
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Robust background (median) and noise (1.4826 MAD) per output channel."""
     if layout == "bayer":
-        masks = bayer_masks(pattern or "GRBG", data.shape, np)
-        planes = [data[m.astype(bool)] for m in masks]
+        # The sites of one colour are whole 2x2 lattices: slice them instead of masking.
+        sites: dict[str, list[np.ndarray]] = {"R": [], "G": [], "B": []}
+        for cell, colour in enumerate((pattern or "GRBG").upper()):
+            dy, dx = divmod(cell, 2)
+            sites[colour].append(data[dy::2, dx::2].ravel())
+        planes = [np.concatenate(sites[colour]) for colour in "RGB"]
     elif layout == "chw":
         planes = [data[c].ravel() for c in range(3)]
     elif layout == "hwc":
@@ -213,12 +217,13 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
     height, width = (data.shape[1], data.shape[2]) if layout == "chw" else data.shape[:2]
     if height < 8 or width < 8:
         raise FrameError(f"unexpected dimensions {data.shape}: image smaller than 8x8")
-    finite = np.isfinite(data)
-    if not finite.any():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: reported just below
+        low, high = float(np.nanmin(data)), float(np.nanmax(data))
+    if np.isnan(low):
         raise FrameError(msg("reason_all_nan"))
-    values = data[finite]
-    if float(values.min()) == float(values.max()):
-        raise FrameError(msg("reason_constant", value=f"{float(values.min()):g}"))
+    if low == high:
+        raise FrameError(msg("reason_constant", value=f"{low:g}"))
     wcs, wcs_source = _frame_wcs(path, header, index, options)
     scale = _validate_wcs(wcs, height, width)
     background, noise = _channel_statistics(data, layout, pattern)

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .namespace import array_namespace
+import numpy as np
 
-__all__ = ["BAYER_PATTERNS", "bayer_masks", "correct_hot_pixels", "debayer_bilinear"]
+from .namespace import array_namespace, is_numpy_namespace
+
+__all__ = [
+    "BAYER_PATTERNS",
+    "bayer_masks",
+    "correct_hot_pixels",
+    "debayer_bilinear",
+    "debayer_bilinear_reference",
+]
 
 BAYER_PATTERNS = ("GRBG", "RGGB", "BGGR", "GBRG")
 _CHANNEL_INDEX = {"R": 0, "G": 1, "B": 2}
@@ -79,6 +87,33 @@ def debayer_bilinear(raw: Any, pattern: str) -> Any:
     pattern : str
         Bayer pattern of the window's top-left 2x2 cell.
     """
+    xp = array_namespace(raw)
+    raw = xp.asarray(raw, dtype=xp.float32)
+    if is_numpy_namespace(xp):
+        return _debayer_numba(raw, pattern)
+    return debayer_bilinear_reference(raw, pattern)
+
+
+def _debayer_numba(raw: np.ndarray, pattern: str) -> np.ndarray:
+    from .kernels_cpu import DEBAYER_WEIGHTS, debayer_bilinear_cpu
+
+    pattern = pattern.upper()
+    if pattern not in BAYER_PATTERNS:
+        raise ValueError(f"unknown Bayer pattern {pattern!r}; expected one of {', '.join(BAYER_PATTERNS)}")
+    colour_of = np.array(
+        [
+            [_CHANNEL_INDEX[pattern[0]], _CHANNEL_INDEX[pattern[1]]],
+            [_CHANNEL_INDEX[pattern[2]], _CHANNEL_INDEX[pattern[3]]],
+        ],
+        dtype=np.int64,
+    )
+    out = np.empty((3,) + raw.shape, dtype=np.float32)
+    debayer_bilinear_cpu(np.ascontiguousarray(raw), colour_of, DEBAYER_WEIGHTS, out)
+    return out
+
+
+def debayer_bilinear_reference(raw: Any, pattern: str) -> Any:
+    """:func:`debayer_bilinear` written with array operations only (any namespace; the semantic reference)."""
     xp = array_namespace(raw)
     raw = xp.asarray(raw, dtype=xp.float32)
     masks = bayer_masks(pattern, raw.shape, xp)
