@@ -102,3 +102,40 @@ def test_bad_inputs_are_listed_and_nothing_is_lost(seestar_set, tmp_path):
     assert len(mosaic.report["inputs"]["used"]) == 12
     assert np.isfinite(mosaic.image).any()
     assert isinstance(Mosaic.load(tmp_path / "out").report["timings"]["ingest"], float)
+
+
+def test_normalisation_and_weighting_use_whole_frame_coefficients(seestar_set, tmp_path):
+    folder, frames = seestar_set
+    shifted = tmp_path / "in"
+    shifted.mkdir()
+    for index, path in enumerate(frames[:12]):
+        with fits.open(path) as hdul:
+            data = hdul[0].data.astype(np.float64) + (200.0 if index % 2 else 0.0)  # a sky pedestal on odd frames
+            fits.PrimaryHDU(data.astype(np.uint16), hdul[0].header).writeto(shifted / f"frame_{index:04d}.fits")
+    inputs = sorted(str(p) for p in shifted.glob("*.fits"))
+    common = {"mode": "mosaic-first", "stack.rejection": "none"}
+    raw = run(inputs, tmp_path / "raw", SYNC, **common)
+    matched = run(
+        inputs,
+        tmp_path / "matched",
+        SYNC,
+        **common,
+        **{"stack.normalisation": "sky_mean", "stack.weighting": "noise_variance"},
+    )
+    truth = truth_on(raw, folder)
+    sky = ~truth.stars_mask & (raw.coverage >= 2)
+    # Without normalisation the pedestal of half the frames lifts the sky by ~100 ADU; with the
+    # additive sky matching to frame 0 (unshifted) it is gone, in every region alike.
+    assert np.median((raw.image - truth.image)[:, sky]) > 60
+    assert abs(np.median((matched.image - truth.image)[:, sky])) < 5
+    assert np.all(np.abs(flux_ratio(matched, truth_on(matched, folder)) - 1) < 0.02)
+
+
+def test_unsupported_settings_are_refused_at_load():
+    from zemosaic_dask.config import load_config
+    from zemosaic_dask.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="radial-weight"):
+        load_config(overrides={"stack.radial-weight": True})
+    with pytest.raises(ConfigError, match="write-aesthetic"):
+        load_config(overrides={"output.write-aesthetic": True})

@@ -112,6 +112,13 @@ class StackConfig(_Section):
     radial_power: float
     radial_floor: float
 
+    def _check(self) -> None:
+        if self.radial_weight:
+            raise ConfigError(
+                "zemosaic.stack.radial-weight: true is not supported yet (the fused resampling kernels take "
+                "0/1 footprints); set zemosaic.stack.radial-weight: false"
+            )
+
 
 @dataclass(frozen=True)
 class ClassicConfig(_Section):
@@ -207,6 +214,13 @@ class OutputConfig(_Section):
     preview_max_side: int
     preview_stretch: str
     write_aesthetic: bool
+
+    def _check(self) -> None:
+        if self.write_aesthetic:
+            raise ConfigError(
+                "zemosaic.output.write-aesthetic: true is not supported yet (no aesthetic product is written); "
+                "set zemosaic.output.write-aesthetic: false"
+            )
 
 
 @dataclass(frozen=True)

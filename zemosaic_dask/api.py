@@ -302,7 +302,9 @@ def _run(inputs, out, config, handle, plan, restart, show_progress, timings, rep
     with timings.stage("products"):
         write_mosaic_fits(out / "mosaic.fits", store, plan.grid, extra_header={"ZMMODE": executed.mode})
         write_coverage_fits(out / "mosaic_coverage.fits", store, plan.grid)
-        write_preview_png(out / "preview.png", store, max_side=config.output.preview_max_side)
+        write_preview_png(
+            out / "preview.png", store, max_side=config.output.preview_max_side, stretch=config.output.preview_stretch
+        )
     report.update(
         {
             "mode": executed.mode,

@@ -59,6 +59,7 @@ def build_layers(
     *,
     resources: dict[str, int] | None = None,
     max_bytes: int | None = None,
+    coefficients: Any = None,
 ) -> list[Any]:
     """Delayed tasks building every layer on the global grid (tiles first for classic)."""
     tasks: list[Any] = []
@@ -67,12 +68,26 @@ def build_layers(
         frames = [plan.frames[i] for i in layer.frames]
         if entry.tile is None:
             jobs = region_jobs(
-                plan.grid, frames, entry.on_grid, stack, window, frame_ids=layer.frames, max_bytes=max_bytes
+                plan.grid,
+                frames,
+                entry.on_grid,
+                stack,
+                window,
+                frame_ids=layer.frames,
+                max_bytes=max_bytes,
+                coefficients=coefficients,
             )
             tasks += build_region_graph(jobs, f"reproject-batch-{layer.id}", resources)
             continue
         tile_jobs = region_jobs(
-            layer.grid, frames, entry.tile, stack, window, frame_ids=layer.frames, max_bytes=max_bytes
+            layer.grid,
+            frames,
+            entry.tile,
+            stack,
+            window,
+            frame_ids=layer.frames,
+            max_bytes=max_bytes,
+            coefficients=coefficients,
         )
         tile_tasks = build_region_graph(tile_jobs, f"stack-tile-{layer.id}", resources)
         distinct = [plan.frames[i] for i in layer.distinct]

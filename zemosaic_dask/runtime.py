@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .config import ZeMosaicConfig
 from .graph.mosaic_first import build_mosaic_first_graph, region_jobs
 from .io.store import MosaicStore
@@ -55,6 +57,33 @@ def window_options(config: ZeMosaicConfig, n_channels: int) -> FrameWindowOption
         n_channels=n_channels,
         interpolation=config.mapping.interpolation,
     )
+
+
+def frame_coefficients(plan: MosaicPlan, config: ZeMosaicConfig) -> Any:
+    """Whole-frame normalisation and weighting coefficients of every frame, or None when neither is on.
+
+    The reference frame of ``linear_fit`` / ``sky_mean`` is the first frame of the plan.
+    """
+    from .graph.mosaic_first import FrameCoefficientTable
+    from .tasks.normalisation import FrameStatistics, normalisation_coefficients
+    from .tasks.weighting import frame_weights
+
+    s = config.stack
+    if s.normalisation == "none" and s.weighting == "none":
+        return None
+    stats = [FrameStatistics(p25=f.p25, p90=f.p90, sky=f.background, sigma=f.noise) for f in plan.frames]
+    channels = plan.n_channels
+
+    def table(array: Any) -> tuple[tuple[float, ...], ...]:
+        return tuple(tuple(float(v) for v in np.resize(row, channels)) for row in np.asarray(array))
+
+    gains = offsets = weights = None
+    if s.normalisation != "none":
+        gain_array, offset_array = normalisation_coefficients(stats, s.normalisation, reference_index=0)
+        gains, offsets = table(gain_array), table(offset_array)
+    if s.weighting != "none":
+        weights = table(frame_weights(stats, s.weighting))
+    return FrameCoefficientTable(gains, offsets, weights)
 
 
 def cluster_resources(handle: Any) -> list[dict[str, Any]]:
@@ -130,6 +159,7 @@ def _execute_mosaic_first(plan, config, store, handle, *, timings, show_progress
         stack_options(config),
         window_options(config, plan.n_channels),
         max_bytes=assembly.max_chunk_bytes if assembly else None,
+        coefficients=frame_coefficients(plan, config),
     )
     graph = build_mosaic_first_graph(jobs, resources=gpu_resources(plan))
     with timings.stage("mosaic"):
@@ -180,7 +210,15 @@ def _execute_layers(plan, config, store, handle, *, timings, show_progress) -> E
     with timings.stage(label):
         summaries = compute(
             handle,
-            build_layers(plan, stores, stack, window, resources=gpu_resources(plan), max_bytes=max_bytes),
+            build_layers(
+                plan,
+                stores,
+                stack,
+                window,
+                resources=gpu_resources(plan),
+                max_bytes=max_bytes,
+                coefficients=frame_coefficients(plan, config),
+            ),
             label=label,
             show_progress=show_progress,
         )

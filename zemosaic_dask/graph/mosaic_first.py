@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from dask.delayed import Delayed
 
@@ -15,7 +16,24 @@ from ..units.frame_window import FrameWindowOptions
 from ..units.mosaic_region import RegionJob
 from .regions import build_region_graph
 
-__all__ = ["build_mosaic_first_graph", "region_jobs"]
+__all__ = ["FrameCoefficientTable", "build_mosaic_first_graph", "region_jobs"]
+
+
+@dataclass(frozen=True)
+class FrameCoefficientTable:
+    """Per-frame, per-channel normalisation gains and offsets and frame weights, indexed by frame id."""
+
+    gains: tuple[tuple[float, ...], ...] | None = None
+    offsets: tuple[tuple[float, ...], ...] | None = None
+    weights: tuple[tuple[float, ...], ...] | None = None
+
+    def for_frames(self, ids: Sequence[int]) -> dict[str, tuple[tuple[float, ...], ...] | None]:
+        """The rows of the given frames, as :class:`RegionJob` fields."""
+
+        def rows(table: tuple[tuple[float, ...], ...] | None) -> tuple[tuple[float, ...], ...] | None:
+            return None if table is None else tuple(table[i] for i in ids)
+
+        return {"gains": rows(self.gains), "offsets": rows(self.offsets), "weights": rows(self.weights)}
 
 
 def region_jobs(
@@ -27,21 +45,30 @@ def region_jobs(
     *,
     frame_ids: Sequence[int] | None = None,
     max_bytes: int | None = None,
+    coefficients: FrameCoefficientTable | None = None,
 ) -> list[RegionJob]:
-    """One :class:`RegionJob` per region reached by a frame (spatial index, not all pairs)."""
+    """One :class:`RegionJob` per region reached by a frame (spatial index, not all pairs).
+
+    ``coefficients`` holds whole-frame normalisation gains, offsets and weights indexed by
+    frame id (the same for every region, so regions normalise alike: no seams).
+    """
     ids = list(frame_ids) if frame_ids is not None else list(range(len(frames)))
     jobs = []
     for (iy, ix), members in assign_frames_to_regions(grid, frames).items():
+        picked = [ids[i] for i in members]
+        extra = {"max_bytes": int(max_bytes)} if max_bytes else {}
+        if coefficients is not None:
+            extra.update(coefficients.for_frames(picked))
         jobs.append(
             RegionJob(
                 region=grid.region(iy, ix),
                 frames=tuple(frames[i] for i in members),
-                frame_ids=tuple(ids[i] for i in members),
+                frame_ids=tuple(picked),
                 grid=grid,
                 store=store,
                 stack=stack,
                 window=window,
-                **({"max_bytes": int(max_bytes)} if max_bytes else {}),
+                **extra,
             )
         )
     return jobs

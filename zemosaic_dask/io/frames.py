@@ -146,10 +146,8 @@ def _validate_wcs(wcs: WCS, height: int, width: int) -> float:
     return scale
 
 
-def _channel_statistics(
-    data: np.ndarray, layout: str, pattern: str | None
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Robust background (median) and noise (1.4826 MAD) per output channel."""
+def _channel_statistics(data: np.ndarray, layout: str, pattern: str | None) -> dict[str, tuple[float, ...]]:
+    """Per output channel: robust background (median), noise (1.4826 MAD), 25th and 90th percentiles."""
     if layout == "bayer":
         # The sites of one colour are whole 2x2 lattices: slice them instead of masking.
         sites: dict[str, list[np.ndarray]] = {"R": [], "G": [], "B": []}
@@ -163,7 +161,7 @@ def _channel_statistics(
         planes = [data[..., c].ravel() for c in range(3)]
     else:
         planes = [data.ravel()]
-    backgrounds, noises = [], []
+    backgrounds, noises, p25, p90 = [], [], [], []
     for plane in planes:
         plane = plane[np.isfinite(plane)]
         if plane.size == 0:
@@ -173,7 +171,10 @@ def _channel_statistics(
         mad = float(np.median(np.abs(sample - median)))
         backgrounds.append(median)
         noises.append(1.4826 * mad)
-    return tuple(backgrounds), tuple(noises)
+        low, high = np.percentile(sample, [25.0, 90.0])
+        p25.append(float(low))
+        p90.append(float(high))
+    return {"background": tuple(backgrounds), "noise": tuple(noises), "p25": tuple(p25), "p90": tuple(p90)}
 
 
 def inspect_frame(path: str, options: IngestOptions | None = None) -> FrameInfo | FrameRejection:
@@ -226,7 +227,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
         raise FrameError(msg("reason_constant", value=f"{low:g}"))
     wcs, wcs_source = _frame_wcs(path, header, index, options)
     scale = _validate_wcs(wcs, height, width)
-    background, noise = _channel_statistics(data, layout, pattern)
+    statistics = _channel_statistics(data, layout, pattern)
     instrument = str(header.get("INSTRUME", "") or header.get("CREATOR", "") or "")
     if options.force_seestar and "seestar" not in instrument.lower():
         instrument = f"{instrument} (forced seestar)".strip()
@@ -242,8 +243,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
         instrument=instrument,
         mount_mode=str(header.get("EQMODE", header.get("MOUNT", "")) or ""),
         pixel_scale=scale,
-        background=background,
-        noise=noise,
+        **statistics,
         wcs_source=wcs_source,
     )
 

@@ -154,11 +154,14 @@ def asinh_stretch(
         out[channel] = image[channel] - black
         whites.append(float(np.percentile(values - black, white_percentile)) if values.size else 1.0)
     white = max(max(whites), 1e-12)
-    out = np.arcsinh(softening * np.clip(out / white, 0.0, None)) / np.arcsinh(softening)
+    scaled = np.clip(out / white, 0.0, None)
+    out = np.arcsinh(softening * scaled) / np.arcsinh(softening) if softening > 0 else scaled
     return np.nan_to_num(np.clip(out, 0.0, 1.0), nan=0.0)
 
 
-def write_preview_png(path: str | os.PathLike[str], store: MosaicStore, *, max_side: int = 3200) -> tuple[int, int]:
+def write_preview_png(
+    path: str | os.PathLike[str], store: MosaicStore, *, max_side: int = 3200, stretch: str = "asinh"
+) -> tuple[int, int]:
     """Write a stretched 8-bit RGBA preview whose long side is at most ``max_side`` pixels.
 
     Returns the preview's ``(height, width)``.
@@ -173,7 +176,7 @@ def write_preview_png(path: str | os.PathLike[str], store: MosaicStore, *, max_s
     ]
     small = np.concatenate(parts, axis=1)
     alpha = np.any(np.isfinite(small), axis=0)
-    stretched = asinh_stretch(small)
+    stretched = asinh_stretch(small, softening=15.0 if stretch == "asinh" else 0.0)
     if channels == 1:
         stretched = np.repeat(stretched, 3, axis=0)
     rgba = np.empty(small.shape[1:] + (4,), dtype=np.uint8)

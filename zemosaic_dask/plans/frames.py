@@ -63,6 +63,8 @@ class FrameInfo:
         Robust background level per output channel, in ADU.
     noise : tuple of float
         Robust per-pixel noise sigma per output channel, in ADU.
+    p25, p90 : tuple of float
+        25th and 90th percentiles per output channel (for ``linear_fit`` normalisation).
     wcs_source : str
         ``"header"`` or ``"solved"`` (plate-solved into a sidecar cache).
     """
@@ -81,6 +83,8 @@ class FrameInfo:
     background: tuple[float, ...] = ()
     noise: tuple[float, ...] = ()
     wcs_source: str = "header"
+    p25: tuple[float, ...] = ()
+    p90: tuple[float, ...] = ()
 
     @property
     def n_channels(self) -> int:
@@ -98,6 +102,8 @@ class FrameInfo:
         data["shape"] = list(self.shape)
         data["background"] = list(self.background)
         data["noise"] = list(self.noise)
+        data["p25"] = list(self.p25)
+        data["p90"] = list(self.p90)
         return data
 
     @classmethod
@@ -107,6 +113,8 @@ class FrameInfo:
         values["shape"] = tuple(int(v) for v in values["shape"])
         values["background"] = tuple(float(v) for v in values.get("background", ()))
         values["noise"] = tuple(float(v) for v in values.get("noise", ()))
+        values["p25"] = tuple(float(v) for v in values.get("p25", ()))
+        values["p90"] = tuple(float(v) for v in values.get("p90", ()))
         return cls(**values)
 
     def footprint_world(self, points_per_edge: int = 8) -> np.ndarray:

@@ -14,7 +14,6 @@ from typing import Any
 from ..errors import PlanError
 from .assembly import AssemblyTargets, ClusterResources, WorkerResources, plan_assembly
 from .batches import BatchPolicy, plan_classic_batches
-from .frames import FrameInfo
 from .groups import GroupingPolicy
 from .layers import LayerPlan, layers_from_batches, layers_from_sds
 from .mosaic import MosaicPlan
@@ -131,8 +130,3 @@ def plan_mode_sections(
     assembly = plan_assembly(resources, plan.grid, n_inputs, assembly_targets(config, plan.n_channels))
     sections["assembly_plan"] = assembly.to_dict()
     return dataclasses.replace(plan, mode=mode, fallback=fallback, sections=sections)
-
-
-def frames_of(plan: MosaicPlan, layer: LayerPlan) -> list[FrameInfo]:
-    """The frames a layer stacks, duplicates included."""
-    return [plan.frames[i] for i in layer.frames]

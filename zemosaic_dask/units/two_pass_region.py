@@ -9,7 +9,6 @@ then pass 2 recombines the layers with those gains, every channel on one backend
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,8 +106,3 @@ def apply_two_pass_region(job: TwoPassJob, gains: dict[int, float]) -> dict[str,
     alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
     store.write_region(region, image, coverage, alpha)
     return {"region": region.name, "gpu_all": run.gpu_all, "fallback": run.fallback_reason}
-
-
-def with_layers(job: TwoPassJob, layers: tuple[Any, ...]) -> TwoPassJob:
-    """The same job over other layer inputs."""
-    return dataclasses.replace(job, combine=dataclasses.replace(job.combine, layers=layers))
