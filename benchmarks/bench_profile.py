@@ -42,7 +42,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     options = FrameWindowOptions(n_channels=3)
     jobs = region_jobs(grid, frames, MosaicStore("unused"), StackOptions(rejection="none"), options)
     out_wcs = grid.wcs
-    pairs = pixels = 0
+    pairs = pixels = window_pixels = 0
     for job in jobs:
         sums = MeanSums.zeros(3, job.region.shape)
         for frame in job.frames:
@@ -65,6 +65,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             if window is None:
                 continue
             y0, y1, x0, x1 = window
+            window_pixels += (y1 - y0) * (x1 - x0)
             raw = read_frame_window(frame, y0, y1, x0, x1)
             t2 = clock()
             raw, _ = correct_hot_pixels(raw, float(np.median(frame.noise)), options.hot_pixel_sigma)
@@ -86,6 +87,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "frames": len(frames),
         "pairs": pairs,
         "output_pixels_accumulated": pixels,
+        "window_pixels_per_frame_pixel": round(window_pixels / max(sum(f.shape[0] * f.shape[1] for f in frames), 1), 2),
         "stages": {name: round(value, 2) for name, value in seconds.items()},
         "total_seconds": round(total, 2),
         "kernel_ns_per_pixel": round(seconds["kernel (accumulate_window)"] / max(pixels, 1) * 1e9, 1),

@@ -74,3 +74,54 @@ def test_compiled_debayer_equals_the_array_reference_to_the_bit(pattern):
     compiled = debayer_bilinear(raw, pattern)
     reference = debayer_bilinear_reference(raw, pattern)
     np.testing.assert_array_equal(compiled, reference)
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (3, 5), (6, 4), (41, 58)])
+@pytest.mark.parametrize("pattern", ["GRBG", "BGGR"])
+def test_compiled_debayer_matches_reference_with_gaps_infinities_and_small_windows(pattern, shape):
+    from zemosaic_dask.tasks.debayer import debayer_bilinear_reference
+
+    rng = np.random.default_rng(sum(shape))
+    raw = rng.normal(300, 40, size=shape).astype(np.float32)
+    holes = rng.random(shape)
+    raw[holes < 0.08] = np.nan
+    raw[(holes >= 0.08) & (holes < 0.12)] = np.inf
+    raw[(holes >= 0.12) & (holes < 0.14)] = -np.inf
+    raw[(holes >= 0.14) & (holes < 0.16)] = -0.0
+    compiled = debayer_bilinear(raw, pattern)
+    reference = debayer_bilinear_reference(raw, pattern)
+    np.testing.assert_array_equal(compiled, reference)
+    np.testing.assert_array_equal(np.signbit(compiled), np.signbit(reference))
+
+
+def _hot_field(seed: int, shape: tuple[int, int]) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    raw = rng.normal(300, 10, size=shape).astype(np.float32)
+    hot = rng.random(shape) < 0.01
+    raw[hot] += rng.uniform(100, 20000, size=int(hot.sum())).astype(np.float32)
+    raw[rng.random(shape) < 0.01] = np.nan
+    raw[:3, :3] = 300.0 + np.arange(9, dtype=np.float32).reshape(3, 3)  # a clean corner
+    # Hot pixels on every border and corner, and one next to a NaN.
+    for y, x in ((0, 0), (0, shape[1] - 1), (shape[0] - 1, 0), (shape[0] - 1, shape[1] - 1), (1, 3), (3, 1)):
+        raw[y, x] = 9000.0
+    middle = (shape[0] // 2, shape[1] // 2)
+    raw[middle] = 9000.0
+    raw[middle[0], middle[1] + 1] = np.nan
+    return raw
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (7, 12), (64, 81)])
+def test_compiled_hot_pixels_equal_the_array_reference_to_the_bit(shape):
+    from zemosaic_dask.tasks.debayer import correct_hot_pixels_reference
+
+    raw = _hot_field(sum(shape), shape)
+    before = raw.copy()
+    fixed, count = correct_hot_pixels(raw, 10.0, 8.0)
+    reference, reference_count = correct_hot_pixels_reference(raw, np.float32(80.0))
+    np.testing.assert_array_equal(raw, before)  # input untouched
+    assert count == reference_count and count > 0
+    np.testing.assert_array_equal(fixed, reference)
+    middle = (shape[0] // 2, shape[1] // 2)
+    assert fixed[middle] == 9000.0
+    if min(shape) > 5:  # in a 5x5 window the reflected ring of a corner holds the hot middle pixel
+        assert fixed[0, 0] < 1000  # a corner fixed; a pixel beside a NaN is not judged

@@ -20,6 +20,7 @@ from ..messages import msg
 from ..plans.frames import SEESTAR_TOKENS, FrameInfo, FrameRejection
 from ..tasks.debayer import BAYER_PATTERNS
 from .plate_solve import NO_SOLVER, find_solver, hints_from_header, solve_frame
+from .raw_rows import raw_layout, read_rows
 
 __all__ = ["IngestOptions", "inspect_frame", "read_frame_window", "shift_bayer_pattern"]
 
@@ -146,34 +147,49 @@ def _validate_wcs(wcs: WCS, height: int, width: int) -> float:
     return scale
 
 
+_STATISTICS_SAMPLES = 100_000
+
+
+def _every_kth_row(plane: np.ndarray, wanted: int) -> np.ndarray:
+    """Whole rows of a 2-D plane, every k-th so that about ``wanted`` pixels remain, raveled."""
+    step = max(1, plane.size // max(wanted, 1))
+    return plane[::step].ravel() if plane.ndim == 2 and step <= plane.shape[0] else plane.ravel()[::step]
+
+
 def _channel_statistics(data: np.ndarray, layout: str, pattern: str | None) -> dict[str, tuple[float, ...]]:
-    """Per output channel: robust background (median), noise (1.4826 MAD), 25th and 90th percentiles."""
+    """Per output channel: robust background (median), noise (1.4826 MAD), 25th and 90th percentiles.
+
+    Computed on about 100,000 pixels per channel taken as whole rows spread over the frame
+    (every k-th row of each Bayer lattice): the median's standard error is then below
+    0.5 % of the noise.
+    """
     if layout == "bayer":
         # The sites of one colour are whole 2x2 lattices: slice them instead of masking.
         sites: dict[str, list[np.ndarray]] = {"R": [], "G": [], "B": []}
         for cell, colour in enumerate((pattern or "GRBG").upper()):
             dy, dx = divmod(cell, 2)
-            sites[colour].append(data[dy::2, dx::2].ravel())
-        planes = [np.concatenate(sites[colour]) for colour in "RGB"]
+            sites[colour].append(data[dy::2, dx::2])
+        planes = [
+            np.concatenate([_every_kth_row(s, _STATISTICS_SAMPLES // len(sites[c])) for s in sites[c]]) for c in "RGB"
+        ]
     elif layout == "chw":
-        planes = [data[c].ravel() for c in range(3)]
+        planes = [_every_kth_row(data[c], _STATISTICS_SAMPLES) for c in range(3)]
     elif layout == "hwc":
-        planes = [data[..., c].ravel() for c in range(3)]
+        planes = [_every_kth_row(data[..., c], _STATISTICS_SAMPLES) for c in range(3)]
     else:
-        planes = [data.ravel()]
+        planes = [_every_kth_row(data, _STATISTICS_SAMPLES)]
     backgrounds, noises, p25, p90 = [], [], [], []
     for plane in planes:
-        plane = plane[np.isfinite(plane)]
-        if plane.size == 0:
+        sample = plane[np.isfinite(plane)]
+        if sample.size == 0:
             raise FrameError(msg("reason_all_nan"))
-        sample = plane[:: max(1, plane.size // 200_000)]
-        median = float(np.median(sample))
-        mad = float(np.median(np.abs(sample - median)))
+        low, median, high = (float(v) for v in np.percentile(sample, [25.0, 50.0, 90.0]))
+        sample -= np.float32(median)
+        mad = float(np.median(np.abs(sample, out=sample)))
         backgrounds.append(median)
         noises.append(1.4826 * mad)
-        low, high = np.percentile(sample, [25.0, 90.0])
-        p25.append(float(low))
-        p90.append(float(high))
+        p25.append(low)
+        p90.append(high)
     return {"background": tuple(backgrounds), "noise": tuple(noises), "p25": tuple(p25), "p90": tuple(p90)}
 
 
@@ -218,9 +234,12 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
     height, width = (data.shape[1], data.shape[2]) if layout == "chw" else data.shape[:2]
     if height < 8 or width < 8:
         raise FrameError(f"unexpected dimensions {data.shape}: image smaller than 8x8")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: reported just below
-        low, high = float(np.nanmin(data)), float(np.nanmax(data))
+    low, high = float(np.min(data)), float(np.max(data))
+    if not (np.isfinite(low) and np.isfinite(high)):  # NaN or infinite pixels: look past them
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: reported just below
+            finite = data[np.isfinite(data)]
+            low, high = (float(finite.min()), float(finite.max())) if finite.size else (np.nan, np.nan)
     if np.isnan(low):
         raise FrameError(msg("reason_all_nan"))
     if low == high:
@@ -252,8 +271,13 @@ def read_frame_window(frame: FrameInfo, y0: int, y1: int, x0: int, x1: int) -> n
     """Read pixels ``[y0:y1, x0:x1]`` of a frame as float32, scaled (BZERO/BSCALE applied).
 
     Returns a ``(h, w)`` array for mono and Bayer frames and ``(3, h, w)`` for colour
-    cubes. Only the window is read from disk.
+    cubes. Only the window's rows are read from disk; plain 2-D images are read directly
+    (:mod:`.raw_rows`), everything else through astropy.
     """
+    if frame.layout in ("bayer", "mono"):
+        layout = raw_layout(frame.path, frame.hdu)
+        if layout is not None and layout.shape == tuple(frame.shape):
+            return read_rows(frame.path, layout, y0, y1, x0, x1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         with fits.open(frame.path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:

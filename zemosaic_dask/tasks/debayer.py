@@ -16,6 +16,7 @@ __all__ = [
     "BAYER_PATTERNS",
     "bayer_masks",
     "correct_hot_pixels",
+    "correct_hot_pixels_reference",
     "debayer_bilinear",
     "debayer_bilinear_reference",
 ]
@@ -95,7 +96,7 @@ def debayer_bilinear(raw: Any, pattern: str) -> Any:
 
 
 def _debayer_numba(raw: np.ndarray, pattern: str) -> np.ndarray:
-    from .kernels_cpu import DEBAYER_WEIGHTS, debayer_bilinear_cpu
+    from .kernels_raw import DEBAYER_WEIGHTS, debayer_bilinear_cpu
 
     pattern = pattern.upper()
     if pattern not in BAYER_PATTERNS:
@@ -157,6 +158,22 @@ def correct_hot_pixels(raw: Any, noise_sigma: float, threshold_sigma: float = 8.
     raw = xp.asarray(raw, dtype=xp.float32)
     if min(raw.shape) < 5:
         return raw.copy(), 0
+    threshold = np.float32(threshold_sigma * max(float(noise_sigma), 1e-3))
+    if is_numpy_namespace(xp):
+        from .kernels_raw import correct_hot_pixels_cpu
+
+        fixed = np.empty_like(raw)
+        return fixed, int(correct_hot_pixels_cpu(np.ascontiguousarray(raw), threshold, fixed))
+    return correct_hot_pixels_reference(raw, threshold)
+
+
+def correct_hot_pixels_reference(raw: Any, threshold: Any) -> tuple[Any, int]:
+    """:func:`correct_hot_pixels` with array operations only (any namespace; the semantic reference).
+
+    ``raw`` is a float32 ``(H, W)`` window of at least 5x5 pixels and ``threshold`` the
+    float32 detection threshold in ADU (``threshold_sigma * noise_sigma``).
+    """
+    xp = array_namespace(raw)
     height, width = raw.shape
     padded = xp.pad(raw, 2, mode="reflect")
     near_max = near_min = None
@@ -165,7 +182,7 @@ def correct_hot_pixels(raw: Any, noise_sigma: float, threshold_sigma: float = 8.
         near_max = view if near_max is None else xp.maximum(near_max, view)
         near_min = view if near_min is None else xp.minimum(near_min, view)
     excess = raw - near_max
-    hot = (excess > threshold_sigma * max(float(noise_sigma), 1e-3)) & (excess >= 0.9 * (raw - near_min))
+    hot = (excess > threshold) & (excess >= 0.9 * (raw - near_min))
     ys, xs = xp.nonzero(hot)
     count = int(ys.shape[0])
     if count == 0:

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["DEBAYER_WEIGHTS", "METHOD_CODES", "accumulate_window_cpu", "debayer_bilinear_cpu", "sample_window_cpu"]
+__all__ = ["METHOD_CODES", "accumulate_window_cpu", "sample_window_cpu"]
 
 #: Integer code of each interpolation method inside the kernels.
 METHOD_CODES = {"bilinear": 0, "bicubic": 1, "lanczos3": 2}
@@ -331,49 +331,3 @@ def sample_window_cpu(
             footprint_out[r, col] = 1.0 if ok[col] else 0.0
             reached += 1 if ok[col] else 0
     return reached
-
-
-#: Bilinear demosaicing weights (3x3, row-major): red/blue, then green.
-DEBAYER_WEIGHTS = np.array(
-    [
-        [[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]],
-        [[0.0, 0.25, 0.0], [0.25, 1.0, 0.25], [0.0, 0.25, 0.0]],
-    ],
-    dtype=np.float32,
-)
-
-
-@njit(**_OPTIONS)
-def debayer_bilinear_cpu(raw, colour_of, weights, out):
-    """Bilinear demosaicing as a normalised convolution, one pass, float32 like the reference.
-
-    ``colour_of[y % 2, x % 2]`` is the channel (0 R, 1 G, 2 B) of a raw pixel; ``weights`` is
-    :data:`DEBAYER_WEIGHTS`; ``out`` is the ``(3, H, W)`` float32 result. Terms are added in
-    the reference's order (kernel rows, then columns) in float32, so the result is the same
-    to the bit as :func:`~zemosaic_dask.tasks.debayer.debayer_bilinear` on other namespaces.
-    """
-    height, width = raw.shape
-    zero = np.float32(0.0)
-    for y in range(height):
-        for x in range(width):
-            for channel in range(3):
-                kernel = 1 if channel == 1 else 0
-                num = zero
-                den = zero
-                for i in range(3):
-                    yy = y + i - 1
-                    if yy < 0 or yy >= height:
-                        continue
-                    for j in range(3):
-                        weight = weights[kernel, i, j]
-                        xx = x + j - 1
-                        if weight == zero or xx < 0 or xx >= width:
-                            continue
-                        if colour_of[yy & 1, xx & 1] != channel:
-                            continue
-                        value = raw[yy, xx]
-                        if value != value:
-                            continue
-                        num += weight * value
-                        den += weight
-                out[channel, y, x] = num / den if den > zero else np.float32(np.nan)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -23,6 +25,7 @@ __all__ = [
     "PreparedWindow",
     "prepare_frame_window",
     "resample_frame_to_region",
+    "thread_wcs",
 ]
 
 # Extra raw pixels read around the mapped window so that debayering and hot-pixel
@@ -77,6 +80,31 @@ class PreparedWindow:
     hot_pixels: int
 
 
+_local = threading.local()
+_WCS_CACHE_SIZE = 256
+
+
+def thread_wcs(header: str) -> WCS:
+    """The WCS of a header string, parsed once per thread (WCS objects are not shared across threads).
+
+    Parameters
+    ----------
+    header : str
+        A celestial WCS as a FITS header string (``FrameInfo.wcs_header``).
+    """
+    cache = getattr(_local, "wcs", None)
+    if cache is None:
+        cache = _local.wcs = OrderedDict()
+    wcs = cache.get(header)
+    if wcs is None:
+        wcs = cache[header] = WCS(header, relax=True)
+        if len(cache) > _WCS_CACHE_SIZE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(header)
+    return wcs
+
+
 def _window(bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
     ymin, ymax, xmin, xmax = bounds
     height, width = shape
@@ -111,7 +139,7 @@ def prepare_window(raw: Any, frame: FrameInfo, options: FrameWindowOptions) -> t
             image = xp.stack(planes)
     if image.shape[0] != options.n_channels:
         image = xp.repeat(image[:1], options.n_channels, axis=0)
-    return image.astype(xp.float32), fixed
+    return image.astype(xp.float32, copy=False), fixed
 
 
 def _namespace_of(array: Any) -> ModuleType:
@@ -136,7 +164,7 @@ def prepare_frame_window(
     PreparedWindow or None
         None when the frame does not reach the region.
     """
-    in_wcs = WCS(frame.wcs_header, relax=True)
+    in_wcs = thread_wcs(frame.wcs_header)
     coarse = coarse_pixel_map(out_wcs, in_wcs, (region.y0, region.x0), region.shape, max_error_px=options.max_error_px)
     finite = np.isfinite(coarse.x) & np.isfinite(coarse.y)
     if not finite.any():
