@@ -111,3 +111,14 @@ def test_window_read_applies_bzero(inputs):
     np.testing.assert_array_equal(window, full[4:8, 2:6])
     assert window.min() >= 200
     assert fits.getheader(inputs / "good.FITS")["BZERO"] == 32768
+
+
+def test_ingest_stores_the_sky_geometry_the_planners_use(inputs):
+    info = inspect_frame(str(inputs / "good.FITS"))
+    bare = FrameInfo.from_dict({**info.to_dict(), "sky_center": [], "sky_border": []})
+    assert len(info.sky_border) == 32
+    np.testing.assert_array_equal(info.footprint_world(), bare.footprint_world())
+    assert info.center_world() == bare.center_world()
+    assert FrameInfo.from_dict(info.to_dict()) == info
+    # Another sampling of the border is computed from the WCS.
+    assert info.footprint_world(points_per_edge=3).shape == (12, 2)

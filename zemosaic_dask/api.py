@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,12 +300,23 @@ def _run(inputs, out, config, handle, plan, restart, show_progress, timings, rep
         store_url, plan.grid, plan.n_channels, fingerprint=plan.fingerprint(), restart=restart
     )
     executed = execute_plan(plan, config, store, handle, timings=timings, show_progress=show_progress)
-    with timings.stage("products"):
-        write_mosaic_fits(out / "mosaic.fits", store, plan.grid, extra_header={"ZMMODE": executed.mode})
-        write_coverage_fits(out / "mosaic_coverage.fits", store, plan.grid)
-        write_preview_png(
-            out / "preview.png", store, max_side=config.output.preview_max_side, stretch=config.output.preview_stretch
-        )
+    with timings.stage("products"), ThreadPoolExecutor(3, thread_name_prefix="zemosaic-products") as pool:
+        # Each product streams from the store on its own thread (reads, encoding and numpy release the GIL).
+        products = [
+            pool.submit(
+                write_mosaic_fits, out / "mosaic.fits", store, plan.grid, extra_header={"ZMMODE": executed.mode}
+            ),
+            pool.submit(write_coverage_fits, out / "mosaic_coverage.fits", store, plan.grid),
+            pool.submit(
+                write_preview_png,
+                out / "preview.png",
+                store,
+                max_side=config.output.preview_max_side,
+                stretch=config.output.preview_stretch,
+            ),
+        ]
+        for product in products:
+            product.result()
     report.update(
         {
             "mode": executed.mode,

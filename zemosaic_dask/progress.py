@@ -258,7 +258,7 @@ def watch_futures(
         batch = pending.next_batch(block=False)
         if not batch:
             progress.maybe_heartbeat()
-            time.sleep(pause)
+            _wait_for_completion(pending, pause)
             continue
         for future, outcome in batch:
             for key in keys_of[future.key]:
@@ -271,6 +271,22 @@ def watch_futures(
                     results[key] = error
                     progress.failed(key, f"{type(error).__name__}: {error}")
     return results
+
+
+def _wait_for_completion(pending: Any, timeout: float) -> None:
+    """Sleep until a future of ``pending`` (an ``as_completed``) finishes, or ``timeout`` seconds.
+
+    ``as_completed`` notifies its condition after queueing a finished future; checking the
+    queue while holding the condition means no notification is missed, so the caller wakes
+    as soon as a task ends rather than at the next poll.
+    """
+    condition = getattr(pending, "thread_condition", None)
+    if condition is None:
+        time.sleep(min(timeout, 0.02))
+        return
+    with condition:
+        if not pending.has_ready():
+            condition.wait(timeout=timeout)
 
 
 def _exception_of(outcome: Any) -> BaseException:

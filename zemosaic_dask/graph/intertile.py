@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import dask
 from dask.delayed import Delayed
 
 from ..units.intertile_pair import PairJob, fit_layer_pair
+from .calls import job_task
 
 __all__ = ["build_intertile_graph"]
 
 
 def build_intertile_graph(jobs: Sequence[PairJob]) -> dict[str, Delayed]:
     """Return the pair fits keyed by their task name."""
-    fit = dask.delayed(fit_layer_pair, pure=True)
-    return {
-        f"intertile-pair-{job.i}-{job.j}": fit(job, dask_key_name=f"intertile-pair-{job.i}-{job.j}") for job in jobs
-    }
+    keys = [f"intertile-pair-{job.i}-{job.j}" for job in jobs]
+    return {key: job_task(fit_layer_pair, job, key=key) for job, key in zip(jobs, keys, strict=True)}

@@ -16,6 +16,7 @@ from dask.delayed import Delayed
 
 from ..units.combine_region import CombineJob, build_combined_region, mask_low_coverage_region
 from ..units.tile_layer import TileLayerJob, build_tile_layer_region
+from .calls import job_task
 from .regions import build_region_graph
 
 __all__ = ["build_combine_graph", "build_mask_graph", "build_region_graph", "build_tile_layer_graph"]
@@ -29,9 +30,9 @@ def _after(value: Any, *_dependencies: Any) -> Any:
 def build_tile_layer_graph(jobs: Sequence[TileLayerJob], tile_id: int, tile_tasks: Sequence[Delayed]) -> list[Delayed]:
     """Put a tile onto the global grid once all of the tile's regions are stacked."""
     ready = dask.delayed(_after, pure=True)(None, *tile_tasks, dask_key_name=f"tile-ready-{tile_id}")
-    build = dask.delayed(_build_after, pure=False)
     return [
-        build(job, ready, dask_key_name=f"reproject-tile-{tile_id}-{job.region.iy}-{job.region.ix}") for job in jobs
+        job_task(_build_after, job, ready, key=f"reproject-tile-{tile_id}-{job.region.iy}-{job.region.ix}")
+        for job in jobs
     ]
 
 
@@ -41,29 +42,28 @@ def _build_after(job: TileLayerJob, _ready: Any) -> Any:
 
 def build_combine_graph(jobs: Sequence[CombineJob], prefix: str) -> list[Delayed]:
     """One delayed combination per region, keyed ``<prefix>-<iy>-<ix>``."""
-    build = dask.delayed(build_combined_region, pure=False)
-    return [build(job, dask_key_name=f"{prefix}-{job.region.iy}-{job.region.ix}") for job in jobs]
+    return [job_task(build_combined_region, job, key=f"{prefix}-{job.region.iy}-{job.region.ix}") for job in jobs]
 
 
 def build_mask_graph(jobs: Sequence[CombineJob], min_layers: float) -> list[Delayed]:
     """Mask the pixels reached by too few layers, one task per region."""
-    mask = dask.delayed(mask_low_coverage_region, pure=False)
-    return [mask(job, min_layers, dask_key_name=f"mask-region-{job.region.iy}-{job.region.ix}") for job in jobs]
+    return [
+        job_task(mask_low_coverage_region, job, min_layers, key=f"mask-region-{job.region.iy}-{job.region.ix}")
+        for job in jobs
+    ]
 
 
 def build_two_pass_scale_graph(jobs: Sequence[Any], layer_max: dict[int, float]) -> list[Delayed]:
     """Per region, the scale-map values over each layer's well-covered pixels."""
     from ..units.two_pass_region import layer_scale_values
 
-    scale = dask.delayed(layer_scale_values, pure=True)
     names = [f"two-pass-scale-{job.combine.region.iy}-{job.combine.region.ix}" for job in jobs]
-    return [scale(job, layer_max, dask_key_name=name) for job, name in zip(jobs, names, strict=True)]
+    return [job_task(layer_scale_values, job, layer_max, key=name) for job, name in zip(jobs, names, strict=True)]
 
 
 def build_two_pass_apply_graph(jobs: Sequence[Any], gains: dict[int, float]) -> list[Delayed]:
     """Per region, the second combination with the layers' gains, merged with pass 1."""
     from ..units.two_pass_region import apply_two_pass_region
 
-    apply = dask.delayed(apply_two_pass_region, pure=False)
     names = [f"two-pass-region-{job.combine.region.iy}-{job.combine.region.ix}" for job in jobs]
-    return [apply(job, gains, dask_key_name=name) for job, name in zip(jobs, names, strict=True)]
+    return [job_task(apply_two_pass_region, job, gains, key=name) for job, name in zip(jobs, names, strict=True)]

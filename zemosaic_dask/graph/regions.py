@@ -10,6 +10,7 @@ import dask
 from dask.delayed import Delayed
 
 from ..units.mosaic_region import RegionJob, run_mosaic_region
+from .calls import job_task
 
 __all__ = ["build_region_graph"]
 
@@ -18,11 +19,10 @@ def build_region_graph(
     jobs: Sequence[RegionJob], prefix: str, resources: dict[str, int] | None = None
 ) -> list[Delayed]:
     """One delayed region build per job, keyed ``<prefix>-<iy>-<ix>``, optionally resource-annotated."""
-    build = dask.delayed(run_mosaic_region, pure=False)
     tasks = []
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
         for job in jobs:
             key = f"{prefix}-{job.region.iy}-{job.region.ix}"
             job = dataclasses.replace(job, use_gpu=bool(resources), key=key)
-            tasks.append(build(job, dask_key_name=key))
+            tasks.append(job_task(run_mosaic_region, job, key=key))
     return tasks

@@ -250,7 +250,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
     instrument = str(header.get("INSTRUME", "") or header.get("CREATOR", "") or "")
     if options.force_seestar and "seestar" not in instrument.lower():
         instrument = f"{instrument} (forced seestar)".strip()
-    return FrameInfo(
+    info = FrameInfo(
         path=path,
         hdu=index,
         shape=(int(height), int(width)),
@@ -265,6 +265,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
         **statistics,
         wcs_source=wcs_source,
     )
+    return info.with_sky_geometry()
 
 
 def read_frame_window(frame: FrameInfo, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:

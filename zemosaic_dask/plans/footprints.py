@@ -105,7 +105,7 @@ def frame_footprint_pixels(frame: FrameInfo, grid: OutputGrid, wcs: WCS | None =
         None when the frame's WCS cannot be parsed, is not celestial or does not project finitely.
     """
     try:
-        if not frame.wcs.has_celestial:
+        if not frame.sky_border and not frame.wcs.has_celestial:
             return None
         world = frame.footprint_world()
         target = wcs if wcs is not None else grid.wcs

@@ -17,6 +17,8 @@ from astropy.wcs import WCS
 __all__ = ["FrameInfo", "FrameRejection", "frame_wcs", "is_seestar"]
 
 SEESTAR_TOKENS = ("seestar", "s50", "s30")
+#: Points per edge of the sky border stored by ingest (:meth:`FrameInfo.with_sky_geometry`).
+SKY_BORDER_POINTS = 8
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class FrameInfo:
     wcs_source: str = "header"
     p25: tuple[float, ...] = ()
     p90: tuple[float, ...] = ()
+    sky_center: tuple[float, ...] = ()
+    sky_border: tuple[tuple[float, float], ...] = ()
 
     @property
     def n_channels(self) -> int:
@@ -115,10 +119,37 @@ class FrameInfo:
         values["noise"] = tuple(float(v) for v in values.get("noise", ()))
         values["p25"] = tuple(float(v) for v in values.get("p25", ()))
         values["p90"] = tuple(float(v) for v in values.get("p90", ()))
+        values["sky_center"] = tuple(float(v) for v in values.get("sky_center", ()))
+        values["sky_border"] = tuple((float(ra), float(dec)) for ra, dec in values.get("sky_border", ()))
         return cls(**values)
 
-    def footprint_world(self, points_per_edge: int = 8) -> np.ndarray:
-        """Return ``(N, 2)`` RA/Dec degrees sampled along the frame's border."""
+    def with_sky_geometry(self) -> FrameInfo:
+        """Return a copy carrying its sky centre and border, so that planners need not parse the WCS.
+
+        Ingest calls this on the worker that read the frame; :meth:`center_world` and
+        :meth:`footprint_world` (with the default 8 points per edge) then return the
+        stored values, equal to what the WCS gives.
+        """
+        border = self._border_from_wcs(SKY_BORDER_POINTS)
+        return dataclasses.replace(
+            self,
+            sky_center=self._center_from_wcs(),
+            sky_border=tuple((float(ra), float(dec)) for ra, dec in border),
+        )
+
+    def footprint_world(self, points_per_edge: int = SKY_BORDER_POINTS) -> np.ndarray:
+        """Return ``(N, 2)`` RA/Dec degrees sampled along the frame's border (``N = 4 * points_per_edge``)."""
+        if self.sky_border and points_per_edge == SKY_BORDER_POINTS:
+            return np.array(self.sky_border, dtype=float)
+        return self._border_from_wcs(points_per_edge)
+
+    def center_world(self) -> tuple[float, float]:
+        """Return the RA/Dec (degrees) of the frame centre."""
+        if self.sky_center:
+            return self.sky_center[0], self.sky_center[1]
+        return self._center_from_wcs()
+
+    def _border_from_wcs(self, points_per_edge: int) -> np.ndarray:
         height, width = self.shape
         t = np.linspace(0.0, 1.0, points_per_edge, endpoint=False)
         x0, x1 = -0.5, width - 0.5
@@ -128,8 +159,7 @@ class FrameInfo:
         ra, dec = self.wcs.all_pix2world(xs, ys, 0)
         return np.column_stack([ra, dec])
 
-    def center_world(self) -> tuple[float, float]:
-        """Return the RA/Dec (degrees) of the frame centre."""
+    def _center_from_wcs(self) -> tuple[float, float]:
         height, width = self.shape
         ra, dec = self.wcs.all_pix2world([(width - 1) / 2.0], [(height - 1) / 2.0], 0)
         return float(ra[0]), float(dec[0])

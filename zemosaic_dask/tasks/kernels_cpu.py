@@ -101,34 +101,72 @@ def _inside(xw, yw, ymin, ymax, xmin, xmax):
 
 
 @njit(inline="always", **_OPTIONS)
-def _bilinear_pixel(flat, channels, height, width, xw, yw, out):
-    """Bilinear samples of every channel at ``(xw, yw)`` (inside the box) into ``out``; True when all finite.
+def _bilinear_scratch(width):
+    """Per-row work arrays of :func:`_bilinear_row`: first tap index, 4 weights, inside flags."""
+    return (
+        np.empty(width, dtype=np.int64),
+        np.empty((4, width), dtype=np.float32),
+        np.empty(width, dtype=np.bool_),
+    )
 
-    ``flat`` is the ``(C, H, W)`` window raveled; unsigned indices spare the negative-index checks.
+
+@njit(inline="always", **_OPTIONS)
+def _bilinear_row(image, flat, xrow, yrow, bounds, scratch, rows_out, ok):
+    """Bilinear samples of one output row into ``rows_out`` (C, w).
+
+    ``ok`` marks the pixels inside the box whose every channel is finite; returns True
+    when any is. Outside the box ``rows_out`` holds meaningless values and
+    ``scratch[2]`` (inside flags) is False: callers that keep samples mask them.
+
+    Written as separate branch-free passes over the row (tap positions and weights, then
+    one gather per channel) so that the compiler vectorises them; the arithmetic per
+    pixel is :func:`~zemosaic_dask.tasks.resample.sample`'s.
     """
+    channels, height, width = image.shape
+    ymin, ymax, xmin, xmax = bounds
+    first, weights, inside_at = scratch
+    w00, w01, w10, w11 = weights[0], weights[1], weights[2], weights[3]
+    count = xrow.shape[0]
     one = np.float32(1.0)
-    x0 = int(min(max(math.floor(xw), 0.0), max(width - 2, 0)))
-    y0 = int(min(max(math.floor(yw), 0.0), max(height - 2, 0)))
-    x1 = min(x0 + 1, width - 1)
-    y1 = min(y0 + 1, height - 1)
-    tx = np.float32(xw - x0)
-    ty = np.float32(yw - y0)
-    w00 = (one - tx) * (one - ty)
-    w01 = tx * (one - ty)
-    w10 = (one - tx) * ty
-    w11 = tx * ty
-    i00 = np.uint64(y0 * width + x0)
-    i01 = np.uint64(y0 * width + x1)
-    i10 = np.uint64(y1 * width + x0)
-    i11 = np.uint64(y1 * width + x1)
-    plane = np.uint64(height * width)
-    ok = True
+    zero = np.float32(0.0)
+    x_last = float(max(width - 2, 0))
+    y_last = float(max(height - 2, 0))
+    step_x = 1 if width > 1 else 0
+    step_y = width if height > 1 else 0
+    any_inside = False
+    for col in range(count):
+        xw, yw = xrow[col], yrow[col]
+        # NaN (an unmappable position) fails every comparison: no separate finiteness test needed.
+        inside = (xmin <= xw) & (xw <= xmax) & (ymin <= yw) & (yw <= ymax)
+        ok[col] = inside
+        inside_at[col] = inside
+        any_inside |= inside
+        # floor(clamp(v)) equals the reference's clamp(floor(v)) for the integer bounds used.
+        x0 = int(math.floor(min(max(xw, 0.0), x_last))) if inside else 0
+        y0 = int(math.floor(min(max(yw, 0.0), y_last))) if inside else 0
+        tx = np.float32(xw - x0) if inside else zero
+        ty = np.float32(yw - y0) if inside else zero
+        first[col] = y0 * width + x0
+        w00[col] = (one - tx) * (one - ty)
+        w01[col] = tx * (one - ty)
+        w10[col] = (one - tx) * ty
+        w11[col] = tx * ty
+    if not any_inside:
+        return False
+    plane = height * width
+    any_ok = False
     for c in range(channels):
-        base = np.uint64(c) * plane
-        v = flat[base + i00] * w00 + flat[base + i01] * w01 + flat[base + i10] * w10 + flat[base + i11] * w11
-        out[c] = v
-        ok = ok and math.isfinite(v)
-    return ok
+        base = c * plane
+        out = rows_out[c]
+        for col in range(count):
+            i = base + first[col]
+            v = flat[i] * w00[col] + flat[i + step_x] * w01[col] + flat[i + step_y] * w10[col]
+            v = v + flat[i + step_y + step_x] * w11[col]
+            out[col] = v
+            ok[col] &= math.isfinite(v)
+    for col in range(count):
+        any_ok |= ok[col]
+    return any_ok
 
 
 @njit(inline="always", **_OPTIONS)
@@ -185,26 +223,14 @@ def _map_row(node_x, node_y, r, rows, cols, origin_y, origin_x, xrow, yrow):
 
 
 @njit(inline="always", **_OPTIONS)
-def _sample_row(image, flat, xrow, yrow, bounds, method, taps, values, rows_out, ok):
+def _sample_row(image, flat, xrow, yrow, bounds, method, taps, values, rows_out, ok, scratch):
     """Sample the pixels of one output row inside the box into ``rows_out`` (C, w).
 
     ``ok`` marks the pixels whose every channel is finite; returns True when any is.
     """
     if method != 0:
         return _separable_row(image, flat, xrow, yrow, bounds, method, taps, values, rows_out, ok)
-    channels, height, width = image.shape
-    ymin, ymax, xmin, xmax = bounds
-    any_ok = False
-    for col in range(xrow.shape[0]):
-        xw, yw = xrow[col], yrow[col]
-        good = False
-        if _inside(xw, yw, ymin, ymax, xmin, xmax):
-            good = _bilinear_pixel(flat, channels, height, width, xw, yw, values)
-            for c in range(channels):
-                rows_out[c, col] = values[c]
-        ok[col] = good
-        any_ok = any_ok or good
-    return any_ok
+    return _bilinear_row(image, flat, xrow, yrow, bounds, scratch, rows_out, ok)
 
 
 @njit(**_OPTIONS)
@@ -255,6 +281,7 @@ def accumulate_window_cpu(
     ny, nx = node_x.shape
     values = np.empty(channels, dtype=np.float32)
     taps = _tap_scratch()
+    scratch = _bilinear_scratch(width)
     xrow = np.empty(width, dtype=np.float64)
     yrow = np.empty(width, dtype=np.float64)
     samples = np.empty((channels, width), dtype=np.float32)
@@ -269,26 +296,32 @@ def accumulate_window_cpu(
     reached = 0
     for r in range(height):
         _map_row(node_x, node_y, r, rows, cols, origin_y, origin_x, xrow, yrow)
-        if not _sample_row(image, flat, xrow, yrow, bounds, method, taps, values, samples, ok):
+        if not _sample_row(image, flat, xrow, yrow, bounds, method, taps, values, samples, ok, scratch):
             continue
         has_data[:] = False
         for c in range(channels):
             gain, offset, weight = gains[c], offsets[c], weights[c]
+            use = weight > 0
+            row = samples[c]
             wv_row = sum_wv[c, r]
             w_row = sum_w[c, r]
+            # Branch-free so that it vectorises: excluded pixels add zero.
             for col in range(width):
-                if ok[col]:
-                    v = gain * samples[c, col] + offset
-                    if math.isfinite(v):
-                        has_data[col] = True
-                        if weight > 0:
-                            wv_row[col] += weight * v
-                            w_row[col] += weight
+                v = gain * row[col] + offset
+                finite = ok[col] & math.isfinite(v)
+                has_data[col] |= finite
+                add = finite & use
+                wv_row[col] += weight * v if add else 0.0
+                w_row[col] += weight if add else 0.0
         cover = coverage[r]
+        if coverage_max:
+            for col in range(width):
+                cover[col] = max(cover[col], 1.0) if has_data[col] else cover[col]
+        else:
+            for col in range(width):
+                cover[col] += 1.0 if has_data[col] else 0.0
         for col in range(width):
-            if has_data[col]:
-                reached += 1
-                cover[col] = max(cover[col], 1.0) if coverage_max else cover[col] + 1.0
+            reached += has_data[col]
     return reached
 
 
@@ -314,6 +347,7 @@ def sample_window_cpu(
     ny, nx = node_x.shape
     values = np.empty(channels, dtype=np.float32)
     taps = _tap_scratch()
+    scratch = _bilinear_scratch(width)
     nan = np.float32(np.nan)
     xrow = np.empty(width, dtype=np.float64)
     yrow = np.empty(width, dtype=np.float64)
@@ -326,7 +360,14 @@ def sample_window_cpu(
     for r in range(height):
         _map_row(node_x, node_y, r, rows, cols, origin_y, origin_x, xrow, yrow)
         values_out[:, r, :] = nan
-        _sample_row(image, flat, xrow, yrow, (ymin, ymax, xmin, xmax), method, taps, values, values_out[:, r], ok)
+        _sample_row(
+            image, flat, xrow, yrow, (ymin, ymax, xmin, xmax), method, taps, values, values_out[:, r], ok, scratch
+        )
+        if method == 0:  # the bilinear row writes every pixel: put NaN back outside the box
+            inside = scratch[2]
+            for c in range(channels):
+                for col in range(width):
+                    values_out[c, r, col] = values_out[c, r, col] if inside[col] else nan
         for col in range(width):
             footprint_out[r, col] = 1.0 if ok[col] else 0.0
             reached += 1 if ok[col] else 0
