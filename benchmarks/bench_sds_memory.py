@@ -42,7 +42,10 @@ def measure(batches: int, scale: float, workdir: Path, max_chunk_mb: float) -> d
     )
     from distributed import Client, LocalCluster
 
+    from zemosaic_dask.clusters import local_worker_environment
+
     with (
+        local_worker_environment(),
         LocalCluster(
             n_workers=1, threads_per_worker=1, processes=True, memory_limit="4GB", dashboard_address=":0"
         ) as local,

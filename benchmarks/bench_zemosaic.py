@@ -91,7 +91,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     from distributed import Client, LocalCluster
 
     from zemosaic_dask.api import run_mosaic
-    from zemosaic_dask.clusters import ClusterOptions
+    from zemosaic_dask.clusters import ClusterOptions, local_worker_environment
     from zemosaic_dask.config import load_config
 
     cloudpickle.register_pickle_by_value(bench_zemosaic)
@@ -99,13 +99,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("pixel_scale"):
         overrides["grid.pixel-scale"] = float(spec["pixel_scale"])
     config = load_config(overrides=overrides)
-    cluster = LocalCluster(
-        n_workers=int(spec["workers"]),
-        threads_per_worker=1,
-        processes=True,
-        memory_limit=spec.get("memory_limit") or "auto",
-        dashboard_address=":0",
-    )
+    with local_worker_environment():  # the worker environment of zemosaic-dask's own LocalCluster
+        cluster = LocalCluster(
+            n_workers=int(spec["workers"]),
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=spec.get("memory_limit") or "auto",
+            dashboard_address=":0",
+        )
     client = Client(cluster)
     try:
         client.run(warm_worker)

@@ -126,17 +126,30 @@ def write_coverage_fits(path: str | os.PathLike[str], store: MosaicStore, grid: 
 
 
 def _block_mean(band: np.ndarray, factor: int) -> np.ndarray:
-    """NaN-aware mean over ``factor`` x ``factor`` blocks of a (C, h, W) band."""
+    """NaN-aware mean over ``factor`` x ``factor`` blocks of a (C, h, W) band (partial blocks at the edges)."""
     channels, height, width = band.shape
     out_h, out_w = math.ceil(height / factor), math.ceil(width / factor)
-    padded = np.full((channels, out_h * factor, out_w * factor), np.nan, dtype=np.float32)
-    padded[:, :height, :width] = band
-    blocks = padded.reshape(channels, out_h, factor, out_w, factor)
-    finite = np.isfinite(blocks)
-    counts = finite.sum(axis=(2, 4))
-    sums = np.where(finite, blocks, 0.0).sum(axis=(2, 4))
+    finite = np.isfinite(band)
+    values = np.where(finite, band, np.float32(0.0))
+    weights = finite.astype(np.float32)
+    sums = np.zeros((channels, height, out_w), dtype=np.float32)
+    counts = np.zeros((channels, height, out_w), dtype=np.float32)
+    for k in range(min(factor, width)):  # columns k, k + factor, ... of every block
+        part = slice(k, None, factor)
+        n = values[:, :, part].shape[2]
+        sums[:, :, :n] += values[:, :, part]
+        counts[:, :, :n] += weights[:, :, part]
+    block_sums = np.zeros((channels, out_h, out_w), dtype=np.float32)
+    block_counts = np.zeros((channels, out_h, out_w), dtype=np.float32)
+    for k in range(min(factor, height)):
+        part = slice(k, None, factor)
+        n = sums[:, part].shape[1]
+        block_sums[:, :n] += sums[:, part]
+        block_counts[:, :n] += counts[:, part]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan).astype(np.float32)
+        return np.where(block_counts > 0, block_sums / np.maximum(block_counts, 1), np.float32(np.nan)).astype(
+            np.float32
+        )
 
 
 _STRETCH_SAMPLES = 500_000
