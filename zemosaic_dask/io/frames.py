@@ -147,7 +147,7 @@ def _validate_wcs(wcs: WCS, height: int, width: int) -> float:
     return scale
 
 
-_STATISTICS_SAMPLES = 100_000
+_STATISTICS_SAMPLES = 50_000
 
 
 def _every_kth_row(plane: np.ndarray, wanted: int) -> np.ndarray:
@@ -159,9 +159,9 @@ def _every_kth_row(plane: np.ndarray, wanted: int) -> np.ndarray:
 def _channel_statistics(data: np.ndarray, layout: str, pattern: str | None) -> dict[str, tuple[float, ...]]:
     """Per output channel: robust background (median), noise (1.4826 MAD), 25th and 90th percentiles.
 
-    Computed on about 100,000 pixels per channel taken as whole rows spread over the frame
-    (every k-th row of each Bayer lattice): the median's standard error is then below
-    0.5 % of the noise.
+    Computed on about 50,000 pixels per channel taken as whole rows spread over the frame
+    (every k-th row of each Bayer lattice): the median's standard error is then about
+    0.6 % of the noise.
     """
     if layout == "bayer":
         # The sites of one colour are whole 2x2 lattices: slice them instead of masking.
@@ -265,7 +265,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
         **statistics,
         wcs_source=wcs_source,
     )
-    return info.with_sky_geometry()
+    return info.with_sky_geometry(wcs)
 
 
 def read_frame_window(frame: FrameInfo, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:

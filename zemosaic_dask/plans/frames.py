@@ -123,17 +123,18 @@ class FrameInfo:
         values["sky_border"] = tuple((float(ra), float(dec)) for ra, dec in values.get("sky_border", ()))
         return cls(**values)
 
-    def with_sky_geometry(self) -> FrameInfo:
+    def with_sky_geometry(self, wcs: WCS | None = None) -> FrameInfo:
         """Return a copy carrying its sky centre and border, so that planners need not parse the WCS.
 
-        Ingest calls this on the worker that read the frame; :meth:`center_world` and
+        Ingest calls this on the worker that read the frame, passing the WCS it already
+        holds (by default :attr:`wcs_header` is parsed); :meth:`center_world` and
         :meth:`footprint_world` (with the default 8 points per edge) then return the
-        stored values, equal to what the WCS gives.
+        stored values.
         """
-        border = self._border_from_wcs(SKY_BORDER_POINTS)
+        border = self._border_from_wcs(SKY_BORDER_POINTS, wcs)
         return dataclasses.replace(
             self,
-            sky_center=self._center_from_wcs(),
+            sky_center=self._center_from_wcs(wcs),
             sky_border=tuple((float(ra), float(dec)) for ra, dec in border),
         )
 
@@ -149,19 +150,19 @@ class FrameInfo:
             return self.sky_center[0], self.sky_center[1]
         return self._center_from_wcs()
 
-    def _border_from_wcs(self, points_per_edge: int) -> np.ndarray:
+    def _border_from_wcs(self, points_per_edge: int, wcs: WCS | None = None) -> np.ndarray:
         height, width = self.shape
         t = np.linspace(0.0, 1.0, points_per_edge, endpoint=False)
         x0, x1 = -0.5, width - 0.5
         y0, y1 = -0.5, height - 0.5
         xs = np.concatenate([x0 + t * (x1 - x0), np.full_like(t, x1), x1 - t * (x1 - x0), np.full_like(t, x0)])
         ys = np.concatenate([np.full_like(t, y0), y0 + t * (y1 - y0), np.full_like(t, y1), y1 - t * (y1 - y0)])
-        ra, dec = self.wcs.all_pix2world(xs, ys, 0)
+        ra, dec = (self.wcs if wcs is None else wcs).all_pix2world(xs, ys, 0)
         return np.column_stack([ra, dec])
 
-    def _center_from_wcs(self) -> tuple[float, float]:
+    def _center_from_wcs(self, wcs: WCS | None = None) -> tuple[float, float]:
         height, width = self.shape
-        ra, dec = self.wcs.all_pix2world([(width - 1) / 2.0], [(height - 1) / 2.0], 0)
+        ra, dec = (self.wcs if wcs is None else wcs).all_pix2world([(width - 1) / 2.0], [(height - 1) / 2.0], 0)
         return float(ra[0]), float(dec[0])
 
 

@@ -120,15 +120,22 @@ def coarse_pixel_map(
     while True:
         node_y, node_x = _node_axis(height, step), _node_axis(width, step)
         gy, gx = np.meshgrid(node_y + y0, node_x + x0, indexing="ij")
-        map_x, map_y = exact_pixel_map(out_wcs, in_wcs, gy, gx)
-        if step == 1 or not (np.all(np.isfinite(map_x)) and np.all(np.isfinite(map_y))):
-            return CoarsePixelMap(map_x, map_y, step, (height, width), 0.0 if step == 1 else float("nan"))
+        if step == 1:
+            map_x, map_y = exact_pixel_map(out_wcs, in_wcs, gy, gx)
+            return CoarsePixelMap(map_x, map_y, step, (height, width), 0.0)
         mid_y = np.concatenate([(node_y[:-1] + node_y[1:]) / 2, node_y])
         mid_x = np.concatenate([(node_x[:-1] + node_x[1:]) / 2, node_x])
         qy, qx = np.meshgrid(mid_y, mid_x, indexing="ij")
         keep = ~(np.isin(qy, node_y) & np.isin(qx, node_x))
         qy, qx = qy[keep], qx[keep]
-        true_x, true_y = exact_pixel_map(out_wcs, in_wcs, qy + y0, qx + x0)
+        # Nodes and check points in one transformation (astropy's per-call cost dominates).
+        all_x, all_y = exact_pixel_map(
+            out_wcs, in_wcs, np.concatenate([gy.ravel(), qy + y0]), np.concatenate([gx.ravel(), qx + x0])
+        )
+        map_x, map_y = all_x[: gy.size].reshape(gy.shape), all_y[: gy.size].reshape(gy.shape)
+        if not (np.all(np.isfinite(map_x)) and np.all(np.isfinite(map_y))):
+            return CoarsePixelMap(map_x, map_y, step, (height, width), float("nan"))
+        true_x, true_y = all_x[gy.size :], all_y[gy.size :]
         err_x = np.abs(_bilinear_nodes(map_x, node_y, node_x, qy, qx) - true_x)
         err_y = np.abs(_bilinear_nodes(map_y, node_y, node_x, qy, qx) - true_y)
         error = float(np.max(np.hypot(err_x, err_y))) if qy.size else 0.0
