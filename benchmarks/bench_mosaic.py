@@ -142,10 +142,6 @@ def run_frames(args: argparse.Namespace, frames: int, work: Path) -> list[dict[s
             spec = _zemosaic_spec(frames_dir, work, rejection, workers)
             print(f"running {spec['label']} ...", flush=True)
             results.append(run_child(spec, work))
-            if rejection == "none":
-                spec = _zemosaic_spec(frames_dir, work, rejection, workers, route_mean=True, tags=("kernel",))
-                print(f"running {spec['label']} ...", flush=True)
-                results.append(run_child(spec, work))
     reference = next((r for r in results if "mosaic" in r), None)
     if reference is None:
         print("no zemosaic-dask run succeeded; skipping the peers", flush=True)
@@ -190,7 +186,6 @@ def run_canvas_vs_memory(args: argparse.Namespace, work: Path) -> list[dict[str,
         2,
         memory_limit=limit,
         pixel_scale=pixel_scale,
-        route_mean=True,
         tags=("canvas-vs-memory",),
     )
     print(f"running {spec['label']}: canvas {canvas_bytes / 2**30:.2f} GiB, worker limit {limit / 2**20:.0f} MiB")

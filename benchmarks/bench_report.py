@@ -139,8 +139,6 @@ def _mib(value: Any) -> str:
 def _name(result: dict[str, Any]) -> str:
     if result.get("tool") == "zemosaic-dask":
         kind = "mean" if result["rejection"] == "none" else result["rejection"]
-        if result.get("route_mean"):
-            kind += ", streaming kernel"
         if result.get("memory_limit"):
             kind += ", limit = canvas/4"
         return f"zemosaic-dask mosaic-first ({kind})"

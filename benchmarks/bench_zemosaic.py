@@ -5,10 +5,6 @@ started here (``workers`` processes x 1 thread), so that the workers' own peak R
 read before the cluster stops. The workers are warmed first (package imported, numba
 kernels loaded from their cache) so that start-up costs stay out of the clock; scanning,
 ingest, planning, the mosaic and the output products are timed.
-
-With ``route_mean`` the workers build weighted-mean regions with
-:func:`zemosaic_dask.units.mean_region.build_mean_region` (the streaming kernel), as the
-runtime does once it routes rejection ``none`` / combine ``mean`` jobs there.
 """
 
 from __future__ import annotations
@@ -67,23 +63,6 @@ class RssSampler:
         self._thread.join()
 
 
-def route_mean_regions() -> bool:
-    """In this (worker) process, build weighted-mean regions with the streaming kernel."""
-    from zemosaic_dask.units import mosaic_region
-    from zemosaic_dask.units.mean_region import build_mean_region, can_stream_mean
-
-    stacked = mosaic_region.build_mosaic_region
-    if getattr(stacked, "routes_mean", False):
-        return True
-
-    def build_region(job: Any, xp: Any = np) -> Any:
-        return (build_mean_region if can_stream_mean(job) else stacked)(job, xp)
-
-    build_region.routes_mean = True
-    mosaic_region.build_mosaic_region = build_region
-    return True
-
-
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Run and measure one configuration; return the figures as a JSON-serialisable dict."""
     import bench_zemosaic
@@ -110,8 +89,6 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     client = Client(cluster)
     try:
         client.run(warm_worker)
-        if spec.get("route_mean"):
-            client.run(route_mean_regions)
         out = Path(spec["out"])
         with RssSampler() as sampler:
             start = time.perf_counter()
@@ -134,7 +111,6 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "tool": "zemosaic-dask",
         "dataset": Path(spec["frames_dir"]).name,
         "rejection": spec["rejection"],
-        "route_mean": bool(spec.get("route_mean")),
         "workers": int(spec["workers"]),
         "threads": int(spec["workers"]),
         "frames": len(result.plan.frames),

@@ -215,3 +215,24 @@ def test_expected_order_statistics_are_blom_scores():
     for n in range(1, 7):
         assert_allclose(table[n, :n], ndtri((np.arange(1, n + 1) - 0.375) / (n + 0.25)), rtol=1e-6, atol=1e-7)
         assert np.all(table[n, n:] == 0)
+
+
+@pytest.mark.parametrize("depth", [2, 4, 7, 12, 40])
+@pytest.mark.parametrize(("kappa_low", "kappa_high", "min_samples"), [(2.0, 2.0, 3), (1.2, 2.2, 4), (3.0, 1.1, 1)])
+def test_compiled_kappa_sigma_equals_the_array_version(depth, kappa_low, kappa_high, min_samples):
+    from zemosaic_dask.tasks.rejection import _reject_kappa_sigma_arrays
+
+    rng = np.random.default_rng(depth)
+    values = (rng.standard_t(3, (depth, 3, 9, 11)) * 5 + 50).astype(np.float32)
+    values[rng.random(values.shape) < 0.15] = np.nan
+    values[:, 0, 0, 0] = 7.0  # identical samples: sigma 0
+    values[: depth // 2, 1, 0, 0] = 1.0  # two clusters: a pass could empty the pixel
+    values[depth // 2 :, 1, 0, 0] = 1000.0
+    keep = np.isfinite(values)
+    keep[:, 2, 1, 1] = False  # a pixel with no sample
+    options = dict(kappa_low=kappa_low, kappa_high=kappa_high, max_iterations=5, min_samples=min_samples)
+    compiled = reject_kappa_sigma(values, keep, **options)
+    reference = _reject_kappa_sigma_arrays(values, keep, **options)
+    np.testing.assert_array_equal(compiled, reference)
+    if depth >= 7:
+        assert (keep & ~compiled).any()  # the stacks are heavy-tailed: something was rejected

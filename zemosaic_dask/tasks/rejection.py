@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .namespace import array_namespace
+from .namespace import array_namespace, is_numpy_namespace
 
 __all__ = [
     "count_kept",
@@ -109,6 +109,21 @@ def weighted_mean(values: Any, weights: Any, keep: Any) -> Any:
     ``weights`` broadcasts against ``values`` (e.g. ``(K, 1, H, W)`` footprints).
     """
     xp = array_namespace(values, weights, keep)
+    if is_numpy_namespace(xp) and values.ndim >= 2 and values.shape[0] > 0:
+        from .kernels_stack import weighted_mean_cpu
+
+        count, channels = values.shape[:2]
+        plane = values.shape[2:]
+        weights = np.asarray(weights, dtype=np.float32)
+        shape = (count, 1 if weights.ndim >= 2 and weights.shape[1] == 1 else channels, *plane)
+        out = np.empty((channels, int(np.prod(plane, dtype=np.int64))), dtype=np.float32)
+        weighted_mean_cpu(
+            np.ascontiguousarray(values, dtype=np.float32).reshape(count, channels, -1),
+            np.ascontiguousarray(np.broadcast_to(weights, shape)).reshape(count, shape[1], -1),
+            np.ascontiguousarray(np.broadcast_to(keep, values.shape), dtype=np.bool_).reshape(count, channels, -1),
+            out,
+        )
+        return out.reshape(channels, *plane)
     zero = xp.float32(0)
     masked = xp.where(keep, values, zero)
     masked *= weights
@@ -170,7 +185,40 @@ def reject_kappa_sigma(
     -------
     array
         The updated ``(K, C, H, W)`` bool keep mask.
+
+    Notes
+    -----
+    On numpy a compiled kernel clips each pixel separately
+    (:mod:`~zemosaic_dask.tasks.kernels_stack`); the mask equals the array version's,
+    which other namespaces run.
     """
+    xp = array_namespace(values, keep)
+    if is_numpy_namespace(xp) and values.ndim >= 1 and values.shape[0] > 0:
+        from .kernels_stack import kappa_sigma_keep_cpu
+
+        shape = values.shape
+        flat_values = np.ascontiguousarray(values, dtype=np.float32).reshape(shape[0], -1)
+        out = np.empty(flat_values.shape, dtype=np.bool_)
+        kappa_sigma_keep_cpu(
+            flat_values,
+            np.ascontiguousarray(keep, dtype=np.bool_).reshape(shape[0], -1),
+            np.float32(kappa_low),
+            np.float32(kappa_high),
+            int(max_iterations),
+            int(min_samples),
+            np.float32(CENTRE_MARGIN * max(kappa_low, kappa_high)),
+            out,
+        )
+        return out.reshape(shape)
+    return _reject_kappa_sigma_arrays(
+        values, keep, kappa_low=kappa_low, kappa_high=kappa_high, max_iterations=max_iterations, min_samples=min_samples
+    )
+
+
+def _reject_kappa_sigma_arrays(
+    values: Any, keep: Any, *, kappa_low: float, kappa_high: float, max_iterations: int, min_samples: int
+) -> Any:
+    """:func:`reject_kappa_sigma` with array operations only (any namespace; the semantic reference)."""
     xp = array_namespace(values, keep)
     for _ in range(max_iterations):
         n = count_kept(keep)
