@@ -236,3 +236,20 @@ def test_compiled_kappa_sigma_equals_the_array_version(depth, kappa_low, kappa_h
     np.testing.assert_array_equal(compiled, reference)
     if depth >= 7:
         assert (keep & ~compiled).any()  # the stacks are heavy-tailed: something was rejected
+
+
+@pytest.mark.parametrize("weight_channels", [1, 3])
+def test_compiled_weighted_mean_equals_the_array_version(weight_channels):
+    from zemosaic_dask.tasks.rejection import _weighted_mean_arrays
+
+    rng = np.random.default_rng(weight_channels)
+    values = rng.normal(100, 10, (9, 3, 6, 7)).astype(np.float32)
+    keep = rng.random(values.shape) > 0.3
+    keep[:, :, 0, 0] = False  # no sample: NaN
+    weights = rng.uniform(0, 1, (9, weight_channels, 6, 7)).astype(np.float32)
+    weights[:, :, 1, 1] = 0.0  # no weight: NaN
+    compiled = weighted_mean(values, weights, keep)
+    reference = _weighted_mean_arrays(values, weights, keep)
+    np.testing.assert_array_equal(compiled, reference)
+    assert np.isnan(compiled[:, 0, 0]).all() and np.isnan(compiled[:, 1, 1]).all()
+    assert np.isfinite(compiled[:, 2:, 2:]).all()

@@ -139,33 +139,15 @@ def open_mosaic_store(
     height, width = grid.shape
     chunk = grid.chunk
     ny, nx = grid.n_regions
-    group.create_array(
-        "mosaic",
-        shape=(n_channels, height, width),
-        chunks=(n_channels, chunk, chunk),
-        dtype="float32",
-        fill_value=float("nan"),
-        overwrite=True,
-        compressors=pixel_codecs(),
+    pixel_arrays = (
+        ("mosaic", (n_channels, height, width), (n_channels, chunk, chunk), "float32", float("nan")),
+        ("coverage", (height, width), (chunk, chunk), "float32", 0.0),
+        ("alpha", (height, width), (chunk, chunk), "uint8", 0),
     )
-    group.create_array(
-        "coverage",
-        shape=(height, width),
-        chunks=(chunk, chunk),
-        dtype="float32",
-        fill_value=0.0,
-        overwrite=True,
-        compressors=pixel_codecs(),
-    )
-    group.create_array(
-        "alpha",
-        shape=(height, width),
-        chunks=(chunk, chunk),
-        dtype="uint8",
-        fill_value=0,
-        overwrite=True,
-        compressors=pixel_codecs(),
-    )
+    for name, shape, chunks, dtype, fill in pixel_arrays:
+        group.create_array(
+            name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, overwrite=True, compressors=pixel_codecs()
+        )
     group.create_array("done", shape=(ny, nx), chunks=(1, 1), dtype="uint8", fill_value=0, overwrite=True)
     group.attrs["grid"] = json.loads(json.dumps(grid.to_dict()))
     group.attrs["fingerprint"] = fingerprint

@@ -106,24 +106,32 @@ def kept_mean_std(values: Any, keep: Any, n: Any | None = None) -> tuple[Any, An
 def weighted_mean(values: Any, weights: Any, keep: Any) -> Any:
     """Return the weighted mean of the kept samples, NaN where none is kept.
 
-    ``weights`` broadcasts against ``values`` (e.g. ``(K, 1, H, W)`` footprints).
+    ``weights`` broadcasts against ``values`` (e.g. ``(K, 1, H, W)`` footprints). On
+    numpy a compiled kernel computes it (:mod:`~zemosaic_dask.tasks.kernels_stack`) with
+    the array version's sums, which other namespaces run.
     """
     xp = array_namespace(values, weights, keep)
-    if is_numpy_namespace(xp) and values.ndim >= 2 and values.shape[0] > 0:
-        from .kernels_stack import weighted_mean_cpu
+    if not (is_numpy_namespace(xp) and values.ndim >= 2 and values.shape[0] > 0):
+        return _weighted_mean_arrays(values, weights, keep)
+    from .kernels_stack import weighted_mean_cpu
 
-        count, channels = values.shape[:2]
-        plane = values.shape[2:]
-        weights = np.asarray(weights, dtype=np.float32)
-        shape = (count, 1 if weights.ndim >= 2 and weights.shape[1] == 1 else channels, *plane)
-        out = np.empty((channels, int(np.prod(plane, dtype=np.int64))), dtype=np.float32)
-        weighted_mean_cpu(
-            np.ascontiguousarray(values, dtype=np.float32).reshape(count, channels, -1),
-            np.ascontiguousarray(np.broadcast_to(weights, shape)).reshape(count, shape[1], -1),
-            np.ascontiguousarray(np.broadcast_to(keep, values.shape), dtype=np.bool_).reshape(count, channels, -1),
-            out,
-        )
-        return out.reshape(channels, *plane)
+    count, channels = values.shape[:2]
+    plane = values.shape[2:]
+    weights = np.asarray(weights, dtype=np.float32)
+    weight_shape = (count, 1 if weights.ndim >= 2 and weights.shape[1] == 1 else channels, *plane)
+    out = np.empty((channels, int(np.prod(plane, dtype=np.int64))), dtype=np.float32)
+    weighted_mean_cpu(
+        np.ascontiguousarray(values, dtype=np.float32).reshape(count, channels, -1),
+        np.ascontiguousarray(np.broadcast_to(weights, weight_shape)).reshape(count, weight_shape[1], -1),
+        np.ascontiguousarray(np.broadcast_to(keep, values.shape), dtype=np.bool_).reshape(count, channels, -1),
+        out,
+    )
+    return out.reshape(channels, *plane)
+
+
+def _weighted_mean_arrays(values: Any, weights: Any, keep: Any) -> Any:
+    """:func:`weighted_mean` with array operations only (any namespace; the semantic reference)."""
+    xp = array_namespace(values, weights, keep)
     zero = xp.float32(0)
     masked = xp.where(keep, values, zero)
     masked *= weights
