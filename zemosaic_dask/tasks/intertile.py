@@ -222,6 +222,10 @@ def apply_affine_correction(values: Any, gains: Any, offsets: Any) -> Any:
     return out[0] if squeeze else out
 
 
+#: Values a robust centre and scale are estimated from (a strided subsample of larger sets).
+_ROBUST_SAMPLES = 100_000
+
+
 def _skipped(i: int, j: int, n_channels: int, n_samples: int, reason: str) -> PairFit:
     nan = (math.nan,) * n_channels
     log.debug("pair (%d, %d) skipped: %s", i, j, reason)
@@ -239,28 +243,39 @@ def _laplacians(xp: Any, vi: Any, vj: Any, valid: Any) -> tuple[Any, Any, Any]:
     return laplacian(vi), laplacian(vj), ok
 
 
-def _noise_ratio(xp: Any, lap_i: Any, lap_j: Any, mask: Any, gain: float | None) -> float:
-    """``var(noise_j) / var(noise_i)`` from the Laplacians on ``mask``; NaN when not measurable.
+def _noise_moments(xp: Any, lap_i: Any, lap_j: Any, mask: Any) -> tuple[float, float, float] | None:
+    """``(var(L_i), var(L_j), cov(L_i, L_j))`` of the Laplacians on ``mask``, star residues clipped.
+
+    None when fewer than 16 values remain or a variance is not positive. The clipping does
+    not depend on the gain, so these moments are computed once per channel.
+    """
+    li, lj = lap_i[mask], lap_j[mask]
+    if int(li.shape[0]) < 16:
+        return None
+    keep = _within(xp, li, 5.0) & _within(xp, lj, 5.0)
+    li, lj = li[keep], lj[keep]
+    if int(li.shape[0]) < 16:
+        return None
+    li, lj = li - xp.mean(li), lj - xp.mean(lj)
+    var_i, var_j = float(xp.mean(li * li)), float(xp.mean(lj * lj))
+    if not (var_i > 0 and var_j > 0):
+        return None
+    return var_i, var_j, float(xp.mean(li * lj))
+
+
+def _noise_ratio(moments: tuple[float, float, float] | None, gain: float | None) -> float:
+    """``var(noise_j) / var(noise_i)`` from the Laplacians' moments; NaN when not measurable.
 
     The Laplacian keeps white noise and most of the sky's curvature. The curvature is common to
     both layers (scaled by the gain), so once a gain is known it is removed through the
     covariance: ``var(noise_i) = var(L_i) - cov(L_i, L_j) / gain`` and
-    ``var(noise_j) = var(L_j) - gain * cov(L_i, L_j)``. Star residues are clipped first.
+    ``var(noise_j) = var(L_j) - gain * cov(L_i, L_j)``.
     """
-    li, lj = lap_i[mask], lap_j[mask]
-    if int(li.shape[0]) < 16:
+    if moments is None:
         return math.nan
-    keep = _within(xp, li, 5.0) & _within(xp, lj, 5.0)
-    li, lj = li[keep], lj[keep]
-    if int(li.shape[0]) < 16:
-        return math.nan
-    li, lj = li - xp.mean(li), lj - xp.mean(lj)
-    var_i, var_j = float(xp.mean(li * li)), float(xp.mean(lj * lj))
-    if not (var_i > 0 and var_j > 0):
-        return math.nan
+    var_i, var_j, common = moments
     if gain is None:
         return var_j / var_i
-    common = float(xp.mean(li * lj))
     noise_i, noise_j = var_i - common / gain, var_j - gain * common
     if noise_i <= 0.02 * var_i or noise_j <= 0.02 * var_j:  # curvature dominates: noise not measurable
         return math.nan
@@ -268,8 +283,10 @@ def _noise_ratio(xp: Any, lap_i: Any, lap_j: Any, mask: Any, gain: float | None)
 
 
 def _within(xp: Any, values: Any, n_sigma: float) -> Any:
-    centre = xp.median(values)
-    scale = _MAD_TO_SIGMA * xp.median(xp.abs(values - centre))
+    """Values within ``n_sigma`` robust sigmas (MAD) of the median, both estimated on <= 100,000 of them."""
+    sample = values[:: max(1, int(values.shape[0]) // _ROBUST_SAMPLES)]
+    centre = xp.median(sample)
+    scale = _MAD_TO_SIGMA * xp.median(xp.abs(sample - centre))
     return xp.abs(values - centre) <= n_sigma * scale
 
 
@@ -306,8 +323,9 @@ def _fit_channel(
     if int(index.shape[0]) < 3:
         return math.nan, math.nan, math.nan, math.nan, int(index.shape[0]), math.nan
     gain, fit = None, None
+    moments = _noise_moments(xp, lap_i, lap_j, lap_mask)
     for _ in range(_MAX_ROUNDS):
-        ratio = _noise_ratio(xp, lap_i, lap_j, lap_mask, gain)
+        ratio = _noise_ratio(moments, gain)
         if not math.isfinite(ratio):  # noise not measurable: assume equal depth in sky units
             ratio = 1.0 if gain is None else gain * gain
         fit = _clipped_deming(xp, xs, ys, ratio, clip_sigma, max_iterations)
@@ -338,14 +356,14 @@ def _sky_band(xp: Any, vi: Any, vj: Any, valid: Any, percentiles: tuple[float, f
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
             if dy != 1 or dx != 1:
-                total = total + pair[dy : dy + height, dx : dx + width]
-                count = count + weight[dy : dy + height, dx : dx + width]
+                total += pair[dy : dy + height, dx : dx + width]
+                count += weight[dy : dy + height, dx : dx + width]
     ok = valid & (count >= 3)
     coordinate = total / xp.maximum(count, 1.0)
     inside = coordinate[ok]
     if int(inside.shape[0]) == 0:
         return ok
-    low, high = float(xp.percentile(inside, percentiles[0])), float(xp.percentile(inside, percentiles[1]))
+    low, high = (float(v) for v in xp.percentile(inside, xp.asarray([percentiles[0], percentiles[1]])))
     return ok & (coordinate >= low) & (coordinate <= high)
 
 
