@@ -225,3 +225,15 @@ def test_runs_on_cupy_like_numpy():
     corrected = apply_affine_correction(cupy.asarray(vi), host.gain, host.offset)
     assert isinstance(corrected, cupy.ndarray)
     np.testing.assert_allclose(cupy.asnumpy(corrected), apply_affine_correction(vi, host.gain, host.offset), rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_uncorrelated_flat_sky_matches_levels_only(seed):
+    """Flat sky with independent noise: any fitted slope would be noise (gains of 0.01 or 250 were seen)."""
+    rng = np.random.default_rng(seed)
+    truth = np.full((3, 200, 200), SKY)
+    vi, vj = planted_pair(rng, truth, 1.0, 25.0)
+    cov = np.ones(truth.shape[1:], np.float32)
+    fit = fit_pair_affine(0, 1, vi, vj, cov, cov)
+    assert fit.gain == (1.0, 1.0, 1.0) and fit.gain_error == (math.inf,) * 3
+    assert all(abs(offset - 25.0) < 1.0 for offset in fit.offset)

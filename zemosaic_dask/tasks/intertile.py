@@ -27,6 +27,8 @@ _MAD_TO_SIGMA = 1.4826
 # Fit rounds: the first measures the noise ratio on the raw Laplacians, the next ones clear it
 # of the sky's curvature with the last gain, until the gain moves by less than _GAIN_TOLERANCE.
 _MAX_ROUNDS = 10
+#: Smallest correlation of the two layers' sky samples from which a gain is fitted.
+_MIN_CORRELATION = 0.25
 _GAIN_TOLERANCE = 1e-5
 
 
@@ -367,6 +369,24 @@ def _sky_band(xp: Any, vi: Any, vj: Any, valid: Any, percentiles: tuple[float, f
     return ok & (coordinate >= low) & (coordinate <= high)
 
 
+def _shares_signal(xp: Any, x: Any, y: Any) -> bool:
+    """Whether the two layers share sky structure a gain can be read from.
+
+    Two overlaps of flat sky differ by noise only: their correlation is ``N(0, 1/sqrt(n))``
+    and a slope fitted through them is arbitrary (gains of 0.01 or 250 were seen) while the
+    slope's nominal error stays small. A correlation below ``_MIN_CORRELATION`` (the
+    structure's variance then under ~7 % of the noise's) or not 5 sigma significant leaves
+    the pair to match levels only.
+    """
+    n = int(x.shape[0])
+    dx, dy = x - xp.mean(x), y - xp.mean(y)
+    sxx, syy, sxy = float(xp.mean(dx * dx)), float(xp.mean(dy * dy)), float(xp.mean(dx * dy))
+    if not (sxx > 0 and syy > 0 and n > 0):
+        return False
+    correlation = sxy / math.sqrt(sxx * syy)
+    return correlation >= max(_MIN_CORRELATION, 5.0 / math.sqrt(n))
+
+
 def _level_only(xp: Any, xs: Any, ys: Any) -> tuple[float, float, float, float, int, float]:
     """A flat sky band fixes the levels but not the gain: gain 1 with an infinite error."""
     sky = float(xp.median(xs))
@@ -405,6 +425,8 @@ def _clipped_deming(
         return None
     slope, intercept = line
     x_kept, y_kept = xs[keep], ys[keep]
+    if not _shares_signal(xp, x_kept, y_kept):
+        return None
     residual = y_kept - (slope * x_kept + intercept)
     rms = math.sqrt(float(xp.mean(residual * residual)))
     sky = float(xp.mean(x_kept))
