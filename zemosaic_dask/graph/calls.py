@@ -33,5 +33,4 @@ def job_task(func: Callable[..., Any], job: Any, *dependencies: Any, key: str) -
         The task's key, as shown on the dashboard.
     """
     bound = functools.partial(func, job)
-    functools.update_wrapper(bound, func)
     return dask.delayed(bound, pure=False, traverse=False)(*dependencies, dask_key_name=key)
