@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from .config import ZeMosaicConfig, load_config
 from .errors import PlanError
 from .graph.ingest import build_ingest_graph
 from .io.frames import IngestOptions
-from .io.products import write_coverage_fits, write_json, write_mosaic_fits, write_preview_png
+from .io.products import write_json, write_mosaic_products
 from .io.scan import scan_inputs
 from .io.store import open_mosaic_store
 from .logs import run_logging
@@ -300,23 +299,15 @@ def _run(inputs, out, config, handle, plan, restart, show_progress, timings, rep
         store_url, plan.grid, plan.n_channels, fingerprint=plan.fingerprint(), restart=restart
     )
     executed = execute_plan(plan, config, store, handle, timings=timings, show_progress=show_progress)
-    with timings.stage("products"), ThreadPoolExecutor(3, thread_name_prefix="zemosaic-products") as pool:
-        # Each product streams from the store on its own thread (reads, encoding and numpy release the GIL).
-        products = [
-            pool.submit(
-                write_mosaic_fits, out / "mosaic.fits", store, plan.grid, extra_header={"ZMMODE": executed.mode}
-            ),
-            pool.submit(write_coverage_fits, out / "mosaic_coverage.fits", store, plan.grid),
-            pool.submit(
-                write_preview_png,
-                out / "preview.png",
-                store,
-                max_side=config.output.preview_max_side,
-                stretch=config.output.preview_stretch,
-            ),
-        ]
-        for product in products:
-            product.result()
+    with timings.stage("products"):
+        write_mosaic_products(
+            out,
+            store,
+            plan.grid,
+            extra_header={"ZMMODE": executed.mode},
+            preview_max_side=config.output.preview_max_side,
+            preview_stretch=config.output.preview_stretch,
+        )
     report.update(
         {
             "mode": executed.mode,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,16 @@ from PIL import Image
 from ..plans.grid import OutputGrid
 from .store import MosaicStore, iter_row_bands
 
-__all__ = ["write_json", "write_mosaic_fits", "write_coverage_fits", "write_preview_png"]
+__all__ = [
+    "preview_factor",
+    "write_coverage_fits",
+    "write_json",
+    "write_mosaic_fits",
+    "write_mosaic_products",
+    "write_preview_png",
+]
+
+_FITS_BLOCK = 2880
 
 
 @contextmanager
@@ -81,11 +91,14 @@ def write_mosaic_fits(
     *,
     rows: int = 512,
     extra_header: dict[str, Any] | None = None,
+    band_hook: Callable[[np.ndarray], None] | None = None,
 ) -> None:
     """Write ``mosaic.fits``: float32 (C,H,W) or (H,W) science image plus an ``ALPHA`` extension.
 
-    Data are streamed from the store ``rows`` rows at a time, channel by channel, so the
-    writer never holds the whole mosaic in memory.
+    The store is read once, ``rows`` rows of every channel at a time, so the writer never
+    holds the whole mosaic in memory; each channel's rows are written at their place in
+    the file. ``band_hook`` receives every ``(C, rows, W)`` float32 band in order (the
+    preview is built from them, without reading the store again).
     """
     target = Path(path)
     mosaic = store.array("mosaic", mode="r")
@@ -96,17 +109,24 @@ def write_mosaic_fits(
     for key, value in (extra_header or {}).items():
         header[key] = value
 
-    def science() -> Iterator[np.ndarray]:
-        for channel in range(n_channels):
-            for y0, y1 in iter_row_bands(height, rows):
-                yield np.asarray(mosaic[channel, y0:y1, :], dtype=">f4")
-
     def alpha() -> Iterator[np.ndarray]:
         for y0, y1 in iter_row_bands(height, rows):
             yield np.asarray(store.read_rows("alpha", y0, y1), dtype=np.uint8)
 
     with _atomic_path(target) as tmp:
-        _stream(tmp, header, science())
+        with open(tmp, "wb") as handle:
+            handle.write(header.tostring().encode("ascii"))  # padded to whole 2880-byte blocks
+            start = handle.tell()
+            for y0, y1 in iter_row_bands(height, rows):
+                band = np.asarray(mosaic[:, y0:y1, :], dtype=np.float32)
+                for channel in range(n_channels):
+                    handle.seek(start + (channel * height + y0) * width * 4)
+                    handle.write(band[channel].astype(">f4").tobytes())
+                if band_hook is not None:
+                    band_hook(band)
+            size = n_channels * height * width * 4
+            handle.seek(start + size)
+            handle.write(b"\0" * (-size % _FITS_BLOCK))
         _stream(tmp, _image_header(grid, (height, width), extension=True, name="ALPHA"), alpha())
 
 
@@ -184,25 +204,19 @@ def asinh_stretch(
     return np.nan_to_num(np.clip(out, 0.0, 1.0, out=out), nan=0.0, copy=False)
 
 
-def write_preview_png(
-    path: str | os.PathLike[str], store: MosaicStore, *, max_side: int = 3200, stretch: str = "asinh"
-) -> tuple[int, int]:
-    """Write a stretched 8-bit RGBA preview whose long side is at most ``max_side`` pixels.
+def preview_factor(shape: tuple[int, int], max_side: int) -> int:
+    """Block size that brings a ``(height, width)`` mosaic to a long side of at most ``max_side``."""
+    return max(1, math.ceil(max(shape) / max(1, max_side)))
+
+
+def write_preview_png(path: str | os.PathLike[str], small: np.ndarray, *, stretch: str = "asinh") -> tuple[int, int]:
+    """Write the stretched 8-bit RGBA preview of a ``(C, h, w)`` block-mean image (NaN: transparent).
 
     Returns the preview's ``(height, width)``.
     """
-    mosaic = store.array("mosaic", mode="r")
-    channels, height, width = mosaic.shape
-    factor = max(1, math.ceil(max(height, width) / max_side))
-    rows = factor * max(1, 256 // factor)
-    parts = [
-        _block_mean(np.asarray(mosaic[:, y0:y1, :], dtype=np.float32), factor)
-        for y0, y1 in iter_row_bands(height, rows)
-    ]
-    small = np.concatenate(parts, axis=1)
     alpha = np.any(np.isfinite(small), axis=0)
     stretched = asinh_stretch(small, softening=15.0 if stretch == "asinh" else 0.0)
-    if channels == 1:
+    if small.shape[0] == 1:
         stretched = np.repeat(stretched, 3, axis=0)
     rgba = np.empty(small.shape[1:] + (4,), dtype=np.uint8)
     rgba[..., :3] = np.moveaxis(np.round(stretched * 255.0), 0, -1).astype(np.uint8)
@@ -211,3 +225,36 @@ def write_preview_png(
     with _atomic_path(target) as tmp:
         Image.fromarray(rgba).save(tmp, format="PNG", compress_level=1)  # a quick look: speed over size
     return rgba.shape[0], rgba.shape[1]
+
+
+def write_mosaic_products(
+    output: str | os.PathLike[str],
+    store: MosaicStore,
+    grid: OutputGrid,
+    *,
+    extra_header: dict[str, Any] | None = None,
+    preview_max_side: int = 3200,
+    preview_stretch: str = "asinh",
+) -> None:
+    """Write ``mosaic.fits``, ``mosaic_coverage.fits`` and ``preview.png`` into ``output``.
+
+    The mosaic is read from the store once: each band feeds both the FITS file and the
+    preview's block means (whose long side is at most ``preview_max_side``); the coverage
+    file is written meanwhile on another thread.
+    """
+    out = Path(output)
+    height, width = grid.shape
+    factor = preview_factor((height, width), preview_max_side)
+    parts: list[np.ndarray] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="zemosaic-coverage") as pool:
+        coverage = pool.submit(write_coverage_fits, out / "mosaic_coverage.fits", store, grid)
+        write_mosaic_fits(
+            out / "mosaic.fits",
+            store,
+            grid,
+            rows=factor * max(1, 512 // factor),  # whole preview blocks in every band
+            extra_header=extra_header,
+            band_hook=lambda band: parts.append(_block_mean(band, factor)),
+        )
+        write_preview_png(out / "preview.png", np.concatenate(parts, axis=1), stretch=preview_stretch)
+        coverage.result()
