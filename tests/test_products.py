@@ -4,6 +4,7 @@ import math
 import warnings
 
 import numpy as np
+import pytest
 from astropy.io import fits
 from PIL import Image
 
@@ -43,20 +44,20 @@ def _filled_store(tmp_path, shape=(150, 230), chunk=64, channels=3):
     return grid, store, image, coverage, alpha
 
 
-def test_products_equal_the_store_and_the_preview_is_its_block_mean(tmp_path):
+@pytest.mark.parametrize(("max_side", "factor"), [(60, 4), (80, 3), (7, 33)])  # 3 and 33 split 64-row bands
+def test_products_equal_the_store_and_the_preview_is_its_block_mean(tmp_path, max_side, factor):
     grid, store, image, coverage, alpha = _filled_store(tmp_path)
-    write_mosaic_products(tmp_path, store, grid, extra_header={"ZMMODE": "test"}, preview_max_side=60)
+    write_mosaic_products(tmp_path, store, grid, extra_header={"ZMMODE": "test"}, preview_max_side=max_side)
     with fits.open(tmp_path / "mosaic.fits") as hdul:
         hdul.verify("exception")
         assert hdul[0].header["ZMMODE"] == "test" and hdul[0].header["NAXIS3"] == 3
         np.testing.assert_array_equal(hdul[0].data, image)  # NaN where NaN, bit for bit elsewhere
         np.testing.assert_array_equal(hdul["ALPHA"].data, alpha)
     np.testing.assert_array_equal(fits.getdata(tmp_path / "mosaic_coverage.fits"), coverage)
-    factor = 4  # ceil(230 / 60)
     expected = block_mean(image, factor)
     with Image.open(tmp_path / "preview.png") as preview:
         rgba = np.asarray(preview)
-    assert rgba.shape == (*expected.shape[1:], 4) and max(rgba.shape[:2]) <= 60
+    assert rgba.shape == (*expected.shape[1:], 4) and max(rgba.shape[:2]) <= max_side
     np.testing.assert_array_equal(rgba[..., 3] == 255, np.isfinite(expected).any(axis=0))
     # The stretch keeps the order of the block means: brighter blocks are not darker in the preview.
     green = expected[1][np.isfinite(expected[1])]

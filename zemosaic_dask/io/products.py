@@ -10,7 +10,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -227,6 +227,37 @@ def write_preview_png(path: str | os.PathLike[str], small: np.ndarray, *, stretc
     return rgba.shape[0], rgba.shape[1]
 
 
+class _PreviewBlocks:
+    """Block means of the mosaic's row bands, computed on a thread of their own as bands arrive.
+
+    Bands need not hold whole blocks: rows left over from one band are carried into the
+    next. At most two bands wait at any time, so memory stays bounded.
+    """
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="zemosaic-preview")
+        self._pending: list[Future[np.ndarray]] = []
+        self._carry: np.ndarray | None = None
+
+    def add(self, band: np.ndarray) -> None:
+        rows = band if self._carry is None else np.concatenate([self._carry, band], axis=1)
+        whole = rows.shape[1] - rows.shape[1] % self.factor
+        self._carry = rows[:, whole:] if whole < rows.shape[1] else None
+        if whole:
+            if len(self._pending) >= 2:
+                self._pending[-2].result()
+            self._pending.append(self._pool.submit(_block_mean, rows[:, :whole], self.factor))
+
+    def image(self) -> np.ndarray:
+        if self._carry is not None:
+            self._pending.append(self._pool.submit(_block_mean, self._carry, self.factor))
+        try:
+            return np.concatenate([part.result() for part in self._pending], axis=1)
+        finally:
+            self._pool.shutdown()
+
+
 def write_mosaic_products(
     output: str | os.PathLike[str],
     store: MosaicStore,
@@ -238,23 +269,18 @@ def write_mosaic_products(
 ) -> None:
     """Write ``mosaic.fits``, ``mosaic_coverage.fits`` and ``preview.png`` into ``output``.
 
-    The mosaic is read from the store once: each band feeds both the FITS file and the
-    preview's block means (whose long side is at most ``preview_max_side``); the coverage
-    file is written meanwhile on another thread.
+    The mosaic is read from the store once, in bands of whole chunk rows: each band is
+    written into the FITS file and handed to the preview's block means (long side at most
+    ``preview_max_side``), computed on another thread; the coverage file is written
+    meanwhile on a third.
     """
     out = Path(output)
     height, width = grid.shape
-    factor = preview_factor((height, width), preview_max_side)
-    parts: list[np.ndarray] = []
+    blocks = _PreviewBlocks(preview_factor((height, width), preview_max_side))
     with ThreadPoolExecutor(1, thread_name_prefix="zemosaic-coverage") as pool:
-        coverage = pool.submit(write_coverage_fits, out / "mosaic_coverage.fits", store, grid)
+        coverage = pool.submit(write_coverage_fits, out / "mosaic_coverage.fits", store, grid, rows=grid.chunk)
         write_mosaic_fits(
-            out / "mosaic.fits",
-            store,
-            grid,
-            rows=factor * max(1, 512 // factor),  # whole preview blocks in every band
-            extra_header=extra_header,
-            band_hook=lambda band: parts.append(_block_mean(band, factor)),
+            out / "mosaic.fits", store, grid, rows=grid.chunk, extra_header=extra_header, band_hook=blocks.add
         )
-        write_preview_png(out / "preview.png", np.concatenate(parts, axis=1), stretch=preview_stretch)
+        write_preview_png(out / "preview.png", blocks.image(), stretch=preview_stretch)
         coverage.result()
