@@ -63,7 +63,7 @@ def kappa_sigma_keep_cpu(values, keep, kappa_low, kappa_high, max_iterations, mi
             kept[k] = keep[k, p]
             n += 1 if kept[k] else 0
         for _ in range(max_iterations):
-            if n < min_samples:
+            if n == 0 or n < min_samples:  # nothing to clip, or too few samples to judge
                 break
             total = zero
             for k in range(count):
