@@ -246,16 +246,11 @@ def accumulate_window(
     gains, offsets, weights = (coefficients or FrameCoefficients()).arrays(image.shape[0])
     backend = _backend(xp)
     if backend == "numba":
-        from .kernels_cpu import METHOD_CODES, accumulate_window_cpu
+        from .kernels_cpu import accumulate_window_cpu
 
         return int(
             accumulate_window_cpu(
-                *_host_geometry(mapping),
-                np.ascontiguousarray(image, dtype=np.float32),
-                float(mapping.origin[0]),
-                float(mapping.origin[1]),
-                np.asarray(mapping.box_for(image.shape), dtype=np.float64),
-                METHOD_CODES[mapping.method],
+                *_kernel_inputs(image, mapping),
                 gains,
                 offsets,
                 weights,
@@ -306,18 +301,13 @@ def sample_window(image: Any, mapping: WindowMapping, values_out: Any, footprint
         )
     backend = _backend(xp)
     if backend == "numba":
-        from .kernels_cpu import METHOD_CODES, sample_window_cpu
+        from .kernels_cpu import sample_window_cpu
 
         _require_float32_c(values_out, "values_out")
         _require_float32_c(footprint_out, "footprint_out")
         return int(
             sample_window_cpu(
-                *_host_geometry(mapping),
-                np.ascontiguousarray(image, dtype=np.float32),
-                float(mapping.origin[0]),
-                float(mapping.origin[1]),
-                np.asarray(mapping.box_for(image.shape), dtype=np.float64),
-                METHOD_CODES[mapping.method],
+                *_kernel_inputs(image, mapping),
                 values_out,
                 footprint_out,
             )
@@ -329,11 +319,19 @@ def sample_window(image: Any, mapping: WindowMapping, values_out: Any, footprint
     return sample_window_reference(image, mapping, values_out, footprint_out)
 
 
-def _host_geometry(mapping: WindowMapping) -> tuple[np.ndarray, np.ndarray, int]:
+def _kernel_inputs(image: np.ndarray, mapping: WindowMapping) -> tuple[Any, ...]:
+    """The leading arguments of the CPU kernels: node maps, step, window, origin, valid box, method code."""
+    from .kernels_cpu import METHOD_CODES
+
     return (
         np.ascontiguousarray(mapping.node_x, dtype=np.float64),
         np.ascontiguousarray(mapping.node_y, dtype=np.float64),
         int(mapping.step),
+        np.ascontiguousarray(image, dtype=np.float32),
+        float(mapping.origin[0]),
+        float(mapping.origin[1]),
+        np.asarray(mapping.box_for(image.shape), dtype=np.float64),
+        METHOD_CODES[mapping.method],
     )
 
 

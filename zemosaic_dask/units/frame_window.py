@@ -87,6 +87,9 @@ _WCS_CACHE_SIZE = 256
 def thread_wcs(header: str) -> WCS:
     """The WCS of a header string, parsed once per thread (WCS objects are not shared across threads).
 
+    Region tasks run on worker threads concurrently; the planners' process-wide cache
+    (:func:`~zemosaic_dask.plans.frames.frame_wcs`) hands one object to every caller.
+
     Parameters
     ----------
     header : str
