@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 
@@ -43,12 +44,15 @@ FRAME_SHAPE = (70, 95)
 
 
 def _window(rng, origin=(6, 4), nan_at=None):
-    """A frame's prepared window: random sky from ``origin`` to the frame's end."""
+    """A frame's prepared window: random sky from ``origin`` to the frame's end.
+
+    The box is the frame's whole pixel area (to its outer pixel edges) in window coordinates.
+    """
     y0, x0 = origin
     image = rng.normal(300.0, 25.0, (3, FRAME_SHAPE[0] - y0, FRAME_SHAPE[1] - x0)).astype(np.float32)
     if nan_at is not None:
         image[(1, *nan_at)] = np.nan  # one channel: the footprint drops, the other channels keep values
-    box = (0.0 - y0, FRAME_SHAPE[0] - 1.0 - y0, 0.0 - x0, FRAME_SHAPE[1] - 1.0 - x0)
+    box = (-0.5 - y0, FRAME_SHAPE[0] - 0.5 - y0, -0.5 - x0, FRAME_SHAPE[1] - 0.5 - x0)
     return image, box
 
 
@@ -78,15 +82,19 @@ def test_bilinear_kernel_equals_sample_bilinear():
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("step", [1, 8, 64])
-def test_sample_kernel_equals_reference(method, step):
+@pytest.mark.parametrize("origin", [(6, 4), (0, 0)])
+def test_sample_kernel_equals_reference(method, step, origin):
     rng = np.random.default_rng(2)
-    image, box = _window(rng, nan_at=(30, 50))
-    coarse, mapping = _mapping(method, box=box, step=step)
+    image, box = _window(rng, origin, nan_at=(30, 50))
+    coarse, mapping = _mapping(method, origin, box=box, step=step)
     values, footprint = np.empty((3, *REGION), np.float32), np.empty(REGION, np.float32)
     sample_window(image, mapping, values, footprint)
     ref_values, ref_footprint = np.empty_like(values), np.empty_like(footprint)
     sample_window_reference(image, mapping, ref_values, ref_footprint)
-    direct_values, direct_footprint = sample(image, *_dense(coarse, (6, 4)), box, method)
+    direct_values, direct_footprint = sample(image, *_dense(coarse, origin), box, method)
+    if origin == (0, 0):  # the window starts at the frame's edge: some samples lie in its outer half pixel
+        map_x, map_y = _dense(coarse, origin)
+        assert (footprint[(map_x < 0) | (map_y < 0)] == 1).sum() > 10
     np.testing.assert_array_equal(ref_footprint, direct_footprint)
     np.testing.assert_array_equal(footprint, ref_footprint)
     np.testing.assert_allclose(values, ref_values, rtol=1e-5, atol=1e-4, equal_nan=True)
@@ -107,10 +115,11 @@ def test_sample_kernel_writes_into_stack_slices():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_accumulate_kernel_equals_reference(method):
+@pytest.mark.parametrize("origin", [(6, 4), (0, 0)])
+def test_accumulate_kernel_equals_reference(method, origin):
     rng = np.random.default_rng(4)
-    image, box = _window(rng, nan_at=(10, 12))
-    _, mapping = _mapping(method, box=box)
+    image, box = _window(rng, origin, nan_at=(10, 12))
+    _, mapping = _mapping(method, origin, box=box)
     coefficients = FrameCoefficients(gains=(1.2, 0.9, 1.0), offsets=(5.0, -3.0, 0.0), weights=(0.5, 1.0, 0.0))
     for dtype in (np.float32, np.float64):
         fast, slow = MeanSums.zeros(3, REGION, np, dtype), MeanSums.zeros(3, REGION, np, dtype)
@@ -263,12 +272,16 @@ def _loop_sample(image, x, y, kernel, radius, normalise):
 def test_interpolators_match_per_pixel_formulas(sampler, kernel, radius, normalise):
     rng = np.random.default_rng(8)
     image = rng.normal(size=(2, 12, 15)).astype(np.float32)
-    x = rng.uniform(-0.5, 14.5, 200)
-    y = rng.uniform(-0.5, 11.5, 200)
+    x = rng.uniform(-1.0, 15.0, 300)
+    y = rng.uniform(-1.0, 12.0, 300)
     values, footprint = sampler(image, x[None], y[None])
-    inside = (x >= 0) & (x <= 14) & (y >= 0) & (y <= 11)
+    # The image covers its pixel area, out to the outer pixel edges.
+    inside = (x >= -0.5) & (x <= 14.5) & (y >= -0.5) & (y <= 11.5)
     np.testing.assert_array_equal(footprint[0].astype(bool), inside)
-    expected = _loop_sample(image, x[inside], y[inside], kernel, radius, normalise)
+    assert (inside & ((x < 0) | (x > 14) | (y < 0) | (y > 11))).sum() > 10  # the outer half pixel is tested
+    # Over the outer half pixel the value is the one at the outer pixel centre (constant extrapolation).
+    cx, cy = np.clip(x[inside], 0, 14), np.clip(y[inside], 0, 11)
+    expected = _loop_sample(image, cx, cy, kernel, radius, normalise)
     np.testing.assert_allclose(values[:, 0, inside], expected, rtol=1e-5, atol=1e-5)
     assert np.isnan(values[:, 0, ~inside]).all()
 
@@ -303,6 +316,57 @@ def test_nan_tap_poisons_wider_kernels_only_within_reach():
     ):
         _, footprint = sample(image, x, y, method=method)
         np.testing.assert_array_equal(footprint[0] == 0, poisoned, err_msg=method)
+
+
+def _edge_mapping(shape, step):
+    """A mapping whose positions sweep a 12x15 image from beyond one edge to beyond the other, sheared."""
+    rows, cols = (np.unique(np.minimum(np.arange(0, n + step - 1, step), n - 1)) for n in shape)
+    gy, gx = np.meshgrid(rows, cols, indexing="ij")
+    node_x = -1.2 + gx * (16.4 / (shape[1] - 1)) + 0.01 * gy
+    node_y = -1.1 + gy * (13.3 / (shape[0] - 1)) - 0.005 * gx
+    return WindowMapping(node_x, node_y, step, shape)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("step", [1, 7])
+def test_kernels_give_the_edge_pixel_over_the_outer_half_pixel(method, step):
+    rng = np.random.default_rng(12)
+    image = rng.normal(100.0, 10.0, (2, 12, 15)).astype(np.float32)
+    shape = (57, 61)
+    mapping = dataclasses.replace(_edge_mapping(shape, step), method=method)  # default box: the whole pixel area
+    values, footprint = np.empty((2, *shape), np.float32), np.empty(shape, np.float32)
+    ref_values, ref_footprint = np.empty_like(values), np.empty_like(footprint)
+    reached = sample_window(image, mapping, values, footprint)
+    assert reached == sample_window_reference(image, mapping, ref_values, ref_footprint)
+    np.testing.assert_array_equal(footprint, ref_footprint)
+    np.testing.assert_allclose(values, ref_values, rtol=1e-5, atol=1e-4, equal_nan=True)
+
+    map_x, map_y = interpolate_pixel_map(mapping.coarse(), np)
+    inside = (map_x >= -0.5) & (map_x <= 14.5) & (map_y >= -0.5) & (map_y <= 11.5)
+    np.testing.assert_array_equal(footprint == 1, inside)
+    # In the outer half pixel the sample is the one at the nearest outer pixel centre.
+    half = inside & ((map_x < 0) | (map_x > 14) | (map_y < 0) | (map_y > 11))
+    assert half.sum() > 20
+    clamped, _ = sample(image, np.clip(map_x, 0, 14)[half][None], np.clip(map_y, 0, 11)[half][None], method=method)
+    np.testing.assert_allclose(values[:, half], clamped[:, 0], rtol=1e-6, atol=1e-4)
+
+    sums, ref_sums = MeanSums.zeros(2, shape), MeanSums.zeros(2, shape)
+    assert accumulate_window(image, mapping, sums) == accumulate_window_reference(image, mapping, ref_sums) == reached
+    np.testing.assert_allclose(sums.sum_wv, ref_sums.sum_wv, rtol=1e-6, atol=1e-3)
+    np.testing.assert_array_equal(sums.coverage, inside)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_outer_half_pixel_of_a_row_is_its_edge_pixel(method):
+    rng = np.random.default_rng(13)
+    image = rng.normal(size=(1, 12, 15)).astype(np.float32)
+    rows = np.arange(12, dtype=np.float64)
+    for x, edge in ((-0.5, 0), (-0.2, 0), (14.3, 14), (14.5, 14)):
+        values, footprint = sample(image, np.full((1, 12), x), rows[None], method=method)
+        assert footprint.all()
+        np.testing.assert_allclose(values[0, 0], image[0, :, edge], rtol=1e-6, atol=1e-6, err_msg=f"x={x}")
+    values, footprint = sample(image, np.array([[-0.51, 14.51]]), np.array([[5.0, 5.0]]), method=method)
+    assert not footprint.any() and np.isnan(values).all()
 
 
 def test_unknown_method_is_refused():

@@ -26,7 +26,7 @@ import numpy as np
 
 from .mapping import CoarsePixelMap, interpolate_pixel_map
 from .namespace import array_namespace
-from .resample import INTERPOLATION_METHODS, sample
+from .resample import INTERPOLATION_METHODS, full_pixel_box, sample
 
 __all__ = [
     "FrameCoefficients",
@@ -58,8 +58,8 @@ class WindowMapping:
     origin : tuple of int
         ``(y0, x0)`` of the window in its frame (subtracted from the mapped coordinates).
     valid_box : tuple of float, optional
-        ``(ymin, ymax, xmin, xmax)`` window coordinates inside which the frame has data;
-        None means the whole window.
+        ``(ymin, ymax, xmin, xmax)`` window coordinates inside which the frame has data (its
+        pixel area, out to the outer pixel edges); None means the whole window's area.
     method : str
         ``bilinear`` | ``bicubic`` | ``lanczos3``.
     """
@@ -88,10 +88,10 @@ class WindowMapping:
         return CoarsePixelMap(self.node_x, self.node_y, self.step, self.shape, 0.0)
 
     def box_for(self, image_shape: tuple[int, ...]) -> tuple[float, float, float, float]:
-        """The valid box, defaulting to the pixel centres of a ``(C, H, W)`` window."""
+        """The valid box, defaulting to the whole pixel area of a ``(C, H, W)`` window (to its pixel edges)."""
         if self.valid_box is not None:
             return tuple(float(v) for v in self.valid_box)
-        return (0.0, image_shape[1] - 1.0, 0.0, image_shape[2] - 1.0)
+        return full_pixel_box(int(image_shape[1]), int(image_shape[2]))
 
     def validate(self, image: Any) -> None:
         """Raise ValueError when the mapping and a ``(C, H, W)`` window do not fit together."""

@@ -4,7 +4,8 @@ One call handles one frame and one output region without any dense temporary: th
 output-to-input pixel mapping is interpolated from the coarse node grid inside the loop
 (the same float64 arithmetic as :func:`~zemosaic_dask.tasks.mapping.interpolate_pixel_map`),
 the prepared ``(C, h, w)`` window is sampled (the same float32 arithmetic as
-:mod:`~zemosaic_dask.tasks.resample`), and the result is either accumulated into the
+:mod:`~zemosaic_dask.tasks.resample`, positions clamped onto the window's outer pixel
+centres as there), and the result is either accumulated into the
 running sums of a weighted mean or written into one slice of a ``(K, C, h, w)`` stack.
 
 Kernels are compiled with ``nogil=True`` and no internal parallelism: Dask runs one task
@@ -131,6 +132,8 @@ def _bilinear_row(image, flat, xrow, yrow, bounds, scratch, rows_out, ok):
     zero = np.float32(0.0)
     x_last = float(max(width - 2, 0))
     y_last = float(max(height - 2, 0))
+    x_end = width - 1.0
+    y_end = height - 1.0
     step_x = 1 if width > 1 else 0
     step_y = width if height > 1 else 0
     any_inside = False
@@ -141,11 +144,14 @@ def _bilinear_row(image, flat, xrow, yrow, bounds, scratch, rows_out, ok):
         ok[col] = inside
         inside_at[col] = inside
         any_inside |= inside
+        # Between the outer pixel centre and the frame edge: the edge pixel (the reference's clip).
+        xc = min(max(xw, 0.0), x_end)
+        yc = min(max(yw, 0.0), y_end)
         # floor(clamp(v)) equals the reference's clamp(floor(v)) for the integer bounds used.
-        x0 = int(math.floor(min(max(xw, 0.0), x_last))) if inside else 0
-        y0 = int(math.floor(min(max(yw, 0.0), y_last))) if inside else 0
-        tx = np.float32(xw - x0) if inside else zero
-        ty = np.float32(yw - y0) if inside else zero
+        x0 = int(math.floor(min(xc, x_last))) if inside else 0
+        y0 = int(math.floor(min(yc, y_last))) if inside else 0
+        tx = np.float32(xc - x0) if inside else zero
+        ty = np.float32(yc - y0) if inside else zero
         first[col] = y0 * width + x0
         w00[col] = (one - tx) * (one - ty)
         w01[col] = tx * (one - ty)
@@ -173,6 +179,9 @@ def _bilinear_row(image, flat, xrow, yrow, bounds, scratch, rows_out, ok):
 def _separable_pixel(flat, channels, height, width, xw, yw, method, taps, out):
     """Bicubic or Lanczos-3 samples of every channel at ``(xw, yw)`` (inside the box); True when all finite."""
     scratch, wx, wy, cols, rows = taps
+    # Between the outer pixel centre and the frame edge: the edge pixel (the reference's clip).
+    xw = min(max(xw, 0.0), width - 1.0)
+    yw = min(max(yw, 0.0), height - 1.0)
     bx = math.floor(xw)
     by = math.floor(yw)
     first, count = _tap_weights(xw - bx, method, scratch, wx)

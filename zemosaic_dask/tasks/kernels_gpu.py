@@ -84,10 +84,13 @@ __device__ bool inside_box(double xw, double yw, const double* box) {
 }
 
 // Samples every channel at (xw, yw); returns true when every value is finite. Call inside the box only.
+// A position between the outer pixel centre and the frame edge takes the edge pixel (clamped first).
 __device__ bool sample_pixel(const float* image, int channels, int height, int width,
                              double xw, double yw, int method, float* values) {
     const long long plane = (long long)height * width;
     bool ok = true;
+    xw = fmin(fmax(xw, 0.0), (double)width - 1.0);
+    yw = fmin(fmax(yw, 0.0), (double)height - 1.0);
     if (method == 0) {
         double fx = floor(xw), fy = floor(yw);
         double hx = (double)(width - 2 > 0 ? width - 2 : 0), hy = (double)(height - 2 > 0 ? height - 2 : 0);

@@ -6,6 +6,15 @@ value is NaN and the footprint 0. ``bilinear`` uses the 2x2 neighbours, ``bicubi
 4x4 neighbours with Keys' cubic convolution (a = -0.5), ``lanczos3`` the 6x6 neighbours
 with the Lanczos window of radius 3 (weights normalised to sum to one on each axis). Taps
 beyond the image edge repeat the edge pixel.
+
+A frame covers its whole pixel area, out to its outer pixel *edges*: the default box (and
+the box :func:`~zemosaic_dask.units.frame_window.prepare_frame_window` gives) runs from
+-0.5 to ``H - 0.5`` (and ``W - 0.5``), so two frames that abut edge to edge leave no crack
+between them. A position between the image's outer pixel centre and its edge is first
+clamped onto that outer pixel centre (constant extrapolation over the half pixel: the value
+there is the edge pixel's, for every method). Windows are read with a margin around every
+mapped position (``WINDOW_MARGIN``), so the clamp only ever binds at a true frame edge;
+positions inside ``[0, H - 1]`` are sampled exactly as without it.
 """
 
 from __future__ import annotations
@@ -16,9 +25,36 @@ from typing import Any
 
 from .namespace import array_namespace
 
-__all__ = ["INTERPOLATION_METHODS", "sample", "sample_bicubic", "sample_bilinear", "sample_lanczos3"]
+__all__ = ["INTERPOLATION_METHODS", "full_pixel_box", "sample", "sample_bicubic", "sample_bilinear", "sample_lanczos3"]
 
 INTERPOLATION_METHODS = ("bilinear", "bicubic", "lanczos3")
+
+
+def full_pixel_box(height: int, width: int) -> tuple[float, float, float, float]:
+    """The box ``(ymin, ymax, xmin, xmax)`` of a ``height`` x ``width`` image's whole pixel area.
+
+    Parameters
+    ----------
+    height, width : int
+        Image size in pixels.
+
+    Returns
+    -------
+    tuple of float
+        ``(-0.5, height - 0.5, -0.5, width - 0.5)``: out to the outer pixel edges.
+    """
+    return (-0.5, height - 0.5, -0.5, width - 0.5)
+
+
+def _inside_and_clamped(
+    x: Any, y: Any, valid_box: tuple[float, float, float, float] | None, height: int, width: int, xp: Any
+) -> tuple[Any, Any, Any]:
+    """Positions inside the box, and the positions clamped onto the image's outer pixel centres (0 outside)."""
+    ymin, ymax, xmin, xmax = full_pixel_box(height, width) if valid_box is None else valid_box
+    inside = xp.isfinite(x) & xp.isfinite(y) & (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
+    xs = xp.where(inside, xp.clip(x, 0.0, width - 1.0), 0.0)
+    ys = xp.where(inside, xp.clip(y, 0.0, height - 1.0), 0.0)
+    return inside, xs, ys
 
 
 def sample_bilinear(
@@ -34,7 +70,8 @@ def sample_bilinear(
         ``(h, w)`` input pixel coordinates (0-based) in the image's frame.
     valid_box : tuple of float, optional
         ``(ymin, ymax, xmin, xmax)`` coordinates inside which the image has data (the
-        frame's pixel centres, in the image's frame); defaults to the whole image.
+        frame's pixel area, out to its outer pixel edges, in the image's frame); defaults to
+        the whole image's area, ``(-0.5, H - 0.5, -0.5, W - 0.5)``.
 
     Returns
     -------
@@ -45,13 +82,7 @@ def sample_bilinear(
     """
     xp = array_namespace(image, x, y)
     channels, height, width = image.shape
-    if valid_box is None:
-        valid_box = (0.0, height - 1.0, 0.0, width - 1.0)
-    ymin, ymax, xmin, xmax = valid_box
-    with_finite = xp.isfinite(x) & xp.isfinite(y)
-    inside = with_finite & (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
-    xs = xp.where(inside, x, 0.0)
-    ys = xp.where(inside, y, 0.0)
+    inside, xs, ys = _inside_and_clamped(x, y, valid_box, height, width, xp)
     x0 = xp.clip(xp.floor(xs), 0, max(width - 2, 0)).astype(xp.int64)
     y0 = xp.clip(xp.floor(ys), 0, max(height - 2, 0)).astype(xp.int64)
     x1 = xp.minimum(x0 + 1, width - 1)
@@ -112,12 +143,7 @@ def _sample_separable(
 ) -> tuple[Any, Any]:
     xp = array_namespace(image, x, y)
     channels, height, width = image.shape
-    if valid_box is None:
-        valid_box = (0.0, height - 1.0, 0.0, width - 1.0)
-    ymin, ymax, xmin, xmax = valid_box
-    inside = xp.isfinite(x) & xp.isfinite(y) & (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
-    xs = xp.where(inside, x, 0.0)
-    ys = xp.where(inside, y, 0.0)
+    inside, xs, ys = _inside_and_clamped(x, y, valid_box, height, width, xp)
     bx = xp.floor(xs)
     by = xp.floor(ys)
     wx = [w.astype(xp.float32).ravel() for w in _axis_weights(xs - bx, offsets, weight, normalise, xp)]

@@ -68,7 +68,8 @@ class PreparedWindow:
     origin : tuple of int
         ``(y0, x0)`` of the window in the frame.
     valid_box : tuple of float
-        ``(ymin, ymax, xmin, xmax)`` of the frame's pixel centres in window coordinates.
+        ``(ymin, ymax, xmin, xmax)`` of the frame's pixel area (out to its outer pixel
+        edges, -0.5 to ``H - 0.5``) in window coordinates.
     hot_pixels : int
         Hot pixels fixed in the window.
     """
@@ -111,7 +112,8 @@ def thread_wcs(header: str) -> WCS:
 def _window(bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
     ymin, ymax, xmin, xmax = bounds
     height, width = shape
-    if ymax < 0 or xmax < 0 or ymin > height - 1 or xmin > width - 1:
+    # The frame covers its pixel area out to the outer pixel edges, -0.5 .. size - 0.5.
+    if ymax < -0.5 or xmax < -0.5 or ymin > height - 0.5 or xmin > width - 0.5:
         return None
     y0 = max(0, (math.floor(ymin) - WINDOW_MARGIN) // 2 * 2)
     x0 = max(0, (math.floor(xmin) - WINDOW_MARGIN) // 2 * 2)
@@ -185,7 +187,8 @@ def prepare_frame_window(
     raw = xp.asarray(read_frame_window(frame, y0, y1, x0, x1))
     image, fixed = prepare_window(raw, frame, options)
     height, width = frame.shape
-    valid_box = (0.0 - y0, height - 1.0 - y0, 0.0 - x0, width - 1.0 - x0)
+    # The frame's whole pixel area (to its outer pixel edges), so frames that abut leave no crack.
+    valid_box = (-0.5 - y0, height - 0.5 - y0, -0.5 - x0, width - 0.5 - x0)
     return PreparedWindow(image, coarse, (y0, x0), valid_box, fixed)
 
 
