@@ -11,6 +11,7 @@ from .errors import ConfigError
 __all__ = [
     "SECTIONS",
     "AssemblyConfig",
+    "BackgroundConfig",
     "CalibrationConfig",
     "ClassicConfig",
     "ClusterConfig",
@@ -194,6 +195,17 @@ class CalibrationConfig(_Section):
 
 
 @dataclass(frozen=True)
+class BackgroundConfig(_Section):
+    """The global background model of the frames (``zemosaic.background``)."""
+
+    section: ClassVar[str] = "background"
+    model: str
+    block_px: int
+    max_points_per_pair: int
+    iterations: int
+
+
+@dataclass(frozen=True)
 class TwoPassConfig(_Section):
     """Two-pass coverage renormalisation (``zemosaic.two-pass``)."""
 
@@ -276,6 +288,7 @@ SECTIONS: dict[str, type[_Section]] = {
         SdsConfig,
         AssemblyConfig,
         CalibrationConfig,
+        BackgroundConfig,
         TwoPassConfig,
         OutputConfig,
         ClusterConfig,

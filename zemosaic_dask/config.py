@@ -29,6 +29,7 @@ from ._config_schema import coerce_value, full_key, load_schema, normalise_name
 from ._config_sections import (
     SECTIONS,
     AssemblyConfig,
+    BackgroundConfig,
     CalibrationConfig,
     ClassicConfig,
     ClusterConfig,
@@ -47,6 +48,7 @@ from .errors import ConfigError
 
 __all__ = [
     "AssemblyConfig",
+    "BackgroundConfig",
     "CalibrationConfig",
     "ClassicConfig",
     "ClusterConfig",
@@ -81,6 +83,7 @@ class ZeMosaicConfig:
     sds: SdsConfig
     assembly: AssemblyConfig
     calibration: CalibrationConfig
+    background: BackgroundConfig
     two_pass: TwoPassConfig
     output: OutputConfig
     cluster: ClusterConfig

@@ -59,18 +59,26 @@ def window_options(config: ZeMosaicConfig, n_channels: int) -> FrameWindowOption
     )
 
 
-def frame_coefficients(plan: MosaicPlan, config: ZeMosaicConfig) -> Any:
-    """Whole-frame normalisation and weighting coefficients of every frame, or None when neither is on.
+def frame_coefficients(plan: MosaicPlan, config: ZeMosaicConfig, planes: Any = None) -> Any:
+    """Per-frame coefficients of every frame, or None when none applies.
 
-    The reference frame of ``linear_fit`` / ``sky_mean`` is the first frame of the plan.
+    Whole-frame normalisation and weighting coefficients (the reference frame of
+    ``linear_fit`` / ``sky_mean`` is the first frame of the plan), the background model's
+    ``planes`` (:func:`~zemosaic_dask.background_runtime.solve_frame_backgrounds`) and the
+    frames' noise when the rejection clips against it.
     """
     from .graph.mosaic_first import FrameCoefficientTable
     from .tasks.normalisation import FrameStatistics, normalisation_coefficients
     from .tasks.weighting import frame_weights
 
     s = config.stack
+    noise = None
+    if s.rejection == "noise_clip":
+        noise = tuple(tuple(float(v) for v in np.resize(f.noise or (0.0,), plan.n_channels)) for f in plan.frames)
     if s.normalisation == "none" and s.weighting == "none":
-        return None
+        if planes is None and noise is None:
+            return None
+        return FrameCoefficientTable(planes=planes, noise=noise)
     stats = [FrameStatistics(p25=f.p25, p90=f.p90, sky=f.background, sigma=f.noise) for f in plan.frames]
     channels = plan.n_channels
 
@@ -83,7 +91,7 @@ def frame_coefficients(plan: MosaicPlan, config: ZeMosaicConfig) -> Any:
         gains, offsets = table(gain_array), table(offset_array)
     if s.weighting != "none":
         weights = table(frame_weights(stats, s.weighting))
-    return FrameCoefficientTable(gains, offsets, weights)
+    return FrameCoefficientTable(gains, offsets, weights, planes=planes, noise=noise)
 
 
 def cluster_resources(handle: Any) -> list[dict[str, Any]]:
@@ -129,26 +137,39 @@ def execute_plan(
 ) -> ExecutionResult:
     """Execute the plan's mode, writing the final mosaic into ``store``.
 
-    An SDS execution that fails for any reason is logged, recorded as the fallback and
-    replaced by Mosaic-First over all frames: SDS never crashes a run.
+    The global background model (:mod:`~zemosaic_dask.background_runtime`) is solved first
+    and removed from every frame in every mode. An SDS execution that fails for any reason
+    is logged, recorded as the fallback and replaced by Mosaic-First over all frames: SDS
+    never crashes a run.
     """
+    from pathlib import Path
+
+    from .background_runtime import solve_frame_backgrounds
+
+    with timings.stage("background"):
+        planes, background = solve_frame_backgrounds(
+            plan, config, handle, Path(store.url).parent, show_progress=show_progress
+        )
+    options = {"timings": timings, "show_progress": show_progress, "planes": planes}
     if plan.mode == "mosaic-first":
-        return _execute_mosaic_first(plan, config, store, handle, timings=timings, show_progress=show_progress)
-    if plan.mode == "classic":
-        return _execute_layers(plan, config, store, handle, timings=timings, show_progress=show_progress)
-    try:
-        return _execute_layers(plan, config, store, handle, timings=timings, show_progress=show_progress)
-    except Exception as err:  # noqa: BLE001 - SDS must never crash a run; the reason is logged and reported
-        from .messages import msg
+        result = _execute_mosaic_first(plan, config, store, handle, **options)
+    elif plan.mode == "classic":
+        result = _execute_layers(plan, config, store, handle, **options)
+    else:
+        try:
+            result = _execute_layers(plan, config, store, handle, **options)
+        except Exception as err:  # noqa: BLE001 - SDS must never crash a run; the reason is logged and reported
+            from .messages import msg
 
-        reason = f"{type(err).__name__}: {err}"
-        log.warning(msg("fallback", mode="mosaic-first", reason=f"SDS failed ({reason})"))
-        result = _execute_mosaic_first(plan, config, store, handle, timings=timings, show_progress=show_progress)
-        result.fallback = f"sds execution failed: {reason}"
-        return result
+            reason = f"{type(err).__name__}: {err}"
+            log.warning(msg("fallback", mode="mosaic-first", reason=f"SDS failed ({reason})"))
+            result = _execute_mosaic_first(plan, config, store, handle, **options)
+            result.fallback = f"sds execution failed: {reason}"
+    result.report["background"] = background
+    return result
 
 
-def _execute_mosaic_first(plan, config, store, handle, *, timings, show_progress) -> ExecutionResult:  # noqa: ANN001
+def _execute_mosaic_first(plan, config, store, handle, *, timings, show_progress, planes) -> ExecutionResult:  # noqa: ANN001
     from .api import compute
 
     assembly = assembly_plan_of(plan)
@@ -159,7 +180,7 @@ def _execute_mosaic_first(plan, config, store, handle, *, timings, show_progress
         stack_options(config),
         window_options(config, plan.n_channels),
         max_bytes=assembly.max_chunk_bytes if assembly else None,
-        coefficients=frame_coefficients(plan, config),
+        coefficients=frame_coefficients(plan, config, planes),
     )
     graph = build_mosaic_first_graph(jobs, resources=gpu_resources(plan))
     with timings.stage("mosaic"):
@@ -197,7 +218,7 @@ def gpu_fallbacks(summaries: list[Any]) -> list[dict[str, str]]:
     return [{"unit": s.region, "reason": s.gpu_fallback} for s in summaries if getattr(s, "gpu_fallback", None)]
 
 
-def _execute_layers(plan, config, store, handle, *, timings, show_progress) -> ExecutionResult:  # noqa: ANN001
+def _execute_layers(plan, config, store, handle, *, timings, show_progress, planes) -> ExecutionResult:  # noqa: ANN001
     from .api import compute
     from .layer_runtime import build_layers, combine_jobs, combine_layers, layer_inputs, layer_stores, mask_layers
 
@@ -217,7 +238,7 @@ def _execute_layers(plan, config, store, handle, *, timings, show_progress) -> E
                 window,
                 resources=gpu_resources(plan),
                 max_bytes=max_bytes,
-                coefficients=frame_coefficients(plan, config),
+                coefficients=frame_coefficients(plan, config, planes),
             ),
             label=label,
             show_progress=show_progress,

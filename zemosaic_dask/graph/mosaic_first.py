@@ -21,19 +21,24 @@ __all__ = ["FrameCoefficientTable", "build_mosaic_first_graph", "region_jobs"]
 
 @dataclass(frozen=True)
 class FrameCoefficientTable:
-    """Per-frame, per-channel normalisation gains and offsets and frame weights, indexed by frame id."""
+    """Per-frame coefficients indexed by frame id: normalisation gains and offsets, frame weights,
+    background planes (``(C, 3)`` per frame, see :mod:`~zemosaic_dask.background_runtime`) and
+    the frames' noise (``(C,)`` per frame, for noise-model rejection)."""
 
     gains: tuple[tuple[float, ...], ...] | None = None
     offsets: tuple[tuple[float, ...], ...] | None = None
     weights: tuple[tuple[float, ...], ...] | None = None
+    planes: tuple[tuple[tuple[float, float, float], ...], ...] | None = None
+    noise: tuple[tuple[float, ...], ...] | None = None
 
-    def for_frames(self, ids: Sequence[int]) -> dict[str, tuple[tuple[float, ...], ...] | None]:
+    def for_frames(self, ids: Sequence[int]) -> dict[str, tuple | None]:
         """The rows of the given frames, as :class:`RegionJob` fields."""
 
-        def rows(table: tuple[tuple[float, ...], ...] | None) -> tuple[tuple[float, ...], ...] | None:
+        def rows(table: tuple | None) -> tuple | None:
             return None if table is None else tuple(table[i] for i in ids)
 
-        return {"gains": rows(self.gains), "offsets": rows(self.offsets), "weights": rows(self.weights)}
+        names = ("gains", "offsets", "weights", "planes", "noise")
+        return {name: rows(getattr(self, name)) for name in names}
 
 
 def region_jobs(

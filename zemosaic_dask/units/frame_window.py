@@ -18,11 +18,13 @@ from ..plans.grid import OutputRegion
 from ..tasks.debayer import correct_hot_pixels, debayer_bilinear
 from ..tasks.mapping import CoarsePixelMap, coarse_pixel_map, interpolate_pixel_map
 from ..tasks.resample import sample
+from ..tasks.sky_blocks import subtract_background_plane
 
 __all__ = [
     "FrameContribution",
     "FrameWindowOptions",
     "PreparedWindow",
+    "frame_centre",
     "prepare_frame_window",
     "resample_frame_to_region",
     "thread_wcs",
@@ -147,6 +149,12 @@ def prepare_window(raw: Any, frame: FrameInfo, options: FrameWindowOptions) -> t
     return image.astype(xp.float32, copy=False), fixed
 
 
+def frame_centre(frame: FrameInfo) -> tuple[float, float]:
+    """``(xc, yc)``: the frame pixel its background plane is written about (its geometric centre)."""
+    height, width = frame.shape
+    return (width - 1) / 2.0, (height - 1) / 2.0
+
+
 def _namespace_of(array: Any) -> ModuleType:
     from ..tasks.namespace import array_namespace
 
@@ -159,10 +167,14 @@ def prepare_frame_window(
     region: OutputRegion,
     options: FrameWindowOptions,
     xp: ModuleType = np,
+    *,
+    plane: Any = None,
 ) -> PreparedWindow | None:
     """Map a region into a frame and read and prepare the frame window it needs (no sampling).
 
-    Parameters are those of :func:`resample_frame_to_region`.
+    Parameters are those of :func:`resample_frame_to_region`, and ``plane``: the frame's
+    background model (``(C, 3)`` offset and slopes about the frame centre, in frame
+    pixels), removed from the window once it is demosaiced.
 
     Returns
     -------
@@ -186,6 +198,8 @@ def prepare_frame_window(
     y0, y1, x0, x1 = window
     raw = xp.asarray(read_frame_window(frame, y0, y1, x0, x1))
     image, fixed = prepare_window(raw, frame, options)
+    if plane is not None:
+        image = subtract_background_plane(image, (y0, x0), frame_centre(frame), plane)
     height, width = frame.shape
     # The frame's whole pixel area (to its outer pixel edges), so frames that abut leave no crack.
     valid_box = (-0.5 - y0, height - 0.5 - y0, -0.5 - x0, width - 0.5 - x0)

@@ -45,6 +45,10 @@ def _coefficients(job: RegionJob, index: int) -> FrameCoefficients:
     return FrameCoefficients(row(job.gains), row(job.offsets), row(job.weights))
 
 
+def _plane(job: RegionJob, index: int) -> tuple[tuple[float, float, float], ...] | None:
+    return None if job.planes is None else job.planes[index]
+
+
 def _check_job(job: RegionJob) -> None:
     job.stack.validate()
     if not can_stream_mean(job):
@@ -126,7 +130,9 @@ def build_mean_region(job: RegionJob, xp: Any = np) -> RegionSummary:
     sums = MeanSums.zeros(channels, region.shape, xp)
     tally = _Tally()
     for members in _groups(tuple(job.frame_ids)):
-        prepared = prepare_frame_window(job.frames[members[0]], out_wcs, region, job.window, xp)
+        prepared = prepare_frame_window(
+            job.frames[members[0]], out_wcs, region, job.window, xp, plane=_plane(job, members[0])
+        )
         if prepared is None:
             continue
         mapping = _mapping(prepared, job.window.interpolation)
@@ -219,7 +225,9 @@ def sample_region_frames(job: RegionJob, xp: Any = np) -> RegionSamples:
         frame_id = job.frame_ids[index]
         first_use = frame_id not in prepared_by_id
         if first_use:
-            prepared_by_id[frame_id] = prepare_frame_window(frame, out_wcs, region, job.window, xp)
+            prepared_by_id[frame_id] = prepare_frame_window(
+                frame, out_wcs, region, job.window, xp, plane=_plane(job, index)
+            )
         prepared = prepared_by_id[frame_id]
         if last_use[frame_id] == index:
             prepared_by_id[frame_id] = None

@@ -45,6 +45,11 @@ class RegionJob:
         Mapping accuracy and frame cleaning.
     gains, offsets, weights : tuple of tuple of float, optional
         Per-frame, per-channel normalisation coefficients and frame weights.
+    planes : tuple, optional
+        Per-frame background model, ``(C, 3)`` offset and slopes in frame pixels, removed
+        as each frame window is prepared.
+    noise : tuple of tuple of float, optional
+        Per-frame, per-channel expected noise sigma (ADU) for noise-model rejection.
     """
 
     region: OutputRegion
@@ -57,6 +62,8 @@ class RegionJob:
     gains: tuple[tuple[float, ...], ...] | None = None
     offsets: tuple[tuple[float, ...], ...] | None = None
     weights: tuple[tuple[float, ...], ...] | None = None
+    planes: tuple[tuple[tuple[float, float, float], ...], ...] | None = None
+    noise: tuple[tuple[float, ...], ...] | None = None
     use_gpu: bool = False
     key: str = ""
     max_bytes: int = 256 * 1024 * 1024

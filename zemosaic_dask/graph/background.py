@@ -1,0 +1,24 @@
+"""Graph of the background model's measurements: one ``sky-blocks-<i>`` task per frame."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import dask
+from dask.delayed import Delayed
+
+from ..plans.frames import FrameInfo
+from ..units.frame_sky import measure_frame_sky
+from ..units.frame_window import FrameWindowOptions
+
+__all__ = ["build_sky_blocks_graph"]
+
+
+def build_sky_blocks_graph(frames: Sequence[FrameInfo], options: FrameWindowOptions, block: int) -> list[Delayed]:
+    """Return one delayed :func:`~zemosaic_dask.units.frame_sky.measure_frame_sky` per frame."""
+    tasks = []
+    for index, frame in enumerate(frames):
+        bound = functools.partial(measure_frame_sky, frame, options, int(block))
+        tasks.append(dask.delayed(bound, pure=False, traverse=False)(dask_key_name=f"sky-blocks-{index}"))
+    return tasks
