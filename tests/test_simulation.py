@@ -388,3 +388,13 @@ def test_full_size_session_is_fast(tmp_path):
     result = simulate_seestar(tmp_path, 40, seed=4, scale=1.0)
     assert time.perf_counter() - start < 60.0
     assert fits.getdata(result.frames[0]).shape == (1920, 1080)
+
+
+def test_default_sky_is_constant_and_recorded(session):
+    params = session.parameters
+    assert params["order"] == "interleaved" and params["extended"] is None and session.extended is None
+    assert params["sky"]["model"] == "constant"
+    np.testing.assert_array_equal(session.frame_sky_levels, np.tile(session.sky_level, (30, 1)))
+    assert all(lp is None for lp in params["sky"]["light_pollution"])
+    np.testing.assert_allclose(session.noise_sigma, np.tile(SimulationConfig().noise_sigma(), (30, 1)), rtol=1e-15)
+    assert not (session.out_dir / "extended.fits").exists()

@@ -287,12 +287,89 @@ def plan(inputs: tuple[str, ...], as_json: bool, plan_file: str | None, preview:
     show_default=True,
     help="Frame size factor: 1 gives 1080x1920 Seestar frames, 0.25 gives 270x480.",
 )
-def simulate(output: str, n_frames: int, seed: int, scale: float) -> None:
+@click.option(
+    "--sky",
+    type=click.Choice(["default", "realistic"]),
+    default="default",
+    show_default=True,
+    help="default: constant sky, tiny gradients. realistic: sky level drifting 8-22 %, light-pollution "
+    "gradients of 10-35 % toward the detector bottom, an M31-like galaxy, faint nebulosity, bright trails.",
+)
+@click.option(
+    "--galaxy/--no-galaxy",
+    default=None,
+    help="Add (or leave out) the large galaxy. Default: on with --sky realistic, off otherwise.",
+)
+@click.option(
+    "--nebulosity",
+    type=float,
+    default=None,
+    help="Peak of the faint nebula as a fraction of the sky level, for example 0.03; 0 for none. "
+    "Default: 0.03 with --sky realistic, 0 otherwise.",
+)
+@click.option(
+    "--vignetting",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Corner falloff of a radial vignetting, for example 0.03 (3 %); 0 for none.",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["interleaved", "panel", "shuffled"]),
+    default="interleaved",
+    show_default=True,
+    help="Panel order: interleaved (frame i on panel i mod n), panel (one panel after the other), shuffled.",
+)
+@click.option(
+    "--panels",
+    type=(int, int),
+    default=(2, 2),
+    show_default=True,
+    help="Mosaic panels NX NY, for example --panels 3 2.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["bayer", "chw", "mono"]),
+    default="bayer",
+    show_default=True,
+    help="bayer: raw GRBG int16 frames; chw: float32 RGB cubes; mono: float32 green frames.",
+)
+def simulate(
+    output: str,
+    n_frames: int,
+    seed: int,
+    scale: float,
+    sky: str,
+    galaxy: bool | None,
+    nebulosity: float | None,
+    vignetting: float,
+    order: str,
+    panels: tuple[int, int],
+    layout: str,
+) -> None:
     """Write simulated Seestar S50 frames, their truth sky and star list into OUTPUT."""
+    from .simulation import GalaxyModel, SimulationConfig
     from .testing import simulate_seestar
 
-    result = simulate_seestar(output, n_frames, seed, scale=scale)
-    click.echo(f"wrote {len(result.frames)} frames, truth and star list to {Path(output).resolve()}")
+    try:
+        if sky == "realistic":
+            config = SimulationConfig.realistic(
+                galaxy=True if galaxy is None else galaxy,
+                nebulosity=0.03 if nebulosity is None else nebulosity,
+                vignetting=vignetting,
+            )
+        else:
+            config = SimulationConfig(
+                galaxy=GalaxyModel() if galaxy else None, nebulosity=nebulosity or 0.0, vignetting=vignetting
+            )
+        result = simulate_seestar(
+            output, n_frames, seed, scale=scale, panels=panels, layout=layout, config=config, order=order
+        )
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    extra = ", extended emission" if result.extended is not None else ""
+    click.echo(f"wrote {len(result.frames)} frames, truth{extra} and star list to {Path(output).resolve()}")
 
 
 @main.command()

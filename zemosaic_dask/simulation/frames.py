@@ -2,8 +2,11 @@
 
 The expected signal of a pixel is the sky (constant level per channel plus a small
 per-frame gradient plane), the light of every star through the pixel-integrated PSF, a
-hot pixel's dark signal and a satellite trail. Shot noise (Poisson in electrons) and
-Gaussian read noise are added, then values are rounded and clipped to 0..65535 ADU.
+hot pixel's dark signal and a satellite trail. With a realistic sky (see
+:mod:`.skyglow`) the level drifts from frame to frame, a light-pollution plane and the
+extended emission (:mod:`.extended`) are added, and vignetting multiplies every optical
+term (not the hot pixels). Shot noise (Poisson in electrons) and Gaussian read noise are
+added, then values are rounded and clipped to 0..65535 ADU.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from astropy.wcs import WCS
 
 from .render import cutout_radius, sample_star_cutouts, scatter
 from .sky import Pointing, SimulationConfig, StarField
+from .skyglow import FrameSky, skyglow_planes, vignetting_map
 
 __all__ = [
     "FrameSpec",
@@ -50,12 +54,20 @@ def bayer_channel_map(shape: tuple[int, int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FrameSpec:
-    """Everything that makes one frame different from the others."""
+    """Everything that makes one frame different from the others.
+
+    ``sky`` is None for the constant sky of ``config.sky_level``.
+    """
 
     pointing: Pointing
     fwhm_px: float
     gradient: dict[str, list[float]]
     trail: dict[str, float] | None
+    sky: FrameSky | None = None
+
+    def sky_levels(self, config: SimulationConfig) -> tuple[float, float, float]:
+        """Mean sky level of this frame per channel (R, G, B) in ADU."""
+        return config.sky_level if self.sky is None else self.sky.levels
 
     @property
     def index(self) -> int:
@@ -133,9 +145,18 @@ def render_expected_signal(
     config: SimulationConfig,
     layout: str,
     hot_pixels: tuple[np.ndarray, np.ndarray],
+    extended: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Noiseless expected ADU of a frame: ``(H, W)`` for bayer/mono, ``(3, H, W)`` for chw."""
+    """Noiseless expected ADU of a frame: ``(H, W)`` for bayer/mono, ``(3, H, W)`` for chw.
+
+    ``extended`` is the ``(3, H, W)`` extended emission on the frame's pixels, if any.
+    """
     height, width = shape
+    realistic = spec.sky is not None and spec.sky.light_pollution is not None
+    glow = skyglow_planes(shape, spec.sky) if realistic else None
+    if extended is not None:
+        glow = extended if glow is None else glow + extended
+    vignette = spec.sky.vignetting if spec.sky is not None else 0.0
     x, y = wcs.all_world2pix(stars.ra, stars.dec, 0)
     reach = cutout_radius(spec.fwhm_px)
     near = (x > -reach) & (x < width - 1 + reach) & (y > -reach) & (y < height - 1 + reach)
@@ -147,16 +168,25 @@ def render_expected_signal(
         channel_of = bayer_channel_map(shape)
         per_pixel_flux = fluxes[np.arange(len(fluxes))[:, None], channel_of.ravel()[np.maximum(index, 0)]]
         signal = scatter(index, weight * per_pixel_flux, shape)
-        levels = np.asarray(config.sky_level)[channel_of]
+        levels = np.asarray(spec.sky_levels(config))[channel_of] if not realistic else 0.0
         planes = np.stack([_gradient_plane(shape, spec.gradient, c) for c in range(3)])
+        if glow is not None:
+            planes += glow
         signal += levels + np.take_along_axis(planes, channel_of[None].astype(np.int64), axis=0)[0] + extra
+        if vignette:
+            signal *= vignetting_map(shape, vignette)
         signal[positions[:, 0], positions[:, 1]] += amplitudes
         return signal
     channels = (1,) if layout == "mono" else (0, 1, 2)
     out = np.empty((len(channels), height, width), dtype=np.float64)
     for k, channel in enumerate(channels):
         out[k] = scatter(index, weight * fluxes[:, channel][:, None], shape)
-        out[k] += config.sky_level[channel] + _gradient_plane(shape, spec.gradient, channel) + extra
+        level = spec.sky_levels(config)[channel] if not realistic else 0.0
+        out[k] += level + _gradient_plane(shape, spec.gradient, channel) + extra
+        if glow is not None:
+            out[k] += glow[channel]
+        if vignette:
+            out[k] *= vignetting_map(shape, vignette)
         out[k][positions[:, 0], positions[:, 1]] += amplitudes
     return out[0] if layout == "mono" else out
 

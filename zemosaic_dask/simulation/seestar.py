@@ -4,8 +4,12 @@ Files written into the output folder:
 
 - ``frame_0000.fits`` ...: raw GRBG frames, int16 with ``BZERO = 32768`` (0..65535 ADU), or
   float32 ``(3, H, W)`` / ``(H, W)`` frames for the ``chw`` / ``mono`` layouts;
-- ``truth.fits``: the noiseless sky ``(3, H, W)`` float32 (stars + constant sky level, PSF
-  FWHM = median of the frames') on a north-up TAN grid covering the union of the frames;
+- ``truth.fits``: the noiseless sky ``(3, H, W)`` float32 on a north-up TAN grid covering
+  the union of the frames: stars (PSF FWHM = median of the frames') + extended emission
+  (if any) + the constant *mean* sky level per channel. Frame-to-frame drift of the sky
+  level, light-pollution gradients, the small per-frame gradients and vignetting are not
+  sky and are not in it: a mosaic may differ from it by a constant per channel;
+- ``extended.fits`` (only with a galaxy or nebula): the extended emission alone, same grid;
 - ``stars.csv``: ``ra, dec, flux_r, flux_g, flux_b``, one row per star, fluxes in ADU per
   frame (sum over native pixels);
 - ``simulation.json``: every parameter needed to check a mosaic against the truth.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -29,6 +34,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from .extended import ExtendedEmission, make_extended_emission
 from .frames import (
     LAYOUTS,
     FrameSpec,
@@ -41,8 +47,18 @@ from .frames import (
     simulate_frame_pixels,
     write_frame,
 )
+from .outputs import write_extended, write_stars, write_truth
 from .render import render_stars
-from .sky import SimulationConfig, StarField, frame_shape, make_star_field, plan_pointings, plan_truth_grid
+from .sky import (
+    SimulationConfig,
+    StarField,
+    frame_shape,
+    make_star_field,
+    panel_sequence,
+    plan_pointings,
+    plan_truth_grid,
+)
+from .skyglow import sample_frame_skies, sky_is_easy
 
 __all__ = ["SimulationResult", "default_trail_frames", "simulate_seestar"]
 
@@ -70,6 +86,8 @@ class SimulationResult:
         ``simulation.json``.
     parameters : dict
         The content of ``simulation.json``.
+    extended : Path or None
+        ``extended.fits`` when the session has extended emission.
     """
 
     out_dir: Path
@@ -78,6 +96,7 @@ class SimulationResult:
     stars: Path
     parameters_path: Path
     parameters: dict[str, Any]
+    extended: Path | None = None
 
     @property
     def sky_level(self) -> tuple[float, float, float]:
@@ -89,21 +108,35 @@ class SimulationResult:
         """``(n_frames, 3)`` per-pixel background noise of every frame in ADU."""
         return np.asarray(self.parameters["noise_sigma"], dtype=np.float64)
 
+    @property
+    def frame_sky_levels(self) -> np.ndarray:
+        """``(n_frames, 3)`` mean sky level of every frame (R, G, B) in ADU."""
+        return np.asarray(self.parameters["sky"]["levels"], dtype=np.float64)
+
     def load_truth(self) -> tuple[np.ndarray, WCS]:
         """Return the truth cube ``(3, H, W)`` float32 and its celestial WCS."""
         with fits.open(self.truth, memmap=False) as hdul:
             return np.asarray(hdul[0].data, dtype=np.float32), WCS(hdul[0].header, naxis=2)
 
+    def load_extended(self) -> tuple[np.ndarray, WCS]:
+        """Return the extended emission ``(3, H, W)`` float32 on the truth grid and its WCS."""
+        if self.extended is None:
+            raise ValueError(f"{self.out_dir} has no extended emission (simulate with a galaxy or nebulosity)")
+        with fits.open(self.extended, memmap=False) as hdul:
+            return np.asarray(hdul[0].data, dtype=np.float32), WCS(hdul[0].header, naxis=2)
 
-def default_trail_frames(n_frames: int, rng: np.random.Generator) -> list[int]:
-    """About one frame in ten gets a trail, at least one when there are 5 frames or more."""
-    count = max(1 if n_frames >= 5 else 0, int(round(n_frames / 10.0)))
+
+def default_trail_frames(n_frames: int, rng: np.random.Generator, every: float = 10.0) -> list[int]:
+    """About one frame in ``every`` gets a trail, at least one when there are 5 frames or more."""
+    count = max(1 if n_frames >= 5 else 0, int(round(n_frames / every)))
     return sorted(int(i) for i in rng.choice(n_frames, size=count, replace=False)) if count else []
 
 
-def _trail_frames(trails: int | Sequence[int] | None, n_frames: int, rng: np.random.Generator) -> list[int]:
+def _trail_frames(
+    trails: int | Sequence[int] | None, n_frames: int, rng: np.random.Generator, every: float
+) -> list[int]:
     if trails is None:
-        return default_trail_frames(n_frames, rng)
+        return default_trail_frames(n_frames, rng, every)
     if isinstance(trails, (int, np.integer)):
         if not 0 <= trails <= n_frames:
             raise ValueError(f"trails must be between 0 and n_frames={n_frames}, got {trails}")
@@ -126,36 +159,6 @@ def _check_out_dir(out_dir: Path, n_frames: int) -> None:
         )
 
 
-def _write_truth(path: Path, truth: np.ndarray, wcs: WCS, fwhm: float, config: SimulationConfig) -> None:
-    header = fits.Header()
-    header["WCSAXES"] = 2
-    header["CTYPE1"] = "RA---TAN"
-    header["CTYPE2"] = "DEC--TAN"
-    header["CUNIT1"] = "deg"
-    header["CUNIT2"] = "deg"
-    for axis in range(2):
-        header[f"CRVAL{axis + 1}"] = float(wcs.wcs.crval[axis])
-        header[f"CRPIX{axis + 1}"] = float(wcs.wcs.crpix[axis])
-    for i in range(2):
-        for j in range(2):
-            header[f"CD{i + 1}_{j + 1}"] = float(wcs.wcs.cd[i, j])
-    header["RADESYS"] = "ICRS"
-    header["EQUINOX"] = 2000.0
-    header["BUNIT"] = ("adu", "ADU per native pixel per exposure")
-    header["FWHM"] = (fwhm, "[px] PSF FWHM of the truth")
-    for name, level in zip(("SKY_R", "SKY_G", "SKY_B"), config.sky_level, strict=True):
-        header[name] = (level, "[ADU] constant sky level")
-    fits.PrimaryHDU(data=truth.astype(np.float32), header=header).writeto(path, overwrite=True)
-
-
-def _write_stars(path: Path, stars: StarField) -> None:
-    rows = [
-        f"{ra:.10f},{dec:.10f},{r:.6f},{g:.6f},{b:.6f}"
-        for ra, dec, (r, g, b) in zip(stars.ra, stars.dec, stars.fluxes, strict=True)
-    ]
-    path.write_text("ra,dec,flux_r,flux_g,flux_b\n" + "".join(row + "\n" for row in rows), encoding="utf-8")
-
-
 @dataclass(frozen=True)
 class _Session:
     """Everything drawn for one simulated session, before and after rendering."""
@@ -173,6 +176,9 @@ class _Session:
     truth_wcs: WCS
     truth_shape: tuple[int, int]
     specs: tuple[FrameSpec, ...]
+    order: str
+    sky_summary: dict[str, Any]
+    extended: ExtendedEmission | None
 
     @property
     def truth_fwhm(self) -> float:
@@ -182,7 +188,6 @@ class _Session:
     def to_parameters(self) -> dict[str, Any]:
         """The JSON content of ``simulation.json``."""
         config = self.config
-        sigma = list(config.noise_sigma())
         return {
             "seed": self.seed,
             "scale": self.scale,
@@ -201,7 +206,14 @@ class _Session:
             "read_noise_adu": config.read_noise_adu,
             "channels": ["R", "G", "B"],
             "sky_level": list(config.sky_level),
-            "noise_sigma": [sigma for _ in self.specs],
+            "noise_sigma": [_noise_sigma(config, spec.sky_levels(config)) for spec in self.specs],
+            "order": self.order,
+            "sky": {
+                **self.sky_summary,
+                "levels": [list(spec.sky_levels(config)) for spec in self.specs],
+                "light_pollution": [None if spec.sky is None else spec.sky.light_pollution for spec in self.specs],
+            },
+            "extended": None if self.extended is None else self.extended.to_dict(),
             "fwhm_px": [spec.fwhm_px for spec in self.specs],
             "pointings": [spec.pointing.to_dict() for spec in self.specs],
             "dates": [observation_date(config, spec.index) for spec in self.specs],
@@ -231,6 +243,12 @@ class _Session:
         }
 
 
+def _noise_sigma(config: SimulationConfig, levels: Sequence[float]) -> list[float]:
+    """Per-pixel background noise (ADU) at a frame's mean sky level, as ``config.noise_sigma``."""
+    gain, read = config.gain_e_per_adu, config.read_noise_adu
+    return [math.sqrt(level / gain + read**2 + 1.0 / 12.0) for level in levels]
+
+
 def _star_field(stars: Mapping[str, Any] | np.ndarray) -> StarField:
     try:
         ra, dec = (np.atleast_1d(np.asarray(stars[k], dtype=np.float64)) for k in ("ra", "dec"))
@@ -254,6 +272,7 @@ def simulate_seestar(
     layout: str = "bayer",
     stars: Mapping[str, Any] | np.ndarray | None = None,
     config: SimulationConfig | None = None,
+    order: str = "interleaved",
 ) -> SimulationResult:
     """Write a simulated Seestar S50 mosaic session and its ground truth into ``out_dir``.
 
@@ -262,7 +281,7 @@ def simulate_seestar(
     out_dir : path-like
         Output folder (created if needed).
     n_frames : int
-        Number of frames, >= 1; frame ``i`` points at panel ``i % (nx * ny)``.
+        Number of frames, >= 1.
     seed : int
         Seed of every random draw; the same seed gives byte-identical files.
     scale : float
@@ -272,7 +291,8 @@ def simulate_seestar(
         ``(nx, ny)`` mosaic panels, overlapping by ``config.overlap`` (30 %) of a frame.
     trails : int or sequence of int, optional
         Number of frames with a satellite trail, or their indices. Default: one frame in
-        ten, at least one when ``n_frames >= 5``.
+        ``config.trail_every_frames`` (10; 6.7 in the realistic preset), at least one when
+        ``n_frames >= 5``.
     hot_pixels : float
         Fraction of sensor pixels that are hot (same positions in every frame); 0 for none.
     layout : {"bayer", "chw", "mono"}
@@ -282,7 +302,12 @@ def simulate_seestar(
         A catalogue (``ra, dec, flux_r, flux_g, flux_b``, as :func:`load_stars` returns)
         used instead of the random star field.
     config : SimulationConfig, optional
-        Physical parameters (sky levels, noise, star density, ...).
+        Physical parameters (sky levels, noise, star density, ...);
+        :meth:`SimulationConfig.realistic` gives a real night's sky.
+    order : {"interleaved", "panel", "shuffled"}
+        Acquisition order of the panels (see :func:`~.sky.panel_sequence`): frame ``i`` on
+        panel ``i % n_panels``, every frame of one panel before the next, or a seeded random
+        order. Files are numbered in acquisition order in every case.
 
     Returns
     -------
@@ -297,34 +322,47 @@ def simulate_seestar(
     out = Path(out_dir)
     _check_out_dir(out, n_frames)
     shape = frame_shape(scale)
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4 + n_frames)]
+    seeds = np.random.SeedSequence(int(seed))
+    streams = [np.random.default_rng(s) for s in seeds.spawn(4 + n_frames)]
     layout_rng, star_rng, hot_rng, trail_rng = streams[:4]
-    pointings = plan_pointings(n_frames, shape, panels, config, layout_rng)
+    # Drawn after the streams above, so that the default sky keeps its bytes.
+    sky_rng, order_rng, extended_rng = (np.random.default_rng(s) for s in seeds.spawn(3))
+    n_panels = int(panels[0]) * int(panels[1])
+    panel_of = panel_sequence(n_frames, max(n_panels, 1), order, order_rng)
+    pointings = plan_pointings(n_frames, shape, panels, config, layout_rng, panel_of)
     fwhms = layout_rng.uniform(*config.fwhm_range_px, size=n_frames)
     truth_wcs, truth_shape = plan_truth_grid(pointings, shape, config)
     field = make_star_field(truth_wcs, truth_shape, config, star_rng) if stars is None else _star_field(stars)
     hot = sample_hot_pixels(shape, hot_pixels, config, hot_rng)
-    trail_frames = _trail_frames(trails, n_frames, trail_rng)
+    trail_frames = _trail_frames(trails, n_frames, trail_rng, config.trail_every_frames)
+    skies, sky_summary = sample_frame_skies(n_frames, shape, config, sky_rng)
+    extended = make_extended_emission(config, truth_wcs, truth_shape, shape[1], extended_rng)
     sigma = config.noise_sigma()
     log.info(
-        "simulating %d %s frames of %dx%d px with %d stars into %s",
+        "simulating %d %s frames of %dx%d px with %d stars into %s (%s order, %s sky%s)",
         n_frames,
         layout,
         shape[1],
         shape[0],
         len(field),
         out,
+        order,
+        sky_summary["model"],
+        ", extended emission" if extended is not None else "",
     )
+    easy = sky_is_easy(config)
     paths, specs = [], []
-    for pointing, fwhm, rng in zip(pointings, fwhms, streams[4:], strict=True):
+    for pointing, fwhm, sky, rng in zip(pointings, fwhms, skies, streams[4:], strict=True):
         spec = FrameSpec(
             pointing=pointing,
             fwhm_px=float(fwhm),
             gradient=sample_gradient(shape, sigma, config, rng),
             trail=sample_trail(shape, config, rng) if pointing.index in trail_frames else None,
+            sky=None if easy else sky,
         )
         wcs = pointing.wcs(shape, config.pixel_scale_arcsec)
-        expected = render_expected_signal(field, wcs, shape, spec, config, layout, hot)
+        emission = extended.render(wcs, shape) if extended is not None else None
+        expected = render_expected_signal(field, wcs, shape, spec, config, layout, hot, emission)
         pixels = simulate_frame_pixels(expected, config, rng)
         path = out / f"frame_{pointing.index:04d}.fits"
         write_frame(str(path), pixels, frame_header(spec, wcs, config, layout), layout)
@@ -344,13 +382,32 @@ def simulate_seestar(
         truth_wcs,
         truth_shape,
         tuple(specs),
+        order,
+        sky_summary,
+        extended,
     )
-    truth = render_stars(
-        field.ra, field.dec, field.fluxes, truth_wcs, truth_shape, session.truth_fwhm, config.sky_level
-    )
-    _write_truth(out / "truth.fits", truth, truth_wcs, session.truth_fwhm, config)
-    _write_stars(out / "stars.csv", field)
+    extended_path = _write_truth_files(out, session)
     parameters = session.to_parameters()
     parameters_path = out / "simulation.json"
     parameters_path.write_text(json.dumps(parameters, indent=1) + "\n", encoding="utf-8")
-    return SimulationResult(out, tuple(paths), out / "truth.fits", out / "stars.csv", parameters_path, parameters)
+    return SimulationResult(
+        out, tuple(paths), out / "truth.fits", out / "stars.csv", parameters_path, parameters, extended_path
+    )
+
+
+def _write_truth_files(out: Path, session: _Session) -> Path | None:
+    """Write ``truth.fits``, ``stars.csv`` and, with extended emission, ``extended.fits``."""
+    field, config, fwhm = session.stars, session.config, session.truth_fwhm
+    wcs, shape = session.truth_wcs, session.truth_shape
+    extended_path = None
+    if session.extended is None:
+        truth = render_stars(field.ra, field.dec, field.fluxes, wcs, shape, fwhm, config.sky_level)
+    else:
+        emission = session.extended.render(wcs, shape)
+        stars = render_stars(field.ra, field.dec, field.fluxes, wcs, shape, fwhm).astype(np.float64)
+        truth = stars + emission + np.asarray(config.sky_level, dtype=np.float64)[:, None, None]
+        extended_path = out / "extended.fits"
+        write_extended(extended_path, emission, wcs)
+    write_truth(out / "truth.fits", truth, wcs, fwhm, config)
+    write_stars(out / "stars.csv", field)
+    return extended_path

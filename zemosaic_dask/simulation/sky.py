@@ -14,17 +14,59 @@ import numpy as np
 from astropy.wcs import WCS
 
 __all__ = [
+    "FRAME_ORDERS",
+    "GalaxyModel",
     "Pointing",
     "SimulationConfig",
     "StarField",
     "frame_shape",
     "make_star_field",
+    "panel_sequence",
     "plan_pointings",
     "plan_truth_grid",
     "tan_wcs",
 ]
 
 ARCSEC_PER_RADIAN = 180.0 / math.pi * 3600.0
+FRAME_ORDERS = ("interleaved", "panel", "shuffled")
+
+
+@dataclass(frozen=True)
+class GalaxyModel:
+    """A large M31-like galaxy: Sersic bulge plus an inclined, exponential disk.
+
+    Sizes are in units of the frame's short side (its width, 1080 px at scale 1) so that the
+    galaxy keeps its place in a mosaic of any frame scale; surface brightnesses are fractions
+    of the green channel's mean sky level, multiplied per channel by ``colour`` (R, G, B).
+    The disk ``I0 exp(-r / h)`` runs from ``disk_central`` at the centre to ``edge_fraction``
+    at the elliptical radius ``edge_radius_frames`` (which fixes ``h``), then fades to zero
+    with a cosine taper over ``taper`` edge radii. ``position_angle_deg`` is the major
+    axis' angle east of north; ``offset_frames`` moves the centre from the session centre
+    (mosaic pixels x, y of a north-up grid, in frame widths).
+    """
+
+    offset_frames: tuple[float, float] = (0.0, 0.0)
+    position_angle_deg: float = 35.0
+    axis_ratio: float = 0.35
+    edge_radius_frames: float = 1.1
+    disk_central: float = 0.75
+    edge_fraction: float = 0.015
+    taper: float = 0.25
+    bulge_sersic_n: float = 2.0
+    bulge_effective_radius: float = 0.06
+    bulge_surface_brightness: float = 0.3
+    bulge_axis_ratio: float = 0.8
+    colour: tuple[float, float, float] = (1.15, 1.0, 0.8)
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.axis_ratio <= 1.0:
+            raise ValueError(f"GalaxyModel.axis_ratio must lie in [0.05, 1], got {self.axis_ratio}")
+        if not 0.0 < self.edge_fraction < self.disk_central:
+            raise ValueError(
+                f"GalaxyModel needs 0 < edge_fraction < disk_central, got {self.edge_fraction}, {self.disk_central}"
+            )
+        if self.edge_radius_frames <= 0 or self.bulge_effective_radius <= 0 or self.bulge_sersic_n <= 0:
+            raise ValueError("GalaxyModel radii and the Sersic index must be > 0")
 
 
 @dataclass(frozen=True)
@@ -40,6 +82,19 @@ class SimulationConfig:
     the field rotation drifts over ``rotation_span_deg`` through the session with
     ``rotation_jitter_deg`` of scatter; ``gradient_range_sigma`` bounds the peak-to-peak
     amplitude of each frame's sky gradient in units of the per-pixel noise.
+
+    The sky below is off by default (the "easy" sky: constant levels, tiny gradients);
+    :meth:`realistic` turns it on. ``sky_drift_range`` bounds the peak-to-peak fraction of
+    a smooth session trend of the sky level, ``sky_jitter`` is the rms frame-to-frame
+    fraction on top, ``sky_drift_colour`` the per-channel exponent excess (a channel's level
+    goes as ``factor ** (1 + colour)``); ``light_pollution_range`` bounds the peak-to-peak
+    fraction of the sky level of a gradient fixed to the detector, rising toward
+    ``light_pollution_angle_deg`` (detector frame, 270 = toward row 0, the bottom) with
+    ``light_pollution_scatter_deg`` of scatter and ``light_pollution_colour`` per channel;
+    ``vignetting`` is the fractional falloff at the frame corners (quadratic in radius);
+    ``galaxy`` adds extended emission (:class:`GalaxyModel`); ``nebulosity`` is the peak
+    fraction of the green sky level of a smooth random nebula; on average one frame in
+    ``trail_every_frames`` gets a satellite trail.
     """
 
     center: tuple[float, float] = (150.0, 35.0)
@@ -63,6 +118,79 @@ class SimulationConfig:
     trail_fwhm_range_px: tuple[float, float] = (2.0, 4.0)
     truth_margin_px: int = 8
     start_time: str = "2024-03-15T21:00:00"
+    sky_drift_range: tuple[float, float] = (0.0, 0.0)
+    sky_jitter: float = 0.0
+    sky_drift_colour: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    light_pollution_range: tuple[float, float] = (0.0, 0.0)
+    light_pollution_angle_deg: float = 270.0
+    light_pollution_scatter_deg: float = 0.0
+    light_pollution_colour: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    vignetting: float = 0.0
+    galaxy: GalaxyModel | None = None
+    nebulosity: float = 0.0
+    trail_every_frames: float = 10.0
+
+    def __post_init__(self) -> None:
+        low, high = self.sky_drift_range
+        if not 0.0 <= low <= high < 1.0 or not 0.0 <= self.sky_jitter < 0.2:
+            raise ValueError(
+                f"sky_drift_range must satisfy 0 <= low <= high < 1 and sky_jitter 0..0.2, got "
+                f"{self.sky_drift_range}, {self.sky_jitter} (realistic: (0.08, 0.22), 0.015)"
+            )
+        low, high = self.light_pollution_range
+        if not 0.0 <= low <= high < 1.0:
+            raise ValueError(
+                f"light_pollution_range must satisfy 0 <= low <= high < 1, got {self.light_pollution_range}"
+            )
+        if not 0.0 <= self.vignetting < 0.5:
+            raise ValueError(f"vignetting is the corner falloff fraction in [0, 0.5), got {self.vignetting} (try 0.03)")
+        if not 0.0 <= self.nebulosity < 1.0:
+            raise ValueError(f"nebulosity is a fraction of the sky level in [0, 1), got {self.nebulosity} (try 0.03)")
+        if self.trail_every_frames <= 0:
+            raise ValueError(f"trail_every_frames must be > 0, got {self.trail_every_frames} (default 10)")
+
+    @classmethod
+    def realistic(
+        cls, *, galaxy: bool = True, nebulosity: float = 0.03, vignetting: float = 0.0, **overrides: object
+    ) -> SimulationConfig:
+        """The sky of a real Seestar night: drifting level, strong detector-fixed gradients.
+
+        Parameters
+        ----------
+        galaxy : bool
+            Add the default :class:`GalaxyModel` (centred in the mosaic).
+        nebulosity : float
+            Peak fraction of the green sky level of a smooth random nebula; 0 for none.
+        vignetting : float
+            Corner falloff fraction of a radial vignetting; off (0) by default because the
+            pipeline does not flat-field, set 0.03 for a Seestar-like optic.
+        **overrides
+            Any other :class:`SimulationConfig` field.
+
+        Returns
+        -------
+        SimulationConfig
+            Sky level drifting 8-22 % over the session (smooth trend) with 1.5 % rms jitter,
+            slightly redder when brighter; a light-pollution gradient of 10-35 % of the sky
+            toward the detector bottom (3 degrees of scatter, orange); satellite trails of
+            560-1,020 ADU peak in about 6 frames out of 40.
+        """
+        values: dict[str, object] = {
+            "sky_drift_range": (0.08, 0.22),
+            "sky_jitter": 0.015,
+            "sky_drift_colour": (0.15, 0.0, -0.1),
+            "light_pollution_range": (0.10, 0.35),
+            "light_pollution_angle_deg": 270.0,
+            "light_pollution_scatter_deg": 3.0,
+            "light_pollution_colour": (1.15, 1.0, 0.8),
+            "vignetting": vignetting,
+            "galaxy": GalaxyModel() if galaxy else None,
+            "nebulosity": nebulosity,
+            "trail_peak_range_adu": (560.0, 1020.0),
+            "trail_every_frames": 40.0 / 6.0,
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
 
     @property
     def pixel_scale_arcsec(self) -> float:
@@ -138,24 +266,58 @@ def mosaic_wcs(config: SimulationConfig) -> WCS:
     return tan_wcs(config.center, (1.0, 1.0), rotated_cd(config.pixel_scale_arcsec, 0.0))
 
 
+def panel_sequence(n_frames: int, n_panels: int, order: str, rng: np.random.Generator | None = None) -> list[int]:
+    """Panel of every frame in acquisition order.
+
+    Parameters
+    ----------
+    n_frames, n_panels : int
+        Number of frames and of panels.
+    order : {"interleaved", "panel", "shuffled"}
+        ``interleaved``: frame ``i`` on panel ``i % n_panels``; ``panel``: every frame of
+        panel 0, then panel 1, ... (``i * n_panels // n_frames``, counts differ by one at
+        most); ``shuffled``: the interleaved assignment in a random order drawn from ``rng``.
+    rng : numpy.random.Generator, optional
+        Needed for ``shuffled``.
+    """
+    if order not in FRAME_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(FRAME_ORDERS)}, got {order!r}")
+    interleaved = [i % n_panels for i in range(n_frames)]
+    if order == "interleaved":
+        return interleaved
+    if order == "panel":
+        return [i * n_panels // n_frames for i in range(n_frames)]
+    if rng is None:
+        raise ValueError("order='shuffled' needs a random generator")
+    return [interleaved[int(k)] for k in rng.permutation(n_frames)]
+
+
 def plan_pointings(
-    n_frames: int, shape: tuple[int, int], panels: tuple[int, int], config: SimulationConfig, rng: np.random.Generator
+    n_frames: int,
+    shape: tuple[int, int],
+    panels: tuple[int, int],
+    config: SimulationConfig,
+    rng: np.random.Generator,
+    panel_of: list[int] | None = None,
 ) -> list[Pointing]:
-    """Cycle frames through an ``nx x ny`` panel grid with dithers and drifting rotation.
+    """Put frames on an ``nx x ny`` panel grid with dithers and drifting rotation.
 
     Panels overlap by ``config.overlap`` of a frame side; frame ``i`` goes to panel
-    ``i % (nx * ny)`` (row-major, x fastest).
+    ``panel_of[i]`` (row-major, x fastest), by default ``i % (nx * ny)`` (see
+    :func:`panel_sequence`).
     """
     nx, ny = (int(panels[0]), int(panels[1]))
     if nx < 1 or ny < 1:
         raise ValueError(f"panels must be two integers >= 1, got {panels!r} (for example panels=(2, 2))")
+    if panel_of is None:
+        panel_of = panel_sequence(n_frames, nx * ny, "interleaved")
     height, width = shape
     step_x, step_y = ((1.0 - config.overlap) * width, (1.0 - config.overlap) * height)
     dither = config.dither_px * max(height, width) / 1920.0 + 1.5
     projection = mosaic_wcs(config)
     pointings = []
     for index in range(n_frames):
-        panel = index % (nx * ny)
+        panel = int(panel_of[index])
         iy, ix = divmod(panel, nx)
         dx, dy = rng.uniform(-dither, dither, size=2)
         u = (ix - (nx - 1) / 2.0) * step_x + dx
