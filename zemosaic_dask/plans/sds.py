@@ -1,19 +1,33 @@
 """SDS (ZeSupaDupStack) batches: groups of frames that together cover the field.
 
-Frames are taken in input order (group order, then frame order) and added to the current
-batch while their footprints are marked on a coarse coverage raster (at most 512 x 512
-cells over the global grid). A batch closes when it holds at least ``min_batch_size``
-frames **and** covers ``coverage_threshold`` of the cells any frame covers; it is forced
-closed at ``target_batch_size`` frames. A leftover smaller than the minimum joins the last
-batch. Pre-planned groups replace the policy when they cover every frame exactly.
-SDS is for Seestar data only (see :func:`sds_applies`).
+:func:`plan_sds_batches` builds batches that each spread over the whole field, whatever the
+order of the files:
+
+1. The frames' footprints are marked on a coarse coverage raster (at most 512 x 512 cells
+   over the global grid).
+2. The processing order (group order, then frame order) is *spread*
+   (:func:`~zemosaic_dask.plans.sds_spread.spread_order`): frames are clustered by pointing
+   and the clusters interleaved in proportion to their sizes, so any stretch of the sequence
+   spans the field. Files in panel order (all of panel 0, then panel 1, ...) thus give the
+   same batches as files that alternate between panels; a single pointing keeps its order.
+3. The closing policy (:func:`batch_by_coverage`) runs over that sequence: a batch closes
+   when it holds at least ``min_batch_size`` frames **and** covers ``coverage_threshold`` of
+   the cells any frame covers; it is forced closed at ``target_batch_size`` frames. A
+   leftover smaller than the minimum joins the last batch.
+4. A batch still below the threshold (the field needs more frames per batch than the
+   target, or the last frames) is merged with the batches that follow it until it reaches
+   the threshold (``closed_by="merged-coverage"``); a tail that never reaches it joins the
+   last batch (``"merged-leftover"``). Every batch of a policy plan therefore reaches the
+   threshold, so the SDS coverage mask (:mod:`~zemosaic_dask.plans.sds_mask`) keeps the field.
+
+Pre-planned groups replace the policy when they cover every frame exactly (their coverage is
+reported as it is). SDS is for Seestar data only (see :func:`sds_applies`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,12 +45,15 @@ from .footprints import (
 )
 from .frames import FrameInfo, is_seestar
 from .grid import OutputGrid
+from .sds_preplan import resolve_preplan_groups
+from .sds_spread import spread_order
 
 __all__ = [
     "SdsBatch",
     "SdsPlan",
     "SdsPolicy",
     "batch_by_coverage",
+    "merge_undercovered",
     "plan_sds_batches",
     "resolve_preplan_groups",
     "sds_applies",
@@ -113,7 +130,9 @@ class SdsBatch:
     """One SDS batch: frame indices, the share of the field they cover, and why it closed.
 
     ``closed_by`` is ``"coverage"``, ``"target"``, ``"end"`` (the last frames, kept as a
-    batch), ``"merged-leftover"`` (the last batch after a leftover joined it) or ``"preplan"``.
+    batch), ``"merged-leftover"`` (the last batch after a leftover joined it),
+    ``"merged-coverage"`` (batches below the threshold merged until they reached it) or
+    ``"preplan"``.
     """
 
     frames: tuple[int, ...]
@@ -197,51 +216,6 @@ def sds_applies(frames: Sequence[FrameInfo], *, enabled: bool, force_seestar_mod
     return bool(force_seestar_mode) or all(is_seestar(f) for f in frames)
 
 
-def resolve_preplan_groups(
-    paths: Sequence[str], preplan: Sequence[Sequence[str]]
-) -> tuple[tuple[tuple[int, ...], ...] | None, str | None]:
-    """Map pre-planned groups of paths to frame indices, if they cover every frame exactly once.
-
-    Parameters
-    ----------
-    paths : sequence of str
-        Paths of the input frames, in frame-index order.
-    preplan : sequence of sequence of str
-        The already-loaded JSON list of lists of paths.
-
-    Returns
-    -------
-    groups : tuple of tuple of int or None
-        The groups as frame indices (order preserved), or None when refused.
-    reason : str or None
-        Why the groups were refused; None when they are used.
-    """
-    index = {os.path.normpath(p): i for i, p in enumerate(paths)}
-    if not isinstance(preplan, Sequence) or isinstance(preplan, str) or not preplan:
-        return None, "pre-planned groups are empty or not a list of lists of paths"
-    groups: list[tuple[int, ...]] = []
-    seen: set[int] = set()
-    for number, group in enumerate(preplan):
-        if isinstance(group, str) or not isinstance(group, Sequence) or not all(isinstance(p, str) for p in group):
-            return None, f"group {number} is not a list of paths"
-        if not group:
-            return None, f"group {number} is empty"
-        members = []
-        for path in group:
-            key = os.path.normpath(path)
-            if key not in index:
-                return None, f"group {number} names {path}, which is not among the input frames"
-            if index[key] in seen:
-                return None, f"frame {path} appears more than once in the pre-planned groups"
-            seen.add(index[key])
-            members.append(index[key])
-        groups.append(tuple(members))
-    missing = [i for i in range(len(paths)) if i not in seen]
-    if missing:
-        return None, f"{len(missing)} input frame(s) are in no pre-planned group, e.g. {paths[missing[0]]}"
-    return tuple(groups), None
-
-
 def _fraction(covered: int, total: int) -> float:
     return covered / total if total else 0.0
 
@@ -318,6 +292,65 @@ def batch_by_coverage(
         else:
             batches.append(SdsBatch(tuple(current), _fraction(int(np.count_nonzero(covered)), total), "end"))
     return batches
+
+
+def merge_undercovered(
+    batches: Sequence[SdsBatch], footprints: Sequence[np.ndarray], policy: SdsPolicy, n_cells: int | None = None
+) -> list[SdsBatch]:
+    """Merge every batch below the coverage threshold with the batches after it until it reaches it.
+
+    Parameters
+    ----------
+    batches : sequence of SdsBatch
+        Batches of positions into ``footprints``, in order (from :func:`batch_by_coverage`).
+    footprints : sequence of numpy.ndarray
+        Flat indices of the cells each frame covers.
+    policy : SdsPolicy
+        Supplies the threshold.
+    n_cells : int, optional
+        Size of the raster (default: largest index + 1).
+
+    Returns
+    -------
+    list of SdsBatch
+        Batches that all reach the threshold: a batch below it absorbs the next ones
+        (``closed_by="merged-coverage"``); a tail that never reaches it joins the last
+        batch (``"merged-leftover"``), or stays alone when it is the only one.
+    """
+    if not batches:
+        return []
+    if n_cells is None:
+        n_cells = 1 + max((int(np.max(f)) for f in footprints if len(f)), default=-1)
+    covered = np.zeros(max(0, n_cells), dtype=bool)
+    total = _covered_count(footprints, range(len(footprints)), covered)
+    out: list[SdsBatch] = []
+    pending: tuple[int, ...] = ()
+    merged = 0
+    for batch in batches:
+        if not pending and batch.coverage_fraction >= policy.coverage_threshold:
+            out.append(batch)
+            continue
+        merged += 1 if pending else 0
+        pending += batch.frames
+        fraction = _fraction(_covered_count(footprints, pending, covered), total)
+        if fraction >= policy.coverage_threshold:
+            out.append(SdsBatch(pending, fraction, "merged-coverage" if merged else batch.closed_by))
+            pending, merged = (), 0
+    if pending:
+        if out:
+            frames = out[-1].frames + pending
+            out[-1] = SdsBatch(frames, _fraction(_covered_count(footprints, frames, covered), total), "merged-leftover")
+        else:
+            fraction = _fraction(_covered_count(footprints, pending, covered), total)
+            out.append(SdsBatch(pending, fraction, "merged-coverage" if merged else batches[-1].closed_by))
+    if len(out) < len(batches):
+        logger.info(
+            "SDS: %d batch(es) below the coverage threshold %.2f were merged into others (%d left)",
+            len(batches) - len(out),
+            policy.coverage_threshold,
+            len(out),
+        )
+    return out
 
 
 def _processing_order(n_frames: int, order: Sequence[Sequence[int]] | None) -> list[int]:
@@ -400,8 +433,10 @@ def plan_sds_batches(
             logger.info(format_message("sds_preplan_used", n_batches=len(batches)))
             return _finish(SdsPlan(tuple(batches), policy, "preplan", cells, tuple(excluded), None))
         logger.info(format_message("sds_preplan_refused", reason=refused))
-    sequence = [i for i in _processing_order(len(frames), order) if i in footprints]
-    raw = batch_by_coverage(_SpanCells([footprints[i] for i in sequence], cells.shape[1]), policy, cells.size)
+    processing = [i for i in _processing_order(len(frames), order) if i in footprints]
+    sequence = [processing[k] for k in spread_order([footprints[i] for i in processing])]
+    expanded = _SpanCells([footprints[i] for i in sequence], cells.shape[1])
+    raw = merge_undercovered(batch_by_coverage(expanded, policy, cells.size), expanded, policy, cells.size)
     batches = [SdsBatch(tuple(sequence[k] for k in b.frames), b.coverage_fraction, b.closed_by) for b in raw]
     return _finish(SdsPlan(tuple(batches), policy, "policy", cells, tuple(excluded), refused))
 
