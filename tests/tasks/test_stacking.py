@@ -124,7 +124,8 @@ def test_combine_median_is_the_median_of_the_survivors():
 def test_two_samples_are_never_rejected(rejection):
     samples = np.array([10.0, 1000.0], dtype=np.float32).reshape(2, 1, 1, 1)
     footprint = np.array([1.0, 0.5], dtype=np.float32).reshape(2, 1, 1)
-    result = stack_samples(samples, footprint, StackOptions(rejection=rejection, kappa_low=0.5, kappa_high=0.5))
+    options = StackOptions(rejection=rejection, kappa_low=0.5, kappa_high=0.5)
+    result = stack_samples(samples, footprint, options, noise=np.ones(2, np.float32))  # noise: for noise_clip
     expected = 505.0 if rejection == "median" else (10.0 + 500.0) / 1.5
     assert_allclose(result.image[0, 0, 0], expected, rtol=1e-6)
 
@@ -208,7 +209,14 @@ def test_every_method_gives_finite_values_where_data_exist_and_nan_elsewhere(rej
     stats = np.random.default_rng(11).uniform(0.95, 1.0, (7, 3)).astype(np.float32)
     options = StackOptions(normalisation="sky_mean", weighting="noise_variance", rejection=rejection, combine=combine)
     result = stack_samples(
-        samples, footprint, options, frame_ids=[0, 1, 2, 3, 3, 4, 5], gains=stats, offsets=stats, frame_weights=stats
+        samples,
+        footprint,
+        options,
+        frame_ids=[0, 1, 2, 3, 3, 4, 5],
+        gains=stats,
+        offsets=stats,
+        frame_weights=stats,
+        noise=np.full(7, 10.0, np.float32),  # used by noise_clip only
     )
     has_data = (np.isfinite(samples) & (footprint[:, None] > 0)).any(axis=0)
     assert np.all(np.isfinite(result.image[has_data]))
@@ -267,21 +275,37 @@ def test_shape_mismatches_are_reported():
 @pytest.mark.parametrize("rejection", REJECTION_METHODS)
 @pytest.mark.parametrize(("count", "size", "with_weights"), [(6, 64, True), (12, 64, False), (30, 96, True)])
 def test_peak_memory_stays_within_the_advertised_bound(rejection, count, size, with_weights):
+    noise = np.full(count, 10.0, np.float32)
+    assert_peak_within_bound(rejection, count, size, with_weights, noise, None)
+
+
+@pytest.mark.parametrize(("count", "with_weights"), [(2, False), (3, True), (6, False)])
+def test_peak_memory_of_noise_clip_with_per_pixel_noise_and_background(count, with_weights):
+    noise = np.full((count, 3, 64, 64), 10.0, np.float32)
+    background = np.full((count, 3, 64, 64), 990.0, np.float32)
+    assert_peak_within_bound("noise_clip", count, 64, with_weights, noise, background)
+
+
+def assert_peak_within_bound(rejection, count, size, with_weights, noise, background):
     samples, footprint = sky_samples(seed=12, count=count, height=size, width=size)
-    samples[4, :, 10:20, 10:20] += 3000.0
+    samples[min(4, count - 1), :, 10:20, 10:20] += 3000.0
     coefficients = np.ones((count, 3), dtype=np.float32)
     weighting = "noise_variance" if with_weights else "none"
     options = StackOptions(normalisation="linear_fit", weighting=weighting, rejection=rejection)
     extra = dict(gains=coefficients, offsets=coefficients * 0, frame_weights=coefficients if with_weights else None)
+    corner = [None if a is None or a.ndim < 4 else a[:, :, :2, :2].copy() for a in (noise, background)]
+    warm = dict(noise=noise if corner[0] is None else corner[0], background=corner[1])
+    stack_samples(samples[:, :, :2, :2].copy(), footprint[:, :2, :2].copy(), options, **extra, **warm)  # compile
     tracemalloc.start()
     try:
-        stack_samples(samples, footprint, options, **extra)
+        stack_samples(samples, footprint, options, **extra, noise=noise, background=background)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    bound = peak_memory_bytes(samples.shape, options, frame_weights=with_weights)
+    per_pixel = noise.ndim == 4
+    bound = peak_memory_bytes(samples.shape, options, frame_weights=with_weights, per_pixel_noise=per_pixel)
     assert samples.nbytes < peak <= bound
-    assert bound < 10 * samples.nbytes + 30 * samples[0].nbytes
+    assert bound < (12 if per_pixel else 10) * samples.nbytes + 30 * samples[0].nbytes
 
 
 def test_a_region_without_samples_is_empty():

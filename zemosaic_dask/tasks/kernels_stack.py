@@ -1,4 +1,4 @@
-"""Compiled CPU stacking kernels (numba): kappa-sigma clipping and the weighted mean, per pixel.
+"""Compiled CPU stacking kernels (numba): kappa-sigma and noise clipping, the weighted mean, per pixel.
 
 The array-operation version (:func:`zemosaic_dask.tasks.rejection.reject_kappa_sigma`)
 iterates over the whole stack and stops once a pass rejects nothing anywhere. A pixel's
@@ -9,6 +9,10 @@ float32 in the reference's order (sample index ascending), so the masks are equa
 
 :func:`weighted_mean_cpu` is :func:`zemosaic_dask.tasks.rejection.weighted_mean` with the
 same float32 sums in the same order, without its sample-sized temporaries.
+
+:func:`noise_clip_keep_cpu` is
+:func:`zemosaic_dask.tasks.noise_rejection._reject_noise_clip_arrays` per pixel, with the
+same float32 operations in the same order (the reference stops each pixel on its own).
 
 Compiled with ``nogil=True`` and without ``fastmath`` (see
 :mod:`zemosaic_dask.tasks.kernels_cpu`).
@@ -21,7 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["kappa_sigma_keep_cpu", "weighted_mean_cpu"]
+__all__ = ["kappa_sigma_keep_cpu", "noise_clip_keep_cpu", "weighted_mean_cpu"]
 
 _OPTIONS = {"cache": True, "nogil": True, "fastmath": False}
 
@@ -120,3 +124,146 @@ def weighted_mean_cpu(values, weights, keep, out):
                 denominator[p] += row_weights[p] if kept else zero
         for p in range(pixels):
             out[c, p] = numerator[p] / denominator[p] if denominator[p] > zero else nan
+
+
+@njit(**_OPTIONS)
+def _variance(centre, noise, background, noise_scale):
+    """``noise**2 + (noise_scale * max(centre - background, 0))**2`` in float32 (NaN propagates)."""
+    signal = centre - background
+    if signal < np.float32(0.0):
+        signal = np.float32(0.0)
+    signal = signal * noise_scale
+    return noise * noise + signal * signal
+
+
+@njit(**_OPTIONS)
+def _sorted_median(buffer, usable, count, scratch):
+    """Median of the usable entries of ``buffer`` (insertion sort into ``scratch``), float32."""
+    n = 0
+    for k in range(count):
+        if usable[k]:
+            value = buffer[k]
+            i = n
+            while i > 0 and scratch[i - 1] > value:
+                scratch[i] = scratch[i - 1]
+                i -= 1
+            scratch[i] = value
+            n += 1
+    return (scratch[(n - 1) // 2] + scratch[n // 2]) * np.float32(0.5)
+
+
+@njit(**_OPTIONS)
+def _pair_rule(buffer, usable, noise, background, count, kappa_high, noise_scale):
+    """Index of the brighter of two usable samples when they disagree beyond the noise, else -1."""
+    zero = np.float32(0.0)
+    total = zero
+    for k in range(count):
+        total += buffer[k] if usable[k] else zero
+    centre = total / np.float32(2.0)
+    variance = zero
+    high = np.float32(-np.inf)
+    low = np.float32(np.inf)
+    brighter = -1
+    for k in range(count):
+        if usable[k]:
+            variance += _variance(centre, noise[k], background[k], noise_scale)
+            if buffer[k] > high:
+                high = buffer[k]
+                brighter = k
+            low = min(low, buffer[k])
+        else:
+            variance += zero
+    if high - low > kappa_high * np.float32(math.sqrt(variance)):
+        return brighter
+    return -1
+
+
+@njit(**_OPTIONS)
+def noise_clip_keep_cpu(
+    values,
+    valid,
+    noise,
+    background,
+    kappa_low,
+    kappa_high,
+    noise_scale,
+    median_variance,
+    max_iterations,
+    min_samples,
+    out,
+):
+    """Write into ``out`` the keep mask of noise clipping; return the number of pair-rule rejections.
+
+    ``values`` ``(K, C, H, W)`` float32, ``valid`` and ``out`` bool of that shape;
+    ``noise`` and ``background`` float32 arrays of that shape (broadcast views do);
+    ``kappa_low``, ``kappa_high``, ``noise_scale`` and ``median_variance`` (the
+    reference's ``MEDIAN_VARIANCE``) float32. The rules are those of
+    :mod:`zemosaic_dask.tasks.noise_rejection`.
+    """
+    count, channels, height, width = values.shape
+    zero = np.float32(0.0)
+    buffer = np.empty(count, dtype=np.float32)
+    variance = np.empty(count, dtype=np.float32)
+    sigma_noise = np.empty(count, dtype=np.float32)
+    sky = np.empty(count, dtype=np.float32)
+    usable = np.empty(count, dtype=np.bool_)
+    kept = np.empty(count, dtype=np.bool_)
+    trial = np.empty(count, dtype=np.bool_)
+    scratch = np.empty(count, dtype=np.float32)
+    fired = 0
+    for c in range(channels):
+        for y in range(height):
+            for x in range(width):
+                n = 0
+                for k in range(count):
+                    value = values[k, c, y, x]
+                    buffer[k] = value
+                    usable[k] = valid[k, c, y, x] and math.isfinite(value)
+                    kept[k] = usable[k]
+                    sigma_noise[k] = noise[k, c, y, x]
+                    sky[k] = background[k, c, y, x]
+                    n += 1 if usable[k] else 0
+                if n == 2 and min_samples <= 2:
+                    brighter = _pair_rule(buffer, usable, sigma_noise, sky, count, kappa_high, noise_scale)
+                    if brighter >= 0:
+                        fired += 1
+                        high = buffer[brighter]
+                        for k in range(count):  # every sample equal to the brighter one, as the reference
+                            if usable[k] and buffer[k] == high:
+                                kept[k] = False
+                elif n >= 3 and n >= min_samples:
+                    centre = _sorted_median(buffer, usable, count, scratch)
+                    m = n
+                    for iteration in range(max_iterations):
+                        size = np.float32(m)
+                        if iteration > 0:
+                            total = zero
+                            for k in range(count):
+                                total += buffer[k] if kept[k] else zero
+                            centre = total / size
+                        total = zero
+                        for k in range(count):
+                            variance[k] = _variance(centre, sigma_noise[k], sky[k], noise_scale)
+                            total += variance[k] if kept[k] else zero
+                        centre_variance = total / (size * size)
+                        if iteration == 0:
+                            centre_variance = centre_variance * median_variance
+                        m_new = 0
+                        changed = False
+                        for k in range(count):
+                            keep_k = False
+                            if usable[k]:
+                                sigma = np.float32(math.sqrt(variance[k] + centre_variance))
+                                deviation = buffer[k] - centre
+                                keep_k = not (deviation > kappa_high * sigma or -deviation > kappa_low * sigma)
+                            trial[k] = keep_k
+                            m_new += 1 if keep_k else 0
+                            changed = changed or keep_k != kept[k]
+                        if not changed or m_new == 0:
+                            break
+                        for k in range(count):
+                            kept[k] = trial[k]
+                        m = m_new
+                for k in range(count):
+                    out[k, c, y, x] = kept[k]
+    return fired

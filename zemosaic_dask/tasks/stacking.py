@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .namespace import array_namespace, to_numpy
+from .noise_rejection import reject_noise_clip
 from .rejection import (
     huber_mean,
     kept_median,
@@ -45,12 +46,21 @@ logger = logging.getLogger(__name__)
 
 NORMALISATION_METHODS = ("none", "linear_fit", "sky_mean")
 WEIGHTING_METHODS = ("none", "noise_variance")
-REJECTION_METHODS = ("none", "kappa_sigma", "winsorized_sigma_clip", "robust_mean", "linear_fit_clip", "median")
+REJECTION_METHODS = (
+    "none",
+    "kappa_sigma",
+    "winsorized_sigma_clip",
+    "robust_mean",
+    "linear_fit_clip",
+    "median",
+    "noise_clip",
+)
 COMBINE_METHODS = ("mean", "median")
 
 #: Peak working memory of :func:`stack_samples` per rejection method, as ``(a, b)`` in
 #: ``(a * K + b) * C*H*W*4`` bytes: ``a`` sample-sized and ``b`` plane-sized float32
-#: temporaries (measured on numpy, with margin; a test keeps them true).
+#: temporaries (measured on numpy, with margin; a test keeps them true). ``noise_clip``
+#: runs a compiled kernel on numpy; its array version (cupy) peaks near 5.7 K samples.
 _MEMORY_MODEL = {
     "none": (2.7, 5.0),
     "median": (2.4, 17.0),
@@ -58,6 +68,7 @@ _MEMORY_MODEL = {
     "robust_mean": (3.6, 18.0),
     "winsorized_sigma_clip": (3.9, 26.0),
     "linear_fit_clip": (6.9, 16.0),
+    "noise_clip": (2.9, 20.0),
 }
 
 _CLIPPERS = {
@@ -82,18 +93,27 @@ class StackOptions:
         ``frame_weights`` from :func:`~zemosaic_dask.tasks.weighting.frame_weights`.
     rejection : str
         ``none`` (no rejection) | ``kappa_sigma`` | ``winsorized_sigma_clip`` |
-        ``linear_fit_clip`` (clipping methods, then ``combine``) | ``robust_mean``
-        (Huber M-estimate) | ``median`` (unweighted median of the samples). The last
-        two are estimators in themselves: ``combine`` does not apply to them.
+        ``linear_fit_clip`` | ``noise_clip`` (clipping methods, then ``combine``) |
+        ``robust_mean`` (Huber M-estimate) | ``median`` (unweighted median of the
+        samples). The last two are estimators in themselves: ``combine`` does not apply
+        to them. ``noise_clip`` clips against each sample's expected noise
+        (:func:`~zemosaic_dask.tasks.noise_rejection.reject_noise_clip`), which works
+        with 2-6 samples; :func:`stack_samples` then requires ``noise``.
     kappa_low, kappa_high : float
-        Clipping limits in sigma below and above the centre (> 0).
+        Clipping limits in sigma below and above the centre (> 0); for ``noise_clip``
+        in expected sigmas (3 suits it).
     max_iterations : int
         Largest number of rejection passes (>= 1).
     combine : str
         ``mean`` (weighted mean of the survivors) | ``median`` (unweighted median of
         the survivors).
     min_samples_for_rejection : int
-        No rejection at a pixel with fewer valid samples (>= 1).
+        No rejection at a pixel with fewer valid samples (>= 1). ``noise_clip`` judges
+        a pair of samples only when this is 2 or less.
+    noise_scale : float
+        ``noise_clip`` only: fraction of a pixel's signal above the background added in
+        quadrature to each sample's noise (>= 0), so that star cores, which differ
+        between frames by seeing and resampling, are not clipped.
     """
 
     normalisation: str = "none"
@@ -104,6 +124,7 @@ class StackOptions:
     max_iterations: int = 3
     combine: str = "mean"
     min_samples_for_rejection: int = 3
+    noise_scale: float = 0.1
 
     def validate(self) -> None:
         """Raise :class:`~zemosaic_dask.errors.ConfigError` naming the first invalid field."""
@@ -125,6 +146,11 @@ class StackOptions:
                 raise ConfigError(
                     f"stacking {name} must be a finite number > 0, got {value!r} (set zemosaic.stacking.{name})"
                 )
+        scale = self.noise_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < float("inf"):
+            raise ConfigError(
+                f"stacking noise_scale must be a finite number >= 0, got {scale!r} (set zemosaic.stacking.noise_scale)"
+            )
         for name in ("max_iterations", "min_samples_for_rejection"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -146,11 +172,15 @@ class StackResult:
         at the pixel (duplicates of one frame count once; frame weights do not enter).
     n_frames : array
         ``(H, W)`` int32: number of distinct frames with data at the pixel.
+    pair_rejections : int
+        ``noise_clip`` only (0 otherwise): number of channel-pixels with two samples
+        where the brighter one was rejected because the two disagreed beyond their noise.
     """
 
     image: Any
     coverage: Any
     n_frames: Any
+    pair_rejections: int = 0
 
 
 def stack_samples(
@@ -162,6 +192,8 @@ def stack_samples(
     gains: Any | None = None,
     offsets: Any | None = None,
     frame_weights: Any | None = None,
+    noise: Any | None = None,
+    background: Any | None = None,
 ) -> StackResult:
     """Stack the samples K frames give to one output region.
 
@@ -187,6 +219,16 @@ def stack_samples(
         ``(K, C)`` (or ``(K,)``) per-frame quality weights; required when
         ``options.weighting`` is not ``none``. A sample's weight is
         ``footprint * frame_weight``; a frame weight of 0 excludes the sample.
+    noise : array or float, optional
+        Expected noise sigma of every sample, in the units of ``samples``: ``(K,)`` or
+        ``(K, C)`` per frame (e.g. each frame's measured background noise), a 4-D array
+        broadcastable to ``(K, C, H, W)`` (per pixel, for layers that are stacks
+        themselves), or a scalar. Required by ``noise_clip``, unused otherwise.
+        Normalisation scales it by ``|gain|``.
+    background : array or float, optional
+        Sky level under every sample, in the units of ``samples``, shaped like ``noise``
+        (default 0: background-subtracted samples); ``noise_clip`` measures the signal
+        of its ``noise_scale`` term above it. Normalisation maps it like the samples.
 
     Returns
     -------
@@ -196,8 +238,8 @@ def stack_samples(
     Raises
     ------
     ConfigError
-        When ``options`` is invalid or requests a normalisation or weighting whose
-        coefficients were not given.
+        When ``options`` is invalid, requests a normalisation or weighting whose
+        coefficients were not given, or ``noise_clip`` without ``noise``.
     ValueError
         When the shapes disagree.
     """
@@ -211,6 +253,12 @@ def stack_samples(
     count, channels = samples.shape[:2]
     _require(options.normalisation != "none" and (gains is None and offsets is None), "normalisation", "gains/offsets")
     _require(options.weighting != "none" and frame_weights is None, "weighting", "frame_weights")
+    if options.rejection == "noise_clip" and noise is None:
+        raise ConfigError(
+            "stacking rejection noise_clip needs the expected noise of every sample: pass noise= to stack_samples "
+            "(each frame's background noise, e.g. FrameInfo.noise, as a (K,) or (K, C) array) or set "
+            "zemosaic.stacking.rejection to another method (kappa_sigma, winsorized_sigma_clip, ...)"
+        )
     logger.debug("stacking %d samples of %s on %s: %s", count, tuple(samples.shape[1:]), xp.__name__, options)
     if count == 0:
         plane = tuple(samples.shape[2:])
@@ -221,9 +269,12 @@ def stack_samples(
         )
 
     values = xp.array(samples, dtype=xp.float32, copy=True)  # the one working copy, updated in place
-    if gains is not None or offsets is not None:
-        values *= _per_frame(xp, gains, count, channels, "gains", 1.0)[:, :, None, None]
-        values += _per_frame(xp, offsets, count, channels, "offsets", 0.0)[:, :, None, None]
+    normalised = gains is not None or offsets is not None
+    if normalised:
+        gain = _per_frame(xp, gains, count, channels, "gains", 1.0)[:, :, None, None]
+        offset = _per_frame(xp, offsets, count, channels, "offsets", 0.0)[:, :, None, None]
+        values *= gain
+        values += offset
     weight = xp.asarray(footprint, dtype=xp.float32)
     finite = xp.isfinite(values)
     has_data = (weight > 0) & xp.any(finite, axis=1)
@@ -236,12 +287,23 @@ def stack_samples(
         weights = weights * quality[:, :, None, None]
     values[~valid] = xp.nan
 
-    image = _combine(values, weights, valid, options)
+    model = None
+    if options.rejection == "noise_clip":
+        noise = _per_sample(xp, noise, count, channels, "noise")
+        background = _per_sample(xp, 0.0 if background is None else background, count, channels, "background")
+        if normalised:
+            noise = noise * xp.abs(gain)
+            background = background * gain
+            background += offset
+        model = (noise, background)
+    image, pair_rejections = _combine(values, weights, valid, options, model)
     coverage, n_frames = _coverage(xp, weight, has_data, frame_ids, count)
-    return StackResult(image=image, coverage=coverage, n_frames=n_frames)
+    return StackResult(image=image, coverage=coverage, n_frames=n_frames, pair_rejections=pair_rejections)
 
 
-def peak_memory_bytes(shape: Sequence[int], options: StackOptions, *, frame_weights: bool = False) -> int:
+def peak_memory_bytes(
+    shape: Sequence[int], options: StackOptions, *, frame_weights: bool = False, per_pixel_noise: bool = False
+) -> int:
     """Upper bound of the working memory :func:`stack_samples` allocates besides its inputs.
 
     Parameters
@@ -252,6 +314,9 @@ def peak_memory_bytes(shape: Sequence[int], options: StackOptions, *, frame_weig
         The stacking methods (the rejection method sets the cost).
     frame_weights : bool
         Whether per-channel frame weights are passed (one more sample-sized array).
+    per_pixel_noise : bool
+        Whether ``noise_clip`` gets sample-sized ``noise``/``background`` arrays
+        (normalisation copies each: two more sample-sized arrays).
 
     Returns
     -------
@@ -262,6 +327,7 @@ def peak_memory_bytes(shape: Sequence[int], options: StackOptions, *, frame_weig
     count, channels, height, width = (int(size) for size in shape)
     per_sample, per_plane = _MEMORY_MODEL[options.rejection]
     per_sample += 1.0 if frame_weights else 0.0
+    per_sample += 2.0 if per_pixel_noise and options.rejection == "noise_clip" else 0.0
     return int(math.ceil((per_sample * count + per_plane) * channels * height * width * 4))
 
 
@@ -285,14 +351,44 @@ def _per_frame(xp: Any, coefficients: Any, count: int, channels: int, name: str,
     return xp.broadcast_to(array, (count, channels))
 
 
-def _combine(values: Any, weights: Any, valid: Any, options: StackOptions) -> Any:
+def _per_sample(xp: Any, array: Any, count: int, channels: int, name: str) -> Any:
+    """Return a noise model array in ``xp`` as float32, ``(K,)``/``(K, C)`` made ``(K, C, 1, 1)``."""
+    array = xp.asarray(array, dtype=xp.float32)
+    if array.ndim in (1, 2):
+        if array.shape[0] != count or (array.ndim == 2 and array.shape[1] not in (1, channels)):
+            raise ValueError(
+                f"{name} must have shape ({count},), ({count}, {channels}) or be 4-D broadcastable to the samples, "
+                f"got {tuple(array.shape)}"
+            )
+        array = xp.reshape(array, (count, -1, 1, 1))
+    elif array.ndim == 0:
+        array = xp.reshape(array, (1, 1, 1, 1))
+    return array  # 4-D shapes are checked by reject_noise_clip
+
+
+def _combine(values: Any, weights: Any, valid: Any, options: StackOptions, model: Any) -> tuple[Any, int]:
+    """Return the combined image and the number of pair-rule rejections (noise_clip)."""
     if options.rejection == "median":
-        return kept_median(values, valid)
+        return kept_median(values, valid), 0
     if options.rejection == "robust_mean":
-        return huber_mean(values, weights, valid, min_samples=options.min_samples_for_rejection)
+        return huber_mean(values, weights, valid, min_samples=options.min_samples_for_rejection), 0
     keep = valid
+    pair_rejections = 0
     clipper = _CLIPPERS.get(options.rejection)
-    if clipper is not None:
+    if model is not None:
+        clipped = reject_noise_clip(
+            values,
+            valid,
+            model[0],
+            background=model[1],
+            kappa_low=options.kappa_low,
+            kappa_high=options.kappa_high,
+            max_iterations=options.max_iterations,
+            min_samples=options.min_samples_for_rejection,
+            noise_scale=options.noise_scale,
+        )
+        keep, pair_rejections = clipped.keep, clipped.pair_rejections
+    elif clipper is not None:
         keep = clipper(
             values,
             valid,
@@ -302,8 +398,8 @@ def _combine(values: Any, weights: Any, valid: Any, options: StackOptions) -> An
             min_samples=options.min_samples_for_rejection,
         )
     if options.combine == "median":
-        return kept_median(values, keep)
-    return weighted_mean(values, weights, keep)
+        return kept_median(values, keep), pair_rejections
+    return weighted_mean(values, weights, keep), pair_rejections
 
 
 def _coverage(xp: Any, weight: Any, has_data: Any, frame_ids: Any, count: int) -> tuple[Any, Any]:

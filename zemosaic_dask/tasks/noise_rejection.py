@@ -1,0 +1,284 @@
+"""Rejection against each sample's expected noise (a CCD noise model), for stacks of 2-6 samples.
+
+Kappa-sigma clipping measures sigma from the samples themselves, and a lone outlier
+among ``n`` samples lies at most ``(n - 1) / sqrt(n)`` sample sigmas from their mean
+(1.5 for 4 samples): a satellite trail in one of the 3-6 frames a Seestar panel puts
+over a sky pixel cannot be rejected that way. :func:`reject_noise_clip` instead clips
+each sample against the noise it is EXPECTED to have, as IRAF ``imcombine``'s
+``ccdclip`` does:
+
+``variance_k = noise_k**2 + (noise_scale * max(centre - background_k, 0))**2``
+
+- ``noise_k`` is the sample's expected noise (its frame's measured background noise, or
+  a per-pixel noise for layers that are themselves stacks);
+- the second term is the signal-proportional ("sensitivity noise") part: star cores
+  differ between frames by seeing, PSF and resampling far more than the sky noise, by a
+  fraction of their signal above the sky, and must not be clipped. ``background_k`` is
+  the sky level under sample ``k`` (0 for background-subtracted samples); the signal is
+  taken from the ``centre``, never from the sample under test, so an outlier does not
+  widen its own window.
+
+A sample is tested against ``sigma_k = sqrt(variance_k + centre_variance)``, where
+``centre_variance`` is the variance of the centre itself: ``sum(variance) / m**2`` over
+the ``m`` samples it is computed from, times ``MEDIAN_VARIANCE`` (pi/2) when it is their
+median. Without it, 1.4 % of the clean samples of 3-sample stacks with one trail were
+rejected: the median is then the brighter clean sample, and the fainter one's difference
+from it has twice the variance of one sample. It is rejected when ``v_k - centre > kappa_high * sigma_k`` or
+``centre - v_k > kappa_low * sigma_k``. At a pixel with ``n`` finite, valid samples:
+
+- ``n >= max(min_samples, 3)``: the first pass centres on the median of the valid
+  samples (one trail among 3 cannot move it); each further pass centres on the
+  unweighted mean of the samples the previous pass kept and re-tests every valid sample
+  (a sample rejected earlier may come back). A pixel stops at the first pass that
+  changes nothing there, or after ``max_iterations`` passes. A pass that would reject
+  every sample of a pixel is not applied there (and the pixel stops).
+- ``n == 2`` and ``min_samples <= 2`` (the pair rule): where the two differ by more
+  than ``kappa_high * sqrt(variance_1 + variance_2)`` (``centre`` = their mean), the
+  brighter one is rejected: trails and cosmic rays are bright. This is the test above
+  with the fainter sample as the centre (but the signal term taken at their mean). The
+  number of pixels where it fired is returned, so the caller can report it (it biases
+  those pixels low when the disagreement is real signal).
+- otherwise (one sample, or fewer than ``min_samples``): nothing is rejected.
+
+On numpy a compiled kernel (:func:`~zemosaic_dask.tasks.kernels_stack.noise_clip_keep_cpu`)
+computes the same keep mask with the same float32 operations in the same order; other
+namespaces (cupy, array_api_strict) run :func:`_reject_noise_clip_arrays`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .namespace import array_namespace, is_numpy_namespace
+
+__all__ = ["NoiseClipResult", "reject_noise_clip"]
+
+#: Variance of the median of n Gaussian samples, in units of the variance of their mean.
+MEDIAN_VARIANCE = 1.5707964
+
+
+@dataclass(frozen=True)
+class NoiseClipResult:
+    """The outcome of :func:`reject_noise_clip`.
+
+    Attributes
+    ----------
+    keep : array
+        ``(K, C, H, W)`` bool keep mask, in the namespace of the values.
+    pair_rejections : int
+        Number of channel-pixels with exactly two samples where the pair rule rejected
+        the brighter one.
+    """
+
+    keep: Any
+    pair_rejections: int
+
+
+def reject_noise_clip(
+    values: Any,
+    valid: Any,
+    noise: Any,
+    *,
+    background: Any | None = None,
+    kappa_low: float,
+    kappa_high: float,
+    max_iterations: int,
+    min_samples: int,
+    noise_scale: float,
+) -> NoiseClipResult:
+    """Clip every sample against its expected noise (see the module docstring for the rules).
+
+    Parameters
+    ----------
+    values : array
+        ``(K, C, H, W)`` float32 samples, NaN where missing.
+    valid : array
+        ``(K, C, H, W)`` bool, the samples that take part; non-finite values never do.
+    noise : array or float
+        Expected noise sigma of each sample, in the units of ``values``: a 4-D array
+        broadcastable to ``(K, C, H, W)`` (e.g. ``(K, C, 1, 1)`` per frame and channel,
+        or a full per-pixel array) or a scalar. A sample whose noise is not finite is
+        never rejected.
+    background : array or float, optional
+        Sky level under each sample, broadcastable like ``noise``; the signal term uses
+        ``max(centre - background, 0)``. Default 0: right for background-subtracted
+        samples; samples that still carry their sky need it, or the sky itself widens
+        the window by ``noise_scale * sky``.
+    kappa_low, kappa_high : float
+        Rejection limits, in expected sigmas, below and above the centre (> 0).
+    max_iterations : int
+        Largest number of passes (>= 1).
+    min_samples : int
+        No rejection at a pixel with fewer valid samples; the pair rule needs 2 or less.
+    noise_scale : float
+        Fraction of the signal above the background added in quadrature to the noise
+        (>= 0; 0.1 keeps star cores whose frames differ by 20 %).
+
+    Returns
+    -------
+    NoiseClipResult
+        The keep mask and the number of pixels where the pair rule fired.
+
+    Raises
+    ------
+    ValueError
+        When ``noise`` or ``background`` does not broadcast to ``values``, or a noise
+        is negative.
+    """
+    xp = array_namespace(values, valid)
+    shape = tuple(values.shape)
+    if len(shape) != 4 or tuple(valid.shape) != shape:
+        raise ValueError(f"values and valid must both be (K, C, H, W), got {shape} and {tuple(valid.shape)}")
+    noise = _broadcastable(xp, noise, shape, "noise")
+    if bool(xp.any(noise < 0)):
+        raise ValueError("noise must be >= 0 (an expected standard deviation), got a negative value")
+    background = _broadcastable(xp, 0.0 if background is None else background, shape, "background")
+    options = dict(
+        kappa_low=float(kappa_low),
+        kappa_high=float(kappa_high),
+        max_iterations=int(max_iterations),
+        min_samples=int(min_samples),
+        noise_scale=float(noise_scale),
+    )
+    if is_numpy_namespace(xp) and shape[0] > 0:
+        return _reject_noise_clip_compiled(values, valid, noise, background, **options)
+    return _reject_noise_clip_arrays(values, valid, noise, background, **options)
+
+
+def _broadcastable(xp: Any, array: Any, shape: tuple[int, ...], name: str) -> Any:
+    """Return ``array`` as float32 in ``xp``, 4-D, checked to broadcast to ``shape``."""
+    array = xp.asarray(array, dtype=xp.float32)
+    if array.ndim == 0:
+        array = xp.reshape(array, (1, 1, 1, 1))
+    if array.ndim != 4 or any(size not in (1, full) for size, full in zip(array.shape, shape, strict=True)):
+        raise ValueError(
+            f"{name} must be a scalar or a 4-D array broadcastable to the samples {shape} "
+            f"(e.g. (K, C, 1, 1) per frame and channel), got shape {tuple(array.shape)}"
+        )
+    return array
+
+
+def _astype(xp: Any, array: Any, dtype: Any) -> Any:
+    """``array.astype(dtype)`` for namespaces whose arrays have no ``astype`` method."""
+    method = getattr(array, "astype", None)
+    return method(dtype) if method is not None else xp.astype(array, dtype)
+
+
+def _count(xp: Any, mask: Any) -> Any:
+    """Number of True entries along axis 0, int32."""
+    return xp.sum(_astype(xp, mask, xp.int32), axis=0, dtype=xp.int32)
+
+
+def _kept_mean(xp: Any, values: Any, keep: Any) -> Any:
+    """Unweighted mean of the kept samples (float32 sum in sample order), 0 where none."""
+    total = xp.sum(xp.where(keep, values, 0.0), axis=0)
+    return total / _astype(xp, xp.maximum(_count(xp, keep), 1), xp.float32)
+
+
+def _kept_median(xp: Any, values: Any, keep: Any, n: Any) -> Any:
+    """Median of the kept samples (mean of the two middle ones), 0 where none."""
+    ordered = xp.sort(xp.where(keep, values, xp.inf), axis=0)
+    last = ordered.shape[0] - 1
+    low = xp.clip((n - 1) // 2, 0, last)[None, ...]
+    high = xp.clip(n // 2, 0, last)[None, ...]
+    median = (
+        xp.take_along_axis(ordered, low, axis=0)[0, ...] + xp.take_along_axis(ordered, high, axis=0)[0, ...]
+    ) * 0.5
+    return xp.where(n > 0, median, 0.0)
+
+
+def _variance(xp: Any, centre: Any, noise: Any, background: Any, noise_scale: float) -> Any:
+    """Expected variance of every sample about ``centre``, ``(K, C, H, W)`` float32."""
+    signal = xp.maximum(centre[None, ...] - background, 0.0) * noise_scale
+    return noise * noise + signal * signal
+
+
+def _reject_noise_clip_arrays(
+    values: Any,
+    valid: Any,
+    noise: Any,
+    background: Any,
+    *,
+    kappa_low: float,
+    kappa_high: float,
+    max_iterations: int,
+    min_samples: int,
+    noise_scale: float,
+) -> NoiseClipResult:
+    """:func:`reject_noise_clip` with array operations only (any namespace; the semantic reference)."""
+    xp = array_namespace(values, valid)
+    valid = valid & xp.isfinite(values)
+    n = _count(xp, valid)
+    keep = valid
+    pair_rejections = 0
+    if min_samples <= 2:
+        pair = n == 2
+        if bool(xp.any(pair)):
+            variance = _variance(xp, _kept_mean(xp, values, valid), noise, background, noise_scale)
+            pair_sigma = xp.sqrt(xp.sum(xp.where(valid, variance, 0.0), axis=0))
+            del variance
+            high = xp.max(xp.where(valid, values, -xp.inf), axis=0)
+            low = xp.min(xp.where(valid, values, xp.inf), axis=0)
+            fired = pair & (high - low > kappa_high * pair_sigma)
+            keep = valid & ~(fired[None, ...] & (values == high[None, ...]))
+            pair_rejections = int(xp.sum(_astype(xp, fired, xp.int64)))
+    active = n >= max(min_samples, 3)
+    centre = _kept_median(xp, values, valid, n)
+    for iteration in range(max_iterations):
+        if not bool(xp.any(active)):
+            break
+        count = _astype(xp, xp.maximum(_count(xp, keep), 1), xp.float32)
+        if iteration > 0:
+            centre = xp.sum(xp.where(keep, values, 0.0), axis=0) / count
+        variance = _variance(xp, centre, noise, background, noise_scale)
+        centre_variance = xp.sum(xp.where(keep, variance, 0.0), axis=0) / (count * count)
+        if iteration == 0:
+            centre_variance = centre_variance * MEDIAN_VARIANCE
+        variance += centre_variance[None, ...]
+        sigma = xp.sqrt(variance)
+        del variance
+        deviation = values - centre[None, ...]
+        outside = (deviation > kappa_high * sigma) | (-deviation > kappa_low * sigma)
+        del deviation, sigma
+        new_keep = valid & ~outside
+        del outside
+        changed = active & xp.any(new_keep != keep, axis=0) & (_count(xp, new_keep) > 0)
+        keep = xp.where(changed[None, ...], new_keep, keep)
+        active = changed
+    return NoiseClipResult(keep=keep, pair_rejections=pair_rejections)
+
+
+def _reject_noise_clip_compiled(
+    values: Any,
+    valid: Any,
+    noise: Any,
+    background: Any,
+    *,
+    kappa_low: float,
+    kappa_high: float,
+    max_iterations: int,
+    min_samples: int,
+    noise_scale: float,
+) -> NoiseClipResult:
+    """:func:`reject_noise_clip` on numpy through the compiled per-pixel kernel."""
+    from .kernels_stack import noise_clip_keep_cpu
+
+    shape = values.shape
+    out = np.empty(shape, dtype=np.bool_)
+    pair_rejections = noise_clip_keep_cpu(
+        np.ascontiguousarray(values, dtype=np.float32),
+        np.ascontiguousarray(valid, dtype=np.bool_),
+        np.broadcast_to(noise, shape),
+        np.broadcast_to(background, shape),
+        np.float32(kappa_low),
+        np.float32(kappa_high),
+        np.float32(noise_scale),
+        np.float32(MEDIAN_VARIANCE),
+        max_iterations,
+        min_samples,
+        out,
+    )
+    return NoiseClipResult(keep=out, pair_rejections=int(pair_rejections))
