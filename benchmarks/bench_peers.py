@@ -18,7 +18,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from astropy.wcs import WCS
 CHANNELS = {"g": (1,), "rgb": (0, 1, 2)}
 SWARP_NAMES = ("swarp", "SWarp")
 MONTAGE_TOOLS = ("mImgtbl", "mProjExec", "mAdd")
+MONTAGE_BACKGROUND_TOOLS = ("mOverlaps", "mDiffExec", "mFitExec", "mBgModel", "mBgExec")
 
 
 def run_measured(command: list[str], cwd: Path) -> int:
@@ -54,6 +56,54 @@ def run_measured(command: list[str], cwd: Path) -> int:
     return peak
 
 
+@dataclass(frozen=True)
+class TreeRun:
+    """A command run to completion: exit status, wall seconds, peak RSS of its process tree."""
+
+    returncode: int
+    seconds: float
+    peak_rss: int
+    peak_rss_largest: int
+
+
+def run_tree_measured(command: list[str], log_path: Path, *, interval: float = 0.05) -> TreeRun:
+    """Run ``command`` (output to ``log_path``), timing it from start to exit and sampling its memory.
+
+    Every ``interval`` seconds the RSS of the process and of all its descendants (e.g. the
+    worker processes a ``LocalCluster`` starts) is read with psutil: ``peak_rss`` is the
+    largest sum over the tree, ``peak_rss_largest`` the largest single process. Sampling
+    misses peaks shorter than the interval.
+    """
+    import psutil
+
+    with open(log_path, "w") as log:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        root = psutil.Process(process.pid)
+        peak = largest = 0
+        while process.poll() is None:
+            sizes = []
+            for member in (root, *_descendants(root)):
+                try:
+                    sizes.append(member.memory_info().rss)
+                except psutil.Error:  # exited between listing and reading
+                    continue
+            peak, largest = max(peak, sum(sizes)), max(largest, max(sizes, default=0))
+            time.sleep(interval)
+        process.wait()
+        seconds = time.perf_counter() - start
+    return TreeRun(process.returncode, seconds, peak, largest)
+
+
+def _descendants(root: Any) -> list[Any]:
+    import psutil
+
+    try:
+        return root.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
 def swarp_executable() -> str | None:
     """Path of SWarp (Debian installs it as ``SWarp``), or None."""
     for name in SWARP_NAMES:
@@ -63,9 +113,10 @@ def swarp_executable() -> str | None:
     return None
 
 
-def montage_available() -> bool:
-    """True when the Montage tools the benchmark uses are on the PATH."""
-    return all(shutil.which(tool) for tool in MONTAGE_TOOLS)
+def montage_available(*, background_match: bool = False) -> bool:
+    """True when the Montage tools the benchmark uses (and those of background matching) are on the PATH."""
+    tools = MONTAGE_TOOLS + (MONTAGE_BACKGROUND_TOOLS if background_match else ())
+    return all(shutil.which(tool) for tool in tools)
 
 
 def prepared_frames(frames_dir: Path, channels: tuple[int, ...]) -> Iterator[tuple[WCS, np.ndarray]]:
@@ -111,8 +162,14 @@ def _write_cube(path: Path, planes: list[np.ndarray], wcs: WCS) -> None:
     fits.PrimaryHDU(data if len(planes) > 1 else data[0], header=wcs.to_header()).writeto(path, overwrite=True)
 
 
-def run_reproject(frames_dir: Path, grid_fits: Path, out_fits: Path, channels: str) -> dict[str, Any]:
-    """``reproject_and_coadd`` (bilinear, mean) of the prepared frames; one call per channel."""
+def run_reproject(
+    frames_dir: Path, grid_fits: Path, out_fits: Path, channels: str, *, match_background: bool = False
+) -> dict[str, Any]:
+    """``reproject_and_coadd`` (bilinear, mean) of the prepared frames; one call per channel.
+
+    ``match_background=True`` lets reproject solve one additive offset per frame from the
+    overlaps before the mean (its ``match_background`` option).
+    """
     from reproject import reproject_interp
     from reproject.mosaicking import reproject_and_coadd
 
@@ -129,7 +186,7 @@ def run_reproject(frames_dir: Path, grid_fits: Path, out_fits: Path, channels: s
             shape_out=shape,
             reproject_function=reproject_interp,
             combine_function="mean",
-            match_background=False,
+            match_background=match_background,
             order="bilinear",
             blank_pixel_value=np.nan,
         )
@@ -152,8 +209,20 @@ def _write_channel_inputs(frames_dir: Path, channels: tuple[int, ...], work: Pat
     return paths
 
 
-def run_swarp(frames_dir: Path, grid_fits: Path, out_fits: Path, channels: str, threads: int) -> dict[str, Any]:
-    """SWarp (bilinear resampling, plain average, no background subtraction, no flux scaling)."""
+def run_swarp(
+    frames_dir: Path,
+    grid_fits: Path,
+    out_fits: Path,
+    channels: str,
+    threads: int,
+    *,
+    options: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """SWarp (bilinear resampling, plain average, no background subtraction, no flux scaling).
+
+    ``options`` overrides any of those settings by SWarp keyword, e.g.
+    ``{"COMBINE_TYPE": "CLIPPED", "SUBTRACT_BACK": "Y"}``.
+    """
     executable = swarp_executable()
     if executable is None:
         raise RuntimeError("SWarp is not installed (apt-get install swarp)")
@@ -168,28 +237,29 @@ def run_swarp(frames_dir: Path, grid_fits: Path, out_fits: Path, channels: str, 
         for channel, paths in inputs.items():
             out = work / f"coadd{channel}.fits"
             out.with_suffix(".head").write_text(_header_text(wcs, shape))
-            command = [
-                executable,
-                *map(str, paths),
-                "-c", "/dev/null",
-                "-IMAGEOUT_NAME", str(out),
-                "-WEIGHTOUT_NAME", str(work / f"coadd{channel}.weight.fits"),
-                "-RESAMPLING_TYPE", "BILINEAR",
-                "-OVERSAMPLING", "1",
-                "-COMBINE_TYPE", "AVERAGE",
-                "-WEIGHT_TYPE", "NONE",
-                "-SUBTRACT_BACK", "N",
-                "-FSCALASTRO_TYPE", "NONE",
-                "-BLANK_BADPIXELS", "Y",
-                "-INTERPOLATE", "N",
-                "-CELESTIAL_TYPE", "NATIVE",
-                "-RESAMPLE_DIR", str(work),
-                "-VMEM_DIR", str(work),
-                "-DELETE_TMPFILES", "Y",
-                "-WRITE_XML", "N",
-                "-NTHREADS", str(threads),
-                "-VERBOSE_TYPE", "QUIET",
-            ]  # fmt: skip
+            settings = {
+                "IMAGEOUT_NAME": str(out),
+                "WEIGHTOUT_NAME": str(work / f"coadd{channel}.weight.fits"),
+                "RESAMPLING_TYPE": "BILINEAR",
+                "OVERSAMPLING": "1",
+                "COMBINE_TYPE": "AVERAGE",
+                "WEIGHT_TYPE": "NONE",
+                "SUBTRACT_BACK": "N",
+                "FSCALASTRO_TYPE": "NONE",
+                "BLANK_BADPIXELS": "Y",
+                "INTERPOLATE": "N",
+                "CELESTIAL_TYPE": "NATIVE",
+                "RESAMPLE_DIR": str(work),
+                "VMEM_DIR": str(work),
+                "DELETE_TMPFILES": "Y",
+                "WRITE_XML": "N",
+                "NTHREADS": str(threads),
+                "VERBOSE_TYPE": "QUIET",
+                **(options or {}),
+            }
+            command = [executable, *map(str, paths), "-c", "/dev/null"]
+            for key, value in settings.items():
+                command += [f"-{key}", str(value)]
             begin = time.perf_counter()
             tool_peak = max(tool_peak, run_measured(command, work))
             seconds += time.perf_counter() - begin
@@ -201,9 +271,17 @@ def run_swarp(frames_dir: Path, grid_fits: Path, out_fits: Path, channels: str, 
     return {"seconds": seconds, "prep_seconds": prep, "threads": threads, "frames": frames, "tool_peak_rss": tool_peak}
 
 
-def run_montage(frames_dir: Path, grid_fits: Path, out_fits: Path, channels: str) -> dict[str, Any]:
-    """Montage: ``mProjExec`` (plane-to-plane projection of TAN frames) then ``mAdd -a mean``."""
-    if not montage_available():
+def run_montage(
+    frames_dir: Path, grid_fits: Path, out_fits: Path, channels: str, *, background_match: bool = False
+) -> dict[str, Any]:
+    """Montage: ``mProjExec`` (plane-to-plane projection of TAN frames) then ``mAdd -a mean``.
+
+    ``background_match=True`` inserts Montage's background rectification between the two:
+    ``mOverlaps``, ``mDiffExec``, ``mFitExec`` (a plane fitted to every overlap's difference),
+    ``mBgModel`` (one plane per frame solved from those fits) and ``mBgExec`` (planes removed);
+    ``mAdd`` then adds the corrected frames.
+    """
+    if not montage_available(background_match=background_match):
         raise RuntimeError("Montage is not installed (apt-get install montage)")
     start = time.perf_counter()
     wcs, shape = _grid(grid_fits)
@@ -219,14 +297,19 @@ def run_montage(frames_dir: Path, grid_fits: Path, out_fits: Path, channels: str
             raw, proj = work / f"raw{channel}", work / f"proj{channel}"
             proj.mkdir()
             out = work / f"mosaic{channel}.fits"
+            # Paths relative to ``work`` (the tools' working folder): mImgtbl writes the folder it
+            # is given into every file name, and an absolute name would override ``-p``.
+            added = _montage_background_steps(channel) if background_match else []
             steps = (
-                ["mImgtbl", str(raw), str(work / f"raw{channel}.tbl")],
-                ["mProjExec", "-p", str(raw), str(work / f"raw{channel}.tbl"), str(template), str(proj),
-                 str(work / f"stats{channel}.tbl")],
-                ["mImgtbl", str(proj), str(work / f"proj{channel}.tbl")],
-                ["mAdd", "-e", "-p", str(proj), "-a", "mean", str(work / f"proj{channel}.tbl"), str(template),
-                 str(out)],
+                ["mImgtbl", raw.name, f"raw{channel}.tbl"],
+                ["mProjExec", "-p", raw.name, f"raw{channel}.tbl", template.name, proj.name, f"stats{channel}.tbl"],
+                ["mImgtbl", proj.name, f"proj{channel}.tbl"],
+                *added,
+                ["mAdd", "-e", "-p", f"corr{channel}" if background_match else proj.name, "-a", "mean",
+                 f"proj{channel}.tbl", template.name, out.name],
             )  # fmt: skip
+            for folder in ("diff", "corr") if background_match else ():
+                (work / f"{folder}{channel}").mkdir()
             begin = time.perf_counter()
             for step in steps:
                 tool_peak = max(tool_peak, run_measured(step, work))
@@ -236,6 +319,20 @@ def run_montage(frames_dir: Path, grid_fits: Path, out_fits: Path, channels: str
     _write_cube(out_fits, planes, wcs)
     frames = len(inputs[CHANNELS[channels][0]])
     return {"seconds": seconds, "prep_seconds": prep, "threads": 1, "frames": frames, "tool_peak_rss": tool_peak}
+
+
+def _montage_background_steps(channel: int) -> list[list[str]]:
+    """Montage's background matching of one channel's projected frames (paths relative to the work folder)."""
+    proj, diff, corr = (f"{name}{channel}" for name in ("proj", "diff", "corr"))
+    images, diffs = f"proj{channel}.tbl", f"diffs{channel}.tbl"
+    fitted, corrections = f"fits{channel}.tbl", f"corrections{channel}.tbl"
+    return [
+        ["mOverlaps", images, diffs],
+        ["mDiffExec", "-p", proj, diffs, "template.hdr", diff],
+        ["mFitExec", diffs, fitted, diff],
+        ["mBgModel", images, fitted, corrections],
+        ["mBgExec", "-p", proj, images, corrections, corr],
+    ]
 
 
 def _montage_plane(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -249,17 +346,26 @@ def _montage_plane(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one peer from a benchmark spec (in a child process) and add its peak memory."""
+    """Run one peer from a benchmark spec (in a child process) and add its peak memory.
+
+    Optional spec keys select a peer's variant: ``swarp_options`` (SWarp keyword overrides),
+    ``background_match`` (Montage) and ``match_background`` (reproject).
+    """
     import resource
 
     frames_dir, grid_fits, out = Path(spec["frames_dir"]), Path(spec["grid_fits"]), Path(spec["out"])
     peer = spec["peer"]
     if peer == "reproject":
-        result = run_reproject(frames_dir, grid_fits, out, spec["channels"])
+        result = run_reproject(
+            frames_dir, grid_fits, out, spec["channels"], match_background=bool(spec.get("match_background"))
+        )
     elif peer == "swarp":
-        result = run_swarp(frames_dir, grid_fits, out, spec["channels"], int(spec["threads"]))
+        options = spec.get("swarp_options")
+        result = run_swarp(frames_dir, grid_fits, out, spec["channels"], int(spec["threads"]), options=options)
     elif peer == "montage":
-        result = run_montage(frames_dir, grid_fits, out, spec["channels"])
+        result = run_montage(
+            frames_dir, grid_fits, out, spec["channels"], background_match=bool(spec.get("background_match"))
+        )
     else:
         raise ValueError(f"unknown peer {peer!r}")
     result.update(
