@@ -96,13 +96,13 @@ def test_changed_inputs_or_settings_are_refused_then_restart(reference, tmp_path
     out = tmp_path / "out"
     run(frames, out, SYNC, **OVERRIDES)
     with pytest.raises(ResumeError, match="different inputs or settings.*--restart"):
-        run(frames, out, SYNC, **OVERRIDES, **{"stack.kappa-low": 3.0})
+        run(frames, out, SYNC, **OVERRIDES, **{"stack.kappa-low": 2.5})
     with pytest.raises(ResumeError):
         run(frames[:-1], out, SYNC, **OVERRIDES)
     # Another cluster or log level is not a different mosaic: it resumes (everything reused).
     again = run(frames, out, SYNC, **OVERRIDES, **{"logging.level": "DEBUG", "cluster.n-workers": 3})
     assert again.report["regions"]["reused"] == again.report["regions"]["total"]
-    config = load_config(overrides={**OVERRIDES, "stack.kappa-low": 3.0})
+    config = load_config(overrides={**OVERRIDES, "stack.kappa-low": 2.5})
     run_mosaic(
         frames,
         out,

@@ -107,6 +107,7 @@ class StackConfig(_Section):
     rejection: str
     kappa_low: float
     kappa_high: float
+    noise_scale: float
     max_iterations: int
     combine: str
     radial_weight: bool
@@ -200,6 +201,7 @@ class BackgroundConfig(_Section):
 
     section: ClassVar[str] = "background"
     model: str
+    gains: bool
     block_px: int
     max_points_per_pair: int
     iterations: int

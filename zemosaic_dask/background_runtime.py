@@ -10,68 +10,65 @@ rejection compares samples whose sky drift and gradients are gone.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy.wcs import WCS
 
 from .graph.background import build_sky_blocks_graph
 from .plans.frames import FrameInfo
 from .plans.mosaic import MosaicPlan
 from .plans.overlaps import find_overlapping_pairs
 from .tasks.background_solve import (
-    FrameAffine,
     PairPoints,
     frame_gradients,
     pair_points,
     planes_in_frame_pixels,
     solve_background_planes,
 )
-from .units.frame_sky import frame_centre
+from .tasks.frame_gains import GainSolution, pair_gain, solve_frame_gains
+from .tasks.sky_blocks import SkyCells
 
-__all__ = ["FramePlanes", "frame_affine", "solve_frame_backgrounds"]
+__all__ = ["FramePlanes", "solve_frame_backgrounds", "write_background_diagnostics"]
 
 log = logging.getLogger(__name__)
 
-#: ``(N, C, 3)`` per-frame, per-channel background: offset at the frame centre, d/dx, d/dy.
-FramePlanes = tuple[tuple[tuple[float, float, float], ...], ...]
+#: ``(N, C, 4)`` per frame and channel: offset at the frame centre, d/dx, d/dy (after the gain) and
+#: the gain; a frame's pixels become ``gain * v - (offset + dx * (x - xc) + dy * (y - yc))``.
+FramePlanes = tuple[tuple[tuple[float, float, float, float], ...], ...]
 
 
-def frame_affine(frame: FrameInfo, grid_wcs: WCS) -> FrameAffine:
-    """Affine fit of a frame's pixel -> grid pixel mapping from five points about its centre."""
-    height, width = frame.shape
-    xc, yc = frame_centre(frame)
-    dx = np.array([0.0, width / 4.0, 0.0, -width / 4.0, 0.0])
-    dy = np.array([0.0, 0.0, height / 4.0, 0.0, -height / 4.0])
-    ra, dec = frame.wcs.all_pix2world(xc + dx, yc + dy, 0)
-    gx, gy = grid_wcs.all_world2pix(ra, dec, 0)
-    design = np.column_stack([dx, dy, np.ones(5)])
-    (mx0, mx1, x0), *_ = np.linalg.lstsq(design, gx, rcond=None)
-    (my0, my1, y0), *_ = np.linalg.lstsq(design, gy, rcond=None)
-    return FrameAffine((xc, yc), (float(x0), float(y0)), ((float(mx0), float(mx1)), (float(my0), float(my1))))
-
-
-def _pairs(plan: MosaicPlan, blocks: list[Any], affines: list[FrameAffine], block: int, limit: int) -> list[PairPoints]:
+def _overlapping(plan: MosaicPlan, cell: int) -> list[tuple[int, int]]:
     boxes = []
     for frame in plan.frames:
         bbox = plan.grid.frame_bbox(frame)
-        boxes.append((0, 0, 0, 0) if bbox is None else tuple(int(round(v)) for v in bbox))
-    boxes = [(b[0], b[1] + 1, b[2], b[3] + 1) if b[1] > b[0] else b for b in boxes]
-    out = []
-    for i, j in find_overlapping_pairs(boxes, min_overlap_px=block):
-        found = pair_points(blocks[i], affines[i], blocks[j], affines[j], max_points=limit)
+        if bbox is None:
+            boxes.append((0, 0, 0, 0))
+            continue
+        boxes.append((int(bbox[0]), int(bbox[1]) + 1, int(bbox[2]), int(bbox[3]) + 1))
+    return find_overlapping_pairs(boxes, min_overlap_px=cell)
+
+
+def _gains(cells: list[SkyCells], overlaps: list[tuple[int, int]], noise: tuple[float, ...]) -> GainSolution:
+    equations = []
+    for i, j in overlaps:
+        found = pair_gain(cells[i], cells[j], noise)
         if found is not None:
-            out.append(PairPoints(i, j, *found))
-    return out
+            equations.append((i, j, *found))
+    return solve_frame_gains(len(cells), len(noise), equations)
+
+
+def _scaled(cells: SkyCells, gain: np.ndarray) -> SkyCells:
+    return dataclasses.replace(cells, values=cells.values * gain[:, None], fluxes=cells.fluxes * gain[:, None])
 
 
 def write_background_diagnostics(path: Path, frames: tuple[FrameInfo, ...], planes: np.ndarray) -> Path:
-    """One CSV row per frame and channel: the offset at the frame centre and the plane's slopes."""
+    """One CSV row per frame and channel: the offset at the frame centre, the plane's slopes and the gain."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["frame", "path", "channel", "offset", "slope_x", "slope_y"])
+        writer.writerow(["frame", "path", "channel", "offset", "slope_x", "slope_y", "gain"])
         for k, frame in enumerate(frames):
             for c in range(planes.shape[1]):
                 writer.writerow([k, frame.path, c, *(f"{v:.6g}" for v in planes[k, c])])
@@ -93,12 +90,23 @@ def solve_frame_backgrounds(
     if settings.model == "none" or len(plan.frames) < 2:
         return None, {"model": "none"}
     window = window_options(config, plan.n_channels)
-    graph = build_sky_blocks_graph(plan.frames, window, settings.block_px)
-    blocks = compute(handle, graph, label="background", show_progress=show_progress)
-    grid_wcs = plan.grid.wcs
-    affines = [frame_affine(frame, grid_wcs) for frame in plan.frames]
-    pairs = _pairs(plan, blocks, affines, settings.block_px, settings.max_points_per_pair)
-    observed = frame_gradients(blocks, affines)
+    noise = [np.resize(np.asarray(f.noise or (0.0,), dtype=np.float64), plan.n_channels) for f in plan.frames]
+    typical = tuple(float(v) for v in np.median(noise, axis=0)) if noise else None
+    graph = build_sky_blocks_graph(plan.frames, window, plan.grid, settings.block_px, typical)
+    measured = compute(handle, graph, label="background", show_progress=show_progress)
+    cells = [m[0] for m in measured]
+    affines = [m[1] for m in measured]
+    overlaps = _overlapping(plan, settings.block_px)
+    gains = GainSolution(np.ones((len(cells), plan.n_channels)), 0, np.zeros(plan.n_channels))
+    if settings.gains and typical:
+        gains = _gains(cells, overlaps, typical)
+        cells = [_scaled(c, g) for c, g in zip(cells, gains.gains, strict=True)]
+    pairs = []
+    for i, j in overlaps:
+        found = pair_points(cells[i], cells[j], max_points=settings.max_points_per_pair)
+        if found is not None:
+            pairs.append(PairPoints(i, j, *found))
+    observed = frame_gradients(cells, affines)
     solution = solve_background_planes(
         len(plan.frames),
         pairs,
@@ -107,7 +115,7 @@ def solve_frame_backgrounds(
         model=settings.model,
         iterations=settings.iterations,
     )
-    planes = planes_in_frame_pixels(solution, affines)
+    planes = np.concatenate([planes_in_frame_pixels(solution, affines), gains.gains[:, :, None]], axis=2)
     csv_path = write_background_diagnostics(out / "background_frames.csv", plan.frames, planes)
     report = {
         "model": settings.model,
@@ -118,6 +126,9 @@ def solve_frame_backgrounds(
         "overlap_rms_before": [round(float(v), 4) for v in solution.rms_before],
         "overlap_rms_after": [round(float(v), 4) for v in solution.rms_after],
         "offset_range": [round(float(planes[:, :, 0].min()), 3), round(float(planes[:, :, 0].max()), 3)],
+        "gain_pairs": gains.pairs,
+        "gain_range": [round(float(gains.gains.min()), 5), round(float(gains.gains.max()), 5)],
+        "gain_pair_scatter": [round(float(v), 5) for v in gains.scatter],
         "diagnostics": str(csv_path),
     }
     as_tuples = tuple(tuple(tuple(float(v) for v in row) for row in frame) for frame in planes)

@@ -140,7 +140,15 @@ def stacking_flags(func):  # noqa: ANN001, ANN201
         click.option(
             "--rejection",
             type=click.Choice(
-                ["none", "kappa_sigma", "winsorized_sigma_clip", "robust_mean", "linear_fit_clip", "median"]
+                [
+                    "none",
+                    "noise_clip",
+                    "kappa_sigma",
+                    "winsorized_sigma_clip",
+                    "robust_mean",
+                    "linear_fit_clip",
+                    "median",
+                ]
             ),
             help="Rejection algorithm (stack.rejection).",
         ),

@@ -128,10 +128,19 @@ def combine_jobs(
     *,
     rewrite: bool = False,
     max_bytes: int | None = None,
+    noise: tuple[float, ...] | None = None,
+    sky: tuple[float, ...] | None = None,
 ) -> list[CombineJob]:
-    """One combination job per global region reached by a layer (box intersection)."""
+    """One combination job per global region reached by a layer (box intersection).
+
+    ``noise`` and ``sky`` (per channel: the frames' typical pixel noise and sky level) let
+    a ``noise_clip`` rejection across layers judge each layer pixel by the noise its
+    coverage gives it.
+    """
     by_id = {i.id: i for i in inputs}
-    extra = {"max_bytes": int(max_bytes)} if max_bytes else {}
+    extra: dict[str, Any] = {"max_bytes": int(max_bytes)} if max_bytes else {}
+    if noise is not None:
+        extra.update(noise=tuple(noise), sky=tuple(sky) if sky is not None else None)
     jobs = []
     for region in plan.grid.regions():
         members = tuple(

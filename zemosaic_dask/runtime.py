@@ -6,6 +6,7 @@ The api owns the client; this module turns plan sections into graphs (through
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ def stack_options(config: ZeMosaicConfig) -> StackOptions:
         kappa_high=s.kappa_high,
         max_iterations=s.max_iterations,
         combine=s.combine,
+        noise_scale=s.noise_scale,
+        min_samples_for_rejection=2 if s.rejection == "noise_clip" else 3,
     )
 
 
@@ -72,13 +75,13 @@ def frame_coefficients(plan: MosaicPlan, config: ZeMosaicConfig, planes: Any = N
     from .tasks.weighting import frame_weights
 
     s = config.stack
-    noise = None
+    noise = sky = None
     if s.rejection == "noise_clip":
-        noise = tuple(tuple(float(v) for v in np.resize(f.noise or (0.0,), plan.n_channels)) for f in plan.frames)
+        noise, sky = frame_noise_and_sky(plan, planes)
     if s.normalisation == "none" and s.weighting == "none":
         if planes is None and noise is None:
             return None
-        return FrameCoefficientTable(planes=planes, noise=noise)
+        return FrameCoefficientTable(planes=planes, noise=noise, sky=sky)
     stats = [FrameStatistics(p25=f.p25, p90=f.p90, sky=f.background, sigma=f.noise) for f in plan.frames]
     channels = plan.n_channels
 
@@ -91,7 +94,29 @@ def frame_coefficients(plan: MosaicPlan, config: ZeMosaicConfig, planes: Any = N
         gains, offsets = table(gain_array), table(offset_array)
     if s.weighting != "none":
         weights = table(frame_weights(stats, s.weighting))
-    return FrameCoefficientTable(gains, offsets, weights, planes=planes, noise=noise)
+    return FrameCoefficientTable(gains, offsets, weights, planes=planes, noise=noise, sky=sky)
+
+
+def frame_noise_and_sky(plan: MosaicPlan, planes: Any = None) -> tuple[tuple, tuple]:
+    """Each frame's expected pixel noise and its sky level once its background model is removed.
+
+    The noise is the frame's measured background noise (ingest) times its gain; the sky is
+    its measured background through the gain, minus the model's offset at the frame
+    centre, per channel.
+    """
+    channels = plan.n_channels
+    noise, sky = [], []
+    for index, frame in enumerate(plan.frames):
+        level = np.resize(np.asarray(frame.background or (0.0,), dtype=np.float64), channels)
+        sigma = np.resize(np.asarray(frame.noise or (0.0,), dtype=np.float64), channels)
+        if planes is not None:
+            model = np.asarray(planes[index], dtype=np.float64)
+            gain = np.resize(model[:, 3], channels) if model.shape[1] > 3 else 1.0
+            level = gain * level - np.resize(model[:, 0], channels)
+            sigma = sigma * gain
+        noise.append(tuple(float(v) for v in sigma))
+        sky.append(tuple(float(v) for v in level))
+    return tuple(noise), tuple(sky)
 
 
 def cluster_resources(handle: Any) -> list[dict[str, Any]]:
@@ -251,7 +276,10 @@ def _execute_layers(plan, config, store, handle, *, timings, show_progress, plan
     inputs = layer_inputs(stores, corrections)
     combine = StackOptions(rejection="none") if plan.mode == "classic" else _sds_combine_options(config)
     prefix = "stack-region" if plan.mode == "classic" else "sds-combine"
-    jobs = combine_jobs(plan, stores, inputs, store, combine, max_bytes=max_bytes)
+    noise = sky = None
+    if combine.rejection == "noise_clip":
+        noise, sky = (tuple(np.median(np.asarray(t), axis=0).tolist()) for t in frame_noise_and_sky(plan, planes))
+    jobs = combine_jobs(plan, stores, inputs, store, combine, max_bytes=max_bytes, noise=noise, sky=sky)
     with timings.stage("assembly"):
         combined = compute(handle, combine_layers(jobs, prefix), label="assembly", show_progress=show_progress)
     if config.two_pass.enabled and len(stores) > 1 and jobs:
@@ -262,7 +290,13 @@ def _execute_layers(plan, config, store, handle, *, timings, show_progress, plan
         max_layers = max((c["max_layers"] for c in combined), default=0)
         with timings.stage("coverage-mask"):
             masked = compute(handle, mask_layers(jobs, keep * max_layers), label="mask", show_progress=False)
-        report["sds_masked_pixels"] = int(sum(masked))
+        summary = sum(masked[1:], masked[0]) if masked else None
+        report["sds_masked_pixels"] = summary.masked_pixels if summary else 0
+        report["sds_mask"] = summary.to_dict() if summary else None
+        if summary and summary.fraction > 0.01:
+            from .messages import msg
+
+            log.warning(msg("sds_mask_large", percent=100.0 * summary.fraction, keep=keep))
     report["hot_pixels_fixed"] = int(sum(getattr(s, "hot_pixels", 0) for s in summaries))
     report["gpu_fallbacks"] = gpu_fallbacks(summaries)
     return ExecutionResult(mode=plan.mode, fallback=plan.fallback, regions=len(jobs), report=report)
@@ -275,14 +309,7 @@ def _sds_combine_options(config: ZeMosaicConfig) -> StackOptions:
     often a stack of one or two frames, too few to reject a satellite trail there; the
     rejection across batches removes it (it stays N-aware: no rejection under 3 batches).
     """
-    s = config.stack
-    return StackOptions(
-        rejection=s.rejection,
-        kappa_low=s.kappa_low,
-        kappa_high=s.kappa_high,
-        max_iterations=s.max_iterations,
-        combine=s.combine,
-    )
+    return dataclasses.replace(stack_options(config), normalisation="none", weighting="none")
 
 
 def _calibrate(plan, config, stores, handle, show_progress):  # noqa: ANN001, ANN202

@@ -14,10 +14,10 @@ from zemosaic_dask.tasks.background_solve import (
     planes_in_frame_pixels,
     solve_background_planes,
 )
-from zemosaic_dask.tasks.sky_blocks import SkyBlocks, measure_sky_blocks, subtract_background_plane
+from zemosaic_dask.tasks.sky_blocks import SkyCells, measure_sky_cells, subtract_background_plane
 
 FRAME = (240, 160)  # (H, W) frame pixels
-BLOCK = 16
+CELL = 16
 
 
 def _layout(nx: int = 3, ny: int = 2, rotation_deg: float = 0.0, seed: int = 0) -> list[FrameAffine]:
@@ -41,26 +41,30 @@ def _sky(gx: np.ndarray, gy: np.ndarray, halo: float) -> np.ndarray:
     return 300.0 + halo * np.exp(-r2)
 
 
-def _blocks(affine: FrameAffine, offset: float, slope: tuple[float, float], halo: float) -> SkyBlocks:
-    """Block medians of a frame: the sky plus the frame's own offset and detector-fixed plane."""
+def _cells(affine: FrameAffine, offset: float, slope: tuple[float, float], halo: float) -> SkyCells:
+    """Cell means of a frame on a 16-px grid: the sky plus the frame's own offset and detector-fixed plane."""
     height, width = FRAME
-    y = np.arange(height // BLOCK) * BLOCK + (BLOCK - 1) / 2
-    x = np.arange(width // BLOCK) * BLOCK + (BLOCK - 1) / 2
-    yy, xx = np.meshgrid(y, x, indexing="ij")
-    gx, gy = affine.to_grid(xx, yy)
+    n_columns = 400
+    rows, columns = np.mgrid[0:50, 0:n_columns]
+    ids = (rows * n_columns + columns).ravel()
+    probe = SkyCells(ids, np.zeros((1, ids.size)), np.zeros((1, ids.size)), CELL, n_columns)
+    gx, gy = probe.centres()
+    fx, fy = affine.to_frame(gx, gy)
+    margin = CELL  # the whole cell inside the frame
+    inside = (fx > margin / 2) & (fx < width - margin / 2) & (fy > margin / 2) & (fy < height - margin / 2)
     xc, yc = affine.centre
-    values = _sky(gx, gy, halo) + offset + slope[0] * (xx - xc) + slope[1] * (yy - yc)
-    return SkyBlocks(values[None].astype(np.float32), BLOCK, y, x)
+    values = _sky(gx, gy, halo) + offset + slope[0] * (fx - xc) + slope[1] * (fy - yc)
+    return SkyCells(ids[inside], values[None, inside], np.zeros((1, int(inside.sum()))), CELL, n_columns)
 
 
-def _solve(affines, blocks, model="plane"):
+def _solve(affines, cells, model="plane"):
     pairs = []
     for i in range(len(affines)):
         for j in range(i + 1, len(affines)):
-            found = pair_points(blocks[i], affines[i], blocks[j], affines[j])
+            found = pair_points(cells[i], cells[j])
             if found is not None:
                 pairs.append(PairPoints(i, j, *found))
-    observed = frame_gradients(blocks, affines)
+    observed = frame_gradients(cells, affines)
     centres = np.array([a.grid_centre for a in affines])
     solution = solve_background_planes(len(affines), pairs, centres, observed, model=model)
     return solution, planes_in_frame_pixels(solution, affines)
@@ -71,7 +75,10 @@ def _corrected(affines, blocks, planes, gx, gy):
     total, count = np.zeros(gx.shape), np.zeros(gx.shape)
     for affine, sky, plane in zip(affines, blocks, planes, strict=True):
         fx, fy = affine.to_frame(gx, gy)
-        value = sky.sample(fx, fy)[0]
+        ids = (np.floor((gy + 0.5) / CELL) * sky.n_columns + np.floor((gx + 0.5) / CELL)).astype(np.int64)
+        found = np.searchsorted(sky.ids, ids)
+        hit = (found < sky.ids.size) & (sky.ids[np.minimum(found, sky.ids.size - 1)] == ids)
+        value = np.where(hit, sky.values[0][np.minimum(found, sky.ids.size - 1)], np.nan)
         xc, yc = affine.centre
         value = value - (plane[0, 0] + plane[0, 1] * (fx - xc) + plane[0, 2] * (fy - yc))
         ok = np.isfinite(value)
@@ -87,7 +94,7 @@ def test_known_offsets_and_detector_gradients_are_removed_and_the_halo_is_kept()
     # Light pollution fixed to the detector: the same direction in every frame, 25 % of the sky over the frame.
     slope = (0.0, 0.25 * 300 / FRAME[0])
     halo = 40.0
-    blocks = [_blocks(a, o, slope, halo) for a, o in zip(affines, offsets, strict=True)]
+    blocks = [_cells(a, o, slope, halo) for a, o in zip(affines, offsets, strict=True)]
     solution, planes = _solve(affines, blocks)
     assert solution.rms_after[0] < 0.01 * solution.rms_before[0]
     # The detector gradient is removed in every frame (the gauge takes the frames' mean gradient).
@@ -96,7 +103,7 @@ def test_known_offsets_and_detector_gradients_are_removed_and_the_halo_is_kept()
     # Offsets recovered up to their mean (the mosaic keeps the frames' mean level).
     np.testing.assert_allclose(planes[:, 0, 0], offsets - offsets.mean(), atol=1.0)
     # The halo, common to overlapping frames, is kept: the corrected mosaic is sky + halo + a constant.
-    gy, gx = np.mgrid[200:370:10, 200:430:10].astype(float)
+    gy, gx = (np.mgrid[12:23, 12:27].astype(float) + 0.5) * CELL - 0.5  # cell centres
     mosaic = _corrected(affines, blocks, planes, gx, gy)
     truth = _sky(gx, gy, halo)
     ok = np.isfinite(mosaic)
@@ -108,7 +115,7 @@ def test_known_offsets_and_detector_gradients_are_removed_and_the_halo_is_kept()
 def test_offset_model_fits_no_plane():
     affines = _layout()
     offsets = np.linspace(-30, 30, len(affines))
-    blocks = [_blocks(a, o, (0.0, 0.0), 0.0) for a, o in zip(affines, offsets, strict=True)]
+    blocks = [_cells(a, o, (0.0, 0.0), 0.0) for a, o in zip(affines, offsets, strict=True)]
     solution, planes = _solve(affines, blocks, model="offset")
     np.testing.assert_allclose(planes[:, 0, 0], offsets - offsets.mean(), atol=1e-3)
     assert np.all(planes[:, 0, 1:] == 0)
@@ -117,11 +124,12 @@ def test_offset_model_fits_no_plane():
 def test_outlier_points_do_not_move_the_solution():
     affines = _layout(seed=2)
     offsets = np.random.default_rng(3).uniform(-50, 50, len(affines))
-    blocks = [_blocks(a, o, (0.02, -0.05), 0.0) for a, o in zip(affines, offsets, strict=True)]
+    blocks = [_cells(a, o, (0.02, -0.05), 0.0) for a, o in zip(affines, offsets, strict=True)]
     # A satellite trail raises a column of blocks of frame 4 by 400 ADU.
     values = blocks[4].values.copy()
-    values[:, :, 3] += 400.0
-    blocks[4] = SkyBlocks(values, BLOCK, blocks[4].y, blocks[4].x)
+    gx, _ = blocks[4].centres()
+    values[:, np.abs(gx - np.median(gx)) < CELL] += 400.0
+    blocks[4] = SkyCells(blocks[4].ids, values, blocks[4].fluxes, CELL, blocks[4].n_columns)
     _, planes = _solve(affines, blocks)
     np.testing.assert_allclose(planes[:, 0, 0], offsets - offsets.mean(), atol=1.5)
 
@@ -131,7 +139,7 @@ def test_separate_groups_are_gauged_on_their_own():
     right = [FrameAffine(a.centre, (a.grid_centre[0] + 5000, a.grid_centre[1]), a.matrix) for a in left]
     affines = left + right
     offsets = np.array([10.0, -10.0, 40.0, 20.0])
-    blocks = [_blocks(a, o, (0.0, 0.0), 0.0) for a, o in zip(affines, offsets, strict=True)]
+    blocks = [_cells(a, o, (0.0, 0.0), 0.0) for a, o in zip(affines, offsets, strict=True)]
     solution, planes = _solve(affines, blocks, model="offset")
     assert solution.groups == 2
     np.testing.assert_allclose(planes[:, 0, 0], [10.0, -10.0, 10.0, -10.0], atol=1e-3)
@@ -151,20 +159,26 @@ def test_plane_units_in_frame_pixels_match_grid_units():
     np.testing.assert_allclose(frame_value, grid_value, rtol=1e-12)
 
 
-def test_block_medians_ignore_stars_and_subtract_plane_in_place():
+def test_cell_means_clip_stars_and_trails_and_cover_the_same_sky():
     rng = np.random.default_rng(0)
-    image = rng.normal(100.0, 5.0, (2, 64, 96)).astype(np.float32)
-    image[:, 10, 10] = 5000.0  # a star's core in one block
-    image[:, 40:, :] = np.nan  # the bottom rows have no data: their blocks are NaN
-    sky = measure_sky_blocks(image, 16)
-    assert sky.values.shape == (2, 4, 6)
-    assert np.all(np.isnan(sky.values[:, 3])) and np.isfinite(sky.values[:, :2]).all()
-    assert abs(float(sky.values[0, 0, 0]) - 100.0) < 2.0
+    image = rng.normal(100.0, 5.0, (2, 96, 128)).astype(np.float32)
+    image[:, 10:13, 10:13] = 5000.0  # a star's core
+    image[:, 40, :] += 400.0  # a satellite trail
+    image[:, 80:, :] = np.nan  # no data at the bottom: those cells are not filled
+    shift = FrameAffine((0.0, 0.0), (32.0, 16.0), ((1.0, 0.0), (0.0, 1.0)))
+    cells = measure_sky_cells(image, shift.to_grid, 16, (200, 200), noise=(5.0, 5.0))
+    gx, gy = cells.centres()
+    assert cells.values.shape == (2, cells.ids.size) and cells.ids.size == 8 * 5
+    assert gx.min() == 39.5 and gy.max() <= 16 + 80  # cells fully inside the frame's data only
+    np.testing.assert_allclose(cells.values, 100.0, atol=1.0)
+    with pytest.raises(ValueError, match="block-px"):
+        measure_sky_cells(image, shift.to_grid, 1, (200, 200))
+
+
+def test_subtract_plane_in_place():
     window = np.zeros((2, 4, 5), dtype=np.float32)
     plane = [(1.0, 0.5, -2.0), (0.0, 0.0, 1.0)]
     subtract_background_plane(window, (10, 20), (22.0, 11.0), plane)
     ys, xs = np.mgrid[10:14, 20:25]
     np.testing.assert_allclose(window[0], -(1.0 + 0.5 * (xs - 22.0) - 2.0 * (ys - 11.0)), rtol=1e-6)
     np.testing.assert_allclose(window[1], -(ys - 11.0), rtol=1e-6)
-    with pytest.raises(ValueError, match="block-px"):
-        measure_sky_blocks(image, 1)

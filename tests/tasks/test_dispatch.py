@@ -63,7 +63,8 @@ def test_fake_cupy_behaves_like_a_device_module(fakecupy):
 def test_stack_samples_on_fake_cupy_equals_numpy(fakecupy, rejection, combine):
     samples, footprint, gains, offsets, weights = region(seed=1)
     options = StackOptions(normalisation="linear_fit", weighting="noise_variance", rejection=rejection, combine=combine)
-    extra = dict(frame_ids=[0, 1, 2, 3, 4, 5, 5, 6, 7], gains=gains, offsets=offsets, frame_weights=weights)
+    ids = [0, 1, 2, 3, 4, 5, 5, 6, 7]
+    extra = dict(frame_ids=ids, gains=gains, offsets=offsets, frame_weights=weights, noise=np.full(9, 8.0))
     expected = stack_samples(samples, footprint, options, **extra)
     result = stack_samples(fakecupy.asarray(samples), fakecupy.asarray(footprint), options, **extra)
     for name in ("image", "coverage", "n_frames"):
@@ -122,7 +123,8 @@ def test_stack_samples_on_cupy_equals_numpy(rejection, combine):
 
     samples, footprint, gains, offsets, weights = region(seed=5, height=64, width=64)
     options = StackOptions(normalisation="linear_fit", weighting="noise_variance", rejection=rejection, combine=combine)
-    extra = dict(frame_ids=[0, 1, 2, 3, 4, 5, 5, 6, 7], gains=gains, offsets=offsets, frame_weights=weights)
+    ids = [0, 1, 2, 3, 4, 5, 5, 6, 7]
+    extra = dict(frame_ids=ids, gains=gains, offsets=offsets, frame_weights=weights, noise=np.full(9, 8.0))
     expected = stack_samples(samples, footprint, options, **extra)
     result = stack_samples(cupy.asarray(samples), cupy.asarray(footprint), options, **extra)
     assert isinstance(result.image, cupy.ndarray) and isinstance(result.coverage, cupy.ndarray)

@@ -23,13 +23,15 @@ __all__ = ["FrameCoefficientTable", "build_mosaic_first_graph", "region_jobs"]
 class FrameCoefficientTable:
     """Per-frame coefficients indexed by frame id: normalisation gains and offsets, frame weights,
     background planes (``(C, 3)`` per frame, see :mod:`~zemosaic_dask.background_runtime`) and
-    the frames' noise (``(C,)`` per frame, for noise-model rejection)."""
+    the frames' noise and sky level once the model is removed (``(C,)`` per frame, for
+    noise-model rejection)."""
 
     gains: tuple[tuple[float, ...], ...] | None = None
     offsets: tuple[tuple[float, ...], ...] | None = None
     weights: tuple[tuple[float, ...], ...] | None = None
     planes: tuple[tuple[tuple[float, float, float], ...], ...] | None = None
     noise: tuple[tuple[float, ...], ...] | None = None
+    sky: tuple[tuple[float, ...], ...] | None = None
 
     def for_frames(self, ids: Sequence[int]) -> dict[str, tuple | None]:
         """The rows of the given frames, as :class:`RegionJob` fields."""
@@ -37,7 +39,7 @@ class FrameCoefficientTable:
         def rows(table: tuple | None) -> tuple | None:
             return None if table is None else tuple(table[i] for i in ids)
 
-        names = ("gains", "offsets", "weights", "planes", "noise")
+        names = ("gains", "offsets", "weights", "planes", "noise", "sky")
         return {name: rows(getattr(self, name)) for name in names}
 
 

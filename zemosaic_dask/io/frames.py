@@ -6,6 +6,7 @@ Files are always opened read-only; nothing is ever written next to an input.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -157,7 +158,11 @@ def _every_kth_row(plane: np.ndarray, wanted: int) -> np.ndarray:
 
 
 def _channel_statistics(data: np.ndarray, layout: str, pattern: str | None) -> dict[str, tuple[float, ...]]:
-    """Per output channel: robust background (median), noise (1.4826 MAD), 25th and 90th percentiles.
+    """Per output channel: robust background (median), noise, 25th and 90th percentiles.
+
+    The noise is 1.4826 x the median absolute deviation of the differences of neighbouring
+    same-colour pixels, divided by sqrt(2) (the values' own MAD when that is 0, e.g. on
+    quantised flat data).
 
     Computed on about 50,000 pixels per channel taken as whole rows spread over the frame
     (every k-th row of each Bayer lattice): the median's standard error is then about
@@ -184,10 +189,16 @@ def _channel_statistics(data: np.ndarray, layout: str, pattern: str | None) -> d
         if sample.size == 0:
             raise FrameError(msg("reason_all_nan"))
         low, median, high = (float(v) for v in np.percentile(sample, [25.0, 50.0, 90.0]))
-        sample -= np.float32(median)
-        mad = float(np.median(np.abs(sample, out=sample)))
+        # Noise from the differences of neighbouring same-colour pixels along the rows: a sky
+        # gradient or a drifting level, which widen the spread of the values, do not enter.
+        step = np.diff(plane)
+        step = step[np.isfinite(step)]
+        noise = 1.4826 * float(np.median(np.abs(step - np.median(step)))) / math.sqrt(2.0) if step.size else 0.0
+        if not noise > 0:
+            sample -= np.float32(median)
+            noise = 1.4826 * float(np.median(np.abs(sample, out=sample)))
         backgrounds.append(median)
-        noises.append(1.4826 * mad)
+        noises.append(noise)
         p25.append(low)
         p90.append(high)
     return {"background": tuple(backgrounds), "noise": tuple(noises), "p25": tuple(p25), "p90": tuple(p90)}

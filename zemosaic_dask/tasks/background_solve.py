@@ -3,8 +3,8 @@
 Each frame ``k`` carries an additive background ``Q_k(X, Y) = a_k + b_k (X - Xc_k) / L +
 c_k (Y - Yc_k) / L`` in the global grid's pixel coordinates (``(Xc_k, Yc_k)`` is the frame
 centre on the grid, ``L`` a fixed length that keeps the unknowns of similar size). Where
-frames ``i`` and ``j`` overlap, their large-scale skies (:mod:`.sky_blocks`) must agree once
-the models are removed::
+frames ``i`` and ``j`` overlap, their large-scale skies, measured on the same grid cells
+(:mod:`.sky_blocks`), must agree once the models are removed::
 
     s_i(P) - Q_i(P) = s_j(P) - Q_j(P)   for every overlap point P
 
@@ -36,7 +36,7 @@ from scipy.sparse import bmat, coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import spsolve
 
-from .sky_blocks import SkyBlocks
+from .sky_blocks import SkyCells
 
 __all__ = [
     "BACKGROUND_MODELS",
@@ -125,41 +125,40 @@ class BackgroundSolution:
 
 
 def pair_points(
-    blocks_i: SkyBlocks, affine_i: FrameAffine, blocks_j: SkyBlocks, affine_j: FrameAffine, *, max_points: int = 400
+    cells_i: SkyCells, cells_j: SkyCells, *, max_points: int = 400
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Sky differences of two frames at frame ``i``'s block centres that fall inside frame ``j``.
+    """Sky differences ``s_i - s_j`` of two frames on the grid cells both fill.
 
-    Returns ``(X, Y, s_i - s_j)`` with ``(C, N)`` differences, at most ``max_points``
-    points spread evenly over the overlap, or None when they share no usable point.
+    Returns ``(X, Y, differences)`` with grid-pixel cell centres and ``(C, N)``
+    differences, at most ``max_points`` cells spread evenly over the overlap, or None when
+    they share no cell.
     """
-    yy, xx = np.meshgrid(blocks_i.y, blocks_i.x, indexing="ij")
-    values_i = blocks_i.values.reshape(blocks_i.values.shape[0], -1).astype(np.float64)
-    gx, gy = affine_i.to_grid(xx.ravel(), yy.ravel())
-    fx, fy = affine_j.to_frame(gx, gy)
-    values_j = blocks_j.sample(fx, fy)
-    usable = np.all(np.isfinite(values_i), axis=0) & np.all(np.isfinite(values_j), axis=0)
-    index = np.flatnonzero(usable)
-    if index.size == 0:
+    common, index_i, index_j = np.intersect1d(cells_i.ids, cells_j.ids, assume_unique=True, return_indices=True)
+    usable = np.all(np.isfinite(cells_i.values[:, index_i]), axis=0) & np.all(
+        np.isfinite(cells_j.values[:, index_j]), axis=0
+    )
+    pick = np.flatnonzero(usable)
+    if pick.size == 0:
         return None
-    if index.size > max_points:
-        index = index[np.linspace(0, index.size - 1, max_points).round().astype(np.int64)]
-    return gx[index], gy[index], values_i[:, index] - values_j[:, index]
+    if pick.size > max_points:
+        pick = pick[np.linspace(0, pick.size - 1, max_points).round().astype(np.int64)]
+    gx, gy = cells_i.centres(common[pick])
+    return gx, gy, cells_i.values[:, index_i[pick]] - cells_j.values[:, index_j[pick]]
 
 
-def frame_gradients(blocks: Sequence[SkyBlocks], affines: Sequence[FrameAffine]) -> np.ndarray:
+def frame_gradients(cells: Sequence[SkyCells], affines: Sequence[FrameAffine]) -> np.ndarray:
     """Each frame's own sky plane in grid coordinates: ``(N, C, 2)`` ``b, c`` per :data:`PLANE_LENGTH`.
 
-    A robust (one reweighting pass) least-squares plane through the block values; zeros
-    for a frame with fewer than 3 usable blocks.
+    A robust (one reweighting pass) least-squares plane through the cell values; zeros
+    for a frame with fewer than 3 usable cells.
     """
     out = []
-    for sky, affine in zip(blocks, affines, strict=True):
-        yy, xx = np.meshgrid(sky.y, sky.x, indexing="ij")
-        gx, gy = affine.to_grid(xx.ravel(), yy.ravel())
+    for sky, affine in zip(cells, affines, strict=True):
+        gx, gy = sky.centres()
         u = (gx - affine.grid_centre[0]) / PLANE_LENGTH
         v = (gy - affine.grid_centre[1]) / PLANE_LENGTH
         rows = []
-        for values in sky.values.reshape(sky.values.shape[0], -1).astype(np.float64):
+        for values in np.asarray(sky.values, dtype=np.float64):
             ok = np.isfinite(values)
             if ok.sum() < 3:
                 rows.append((0.0, 0.0))
@@ -171,7 +170,7 @@ def frame_gradients(blocks: Sequence[SkyBlocks], affines: Sequence[FrameAffine])
                 residual = values[ok] - design @ coef
                 weights = np.sqrt(_cauchy(residual))
             rows.append((float(coef[1]), float(coef[2])))
-        out.append(rows)
+        out.append(rows if rows else [(0.0, 0.0)])
     return np.asarray(out, dtype=np.float64)
 
 

@@ -1,15 +1,17 @@
-"""The large-scale sky of one frame, as robust block medians.
+"""The large-scale sky of one frame, measured on cells of the global grid.
 
 A frame's sky (sky glow, light-pollution gradient, the smooth part of any extended
-emission) is measured on a coarse grid of square blocks: each block's value is the median
-of its pixels, which a few stars, a satellite trail or hot pixels barely move. The
-background model of the mosaic (:mod:`.background_solve`) compares these block values
-where frames overlap.
+emission) is measured on square cells of the *global* output grid: each cell's value is
+the clipped mean of the frame pixels that fall in it (stars, satellite trails and hot
+pixels clipped). Two overlapping frames are thus measured over the very same patches of
+sky, so everything fixed to the sky (faint stars, nebulosity, a galaxy) cancels exactly
+in their difference, and only what belongs to each frame (its sky level and gradient)
+remains. The background model of the mosaic (:mod:`.background_solve`) compares these
+values where frames overlap.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,108 +19,136 @@ import numpy as np
 
 from .namespace import array_namespace, to_numpy
 
-__all__ = ["SkyBlocks", "measure_sky_blocks"]
+__all__ = ["CLIP_HIGH", "CLIP_LOW", "SkyCells", "measure_sky_cells", "subtract_background_plane"]
 
-#: A block with fewer finite pixels than this fraction has no value (NaN).
-MIN_FINITE_FRACTION = 0.5
+#: A cell counts only when the frame fills at least this fraction of it.
+MIN_FILL = 0.9
+#: Clipping limits of the cell means, in robust sigmas of the frame's pixels.
+CLIP_LOW, CLIP_HIGH = 4.0, 2.5
+_CLIP_PASSES = 3
 
 
 @dataclass(frozen=True)
-class SkyBlocks:
-    """Block medians of one frame, in the frame's own pixel coordinates.
+class SkyCells:
+    """Clipped means of one frame on the global grid's cells.
 
     Attributes
     ----------
+    ids : numpy.ndarray
+        ``(N,)`` int64 cell index ``row * n_columns + column`` of the cells the frame fills.
     values : numpy.ndarray
-        ``(C, ny, nx)`` float32 block medians, NaN where a block has too few finite pixels.
-    block : int
-        Side of a block in frame pixels.
-    y, x : numpy.ndarray
-        ``(ny,)`` and ``(nx,)`` frame pixel coordinates of the block centres (0-based).
+        ``(C, N)`` float64 clipped means.
+    fluxes : numpy.ndarray
+        ``(C, N)`` float64 light above the clipped mean summed over the cell (stars and
+        anything else the clipping set aside), for the frames' relative gains.
+    cell : int
+        Cell side in grid pixels.
+    n_columns : int
+        Cells per grid row.
     """
 
+    ids: np.ndarray
     values: np.ndarray
-    block: int
-    y: np.ndarray
-    x: np.ndarray
+    fluxes: np.ndarray
+    cell: int
+    n_columns: int
 
-    def sample(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Bilinear interpolation of the block values at frame pixel positions.
-
-        Parameters
-        ----------
-        x, y : numpy.ndarray
-            ``(N,)`` frame pixel coordinates.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``(C, N)`` float64; NaN outside the span of the block centres or where one of
-            the four surrounding blocks has no value.
-        """
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        fx = (x - self.x[0]) / self.block
-        fy = (y - self.y[0]) / self.block
-        nx, ny = self.x.size, self.y.size
-        inside = (fx >= 0) & (fy >= 0) & (fx <= nx - 1) & (fy <= ny - 1)
-        ix = np.clip(np.floor(fx).astype(np.int64), 0, max(nx - 2, 0))
-        iy = np.clip(np.floor(fy).astype(np.int64), 0, max(ny - 2, 0))
-        tx = np.clip(fx - ix, 0.0, 1.0)
-        ty = np.clip(fy - iy, 0.0, 1.0)
-        ix1 = np.minimum(ix + 1, nx - 1)
-        iy1 = np.minimum(iy + 1, ny - 1)
-        v = self.values.astype(np.float64)
-        top = v[:, iy, ix] * (1 - tx) + v[:, iy, ix1] * tx
-        bottom = v[:, iy1, ix] * (1 - tx) + v[:, iy1, ix1] * tx
-        out = top * (1 - ty) + bottom * ty
-        out[:, ~inside] = np.nan
-        return out
+    def centres(self, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Grid pixel ``(X, Y)`` of the centres of the given cells (default: the frame's)."""
+        ids = self.ids if ids is None else ids
+        row, column = np.divmod(ids, self.n_columns)
+        return (column + 0.5) * self.cell - 0.5, (row + 0.5) * self.cell - 0.5
 
 
-def measure_sky_blocks(image: Any, block: int) -> SkyBlocks:
-    """Median of every ``block x block`` square of a ``(C, H, W)`` frame.
-
-    The frame is cut into whole blocks from its top-left corner; the rows and columns
-    left over at the bottom and right (less than one block) are not used.
+def measure_sky_cells(
+    image: Any,
+    to_grid: Any,
+    cell: int,
+    grid_shape: tuple[int, int],
+    *,
+    pixel_area: float = 1.0,
+    noise: Any = None,
+) -> SkyCells:
+    """Clipped mean of a ``(C, H, W)`` frame in every global-grid cell it fills.
 
     Parameters
     ----------
     image : array
         ``(C, H, W)`` frame (numpy or cupy), NaN where a pixel has no data.
-    block : int
-        Block side in pixels (>= 2).
+    to_grid : callable
+        ``to_grid(x, y) -> (X, Y)``: frame pixel coordinates to grid pixel coordinates
+        (:meth:`~.background_solve.FrameAffine.to_grid`).
+    cell : int
+        Cell side in grid pixels (>= 2).
+    grid_shape : tuple of int
+        ``(height, width)`` of the grid.
+    pixel_area : float
+        Area of one frame pixel in grid pixels (``|det|`` of the mapping), to tell
+        which cells the frame fills.
+    noise : sequence of float, optional
+        Per channel, the pixel noise the clipping limits are measured in. Give every
+        frame of a session the same value (the session's typical noise): the limits then
+        sit at the same height above the local sky in every frame, so the faint wings of
+        stars and a galaxy's core are clipped alike in overlapping frames and cancel in
+        their difference. Default: each frame's own robust noise.
 
     Returns
     -------
-    SkyBlocks
+    SkyCells
         Host arrays.
 
-    Raises
-    ------
-    ValueError
-        When the frame is smaller than one block or ``block`` < 2.
+    Notes
+    -----
+    Each frame pixel is assigned to the cell holding its centre. The mean is clipped
+    three times to ``[mean - 4 sigma, mean + 2.5 sigma]`` (the first time upwards only), with sigma ``noise`` or the
+    frame's robust pixel noise per channel (1.4826 x the median absolute deviation from
+    the cell means).
     """
-    if int(block) < 2:
-        raise ValueError(f"block must be >= 2 pixels, got {block} (set zemosaic.background.block-px)")
-    block = int(block)
-    xp = array_namespace(image)
-    channels, height, width = image.shape
-    ny, nx = height // block, width // block
-    if ny < 1 or nx < 1:
-        raise ValueError(f"a {height}x{width} frame holds no {block}x{block} block; lower zemosaic.background.block-px")
-    cut = image[:, : ny * block, : nx * block].reshape(channels, ny, block, nx, block)
-    cut = xp.moveaxis(cut, 3, 2).reshape(channels, ny, nx, block * block)
-    finite = xp.sum(xp.isfinite(cut), axis=-1)
-    if bool(xp.any(finite < block * block)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks: NaN, as intended
-            values = xp.nanmedian(cut, axis=-1)
-    else:
-        values = xp.median(cut, axis=-1)
-    values = xp.where(finite >= MIN_FINITE_FRACTION * block * block, values, xp.nan)
-    centres = (np.arange(ny) * block + (block - 1) / 2.0, np.arange(nx) * block + (block - 1) / 2.0)
-    return SkyBlocks(to_numpy(values).astype(np.float32), block, centres[0], centres[1])
+    if int(cell) < 2:
+        raise ValueError(f"cell must be >= 2 pixels, got {cell} (set zemosaic.background.block-px)")
+    cell = int(cell)
+    data = to_numpy(image).astype(np.float64, copy=False)
+    channels, height, width = data.shape
+    grid_height, grid_width = grid_shape
+    n_columns = -(-grid_width // cell)
+    n_cells = -(-grid_height // cell) * n_columns
+    yy, xx = np.mgrid[0:height, 0:width]
+    gx, gy = to_grid(xx.ravel().astype(np.float64), yy.ravel().astype(np.float64))
+    column = np.floor((gx + 0.5) / cell).astype(np.int64)
+    row = np.floor((gy + 0.5) / cell).astype(np.int64)
+    inside = (column >= 0) & (column < n_columns) & (row >= 0) & (row * n_columns < n_cells)
+    ids = np.where(inside, row * n_columns + column, n_cells)
+    values = data.reshape(channels, -1)
+    finite = np.all(np.isfinite(values), axis=0) & inside
+    ids = np.where(finite, ids, n_cells)
+    counts = np.bincount(ids, minlength=n_cells + 1)[:n_cells]
+    filled = np.flatnonzero(counts >= MIN_FILL * cell * cell / max(pixel_area, 1e-12))
+    if filled.size == 0:
+        return SkyCells(np.zeros(0, np.int64), np.zeros((channels, 0)), np.zeros((channels, 0)), cell, n_columns)
+    keep = np.isin(ids, filled)
+    ids, values = ids[keep], values[:, keep]
+    means = np.empty((channels, filled.size))
+    fluxes = np.empty((channels, filled.size))
+    lookup = np.searchsorted(filled, ids)
+    pixels = np.bincount(lookup, minlength=filled.size)
+    for c in range(channels):
+        v = values[c]
+        mean = np.bincount(lookup, v, filled.size) / pixels
+        if noise is not None:
+            sigma = float(np.resize(np.asarray(noise, dtype=np.float64), channels)[c])
+        else:
+            sigma = 1.4826 * float(np.median(np.abs(v - mean[lookup])))
+        for index in range(_CLIP_PASSES):
+            residual = v - mean[lookup]
+            # The plain mean sits above the sky where a star is bright: the first pass clips
+            # only upwards, so that the sky pixels of such a cell survive it.
+            low = -np.inf if index == 0 else -CLIP_LOW * sigma
+            weight = ((residual >= low) & (residual <= CLIP_HIGH * sigma)).astype(np.float64)
+            total = np.bincount(lookup, weight, filled.size)
+            mean = np.where(total > 0, np.bincount(lookup, v * weight, filled.size) / np.maximum(total, 1), np.nan)
+        means[c] = mean
+        fluxes[c] = np.bincount(lookup, v, filled.size) - pixels * mean
+    return SkyCells(filled.astype(np.int64), means, fluxes, cell, n_columns)
 
 
 def subtract_background_plane(image: Any, origin: tuple[int, int], centre: tuple[float, float], plane: Any) -> Any:
@@ -134,16 +164,21 @@ def subtract_background_plane(image: Any, origin: tuple[int, int], centre: tuple
         ``(xc, yc)``: the frame pixel the plane is written about.
     plane : array-like
         ``(C, 3)`` offset, d/dx, d/dy per channel (frame pixels), as
-        :func:`~.background_solve.planes_in_frame_pixels` gives.
+        :func:`~.background_solve.planes_in_frame_pixels` gives, or ``(C, 4)`` with the
+        frame's gain last.
 
     Returns
     -------
     array
-        ``image``, with ``offset + gx (x - xc) + gy (y - yc)`` subtracted from every channel.
+        ``image``, each channel ``gain * v - (offset + gx (x - xc) + gy (y - yc))`` (gain 1
+        for a 3-term plane).
     """
     xp = array_namespace(image)
     channels, height, width = image.shape
-    coefficients = np.asarray(plane, dtype=np.float64).reshape(-1, 3)
+    coefficients = np.asarray(plane, dtype=np.float64)
+    coefficients = coefficients.reshape(-1, coefficients.shape[-1])
+    if coefficients.shape[1] == 3:
+        coefficients = np.concatenate([coefficients, np.ones((coefficients.shape[0], 1))], axis=1)
     if coefficients.shape[0] == 1 and channels > 1:
         coefficients = np.repeat(coefficients, channels, axis=0)
     if coefficients.shape[0] != channels:
@@ -151,6 +186,8 @@ def subtract_background_plane(image: Any, origin: tuple[int, int], centre: tuple
     dx = xp.asarray(np.arange(origin[1], origin[1] + width, dtype=np.float64) - centre[0], dtype=xp.float32)
     dy = xp.asarray(np.arange(origin[0], origin[0] + height, dtype=np.float64) - centre[1], dtype=xp.float32)
     for c in range(channels):
-        a, gx, gy = (np.float32(v) for v in coefficients[c])
+        a, gx, gy, gain = (np.float32(v) for v in coefficients[c])
+        if gain != 1:
+            image[c] *= gain
         image[c] -= (gy * dy)[:, None] + (gx * dx + a)[None, :]
     return image

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..io.store import MosaicStore
 from ..plans.grid import OutputRegion
+from ..plans.sds_mask import SdsMaskSummary
 from ..tasks.namespace import to_numpy
 from ..tasks.stacking import StackOptions, peak_memory_bytes, stack_samples
 from .mosaic_region import RegionSummary
@@ -52,6 +53,23 @@ class CombineJob:
     stack: StackOptions = field(default_factory=lambda: StackOptions(rejection="none"))
     rewrite: bool = False
     max_bytes: int = 256 * 1024 * 1024
+    noise: tuple[float, ...] | None = None
+    sky: tuple[float, ...] | None = None
+
+
+def _layer_noise(job: CombineJob, weights: list[np.ndarray]) -> dict[str, Any]:
+    """Per-pixel expected noise of each layer (frame noise / sqrt(coverage)) and its sky, for ``noise_clip``.
+
+    Both are in the layers' own units; :func:`stack_samples` maps them through the layers'
+    gains and offsets.
+    """
+    if job.noise is None:
+        return {}
+    frame_noise = np.resize(np.asarray(job.noise, dtype=np.float32), job.n_channels)
+    cover = np.sqrt(np.maximum(np.stack(weights), np.float32(1e-3)))[:, None]
+    noise = frame_noise[None, :, None, None] / cover
+    sky = np.resize(np.asarray(job.sky if job.sky is not None else (0.0,), dtype=np.float32), job.n_channels)
+    return {"noise": noise.astype(np.float32), "background": sky[None, :, None, None]}
 
 
 def _read_layer(layer: LayerInput, region: OutputRegion) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +147,7 @@ def _stacked(job: CombineJob, xp: Any) -> tuple[np.ndarray, np.ndarray, int, dic
             job.stack,
             gains=np.stack(gains),
             offsets=np.stack(offsets),
+            **_layer_noise(job, weights),
         )
         image[:, y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.image)
         coverage[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.coverage)
@@ -173,17 +192,22 @@ def build_combined_region(job: CombineJob, xp: Any = np) -> dict[str, Any]:
     return {"summary": summary, "max_layers": int(layer_count(job).max(initial=0)), "layer_max": layer_max}
 
 
-def mask_low_coverage_region(job: CombineJob, min_layers: float) -> int:
-    """Mask pixels reached by fewer than ``min_layers`` layers; returns how many were masked."""
+def mask_low_coverage_region(job: CombineJob, min_layers: float) -> SdsMaskSummary:
+    """Mask pixels reached by fewer than ``min_layers`` layers.
+
+    Returns the region's covered pixels before the mask (the frames' union there) and
+    how many were masked.
+    """
     store, region = job.out, job.region
     window = (slice(region.y0, region.y1), slice(region.x0, region.x1))
     coverage = np.asarray(store.array("coverage", mode="r")[window])
-    low = (coverage > 0) & (layer_count(job) < min_layers)
-    count = int(low.sum())
-    if count:
+    counts = np.where(coverage > 0, layer_count(job), 0)
+    summary = SdsMaskSummary.from_counts(counts, min_layers)
+    low = (coverage > 0) & (counts < min_layers)
+    if summary.masked_pixels:
         image = np.asarray(store.array("mosaic", mode="r")[(slice(None),) + window])
         store.array("mosaic")[(slice(None),) + window] = np.where(low[None], np.float32(np.nan), image)
         store.array("coverage")[window] = np.where(low, np.float32(0), coverage)
         alpha = np.asarray(store.array("alpha", mode="r")[window])
         store.array("alpha")[window] = np.where(low, 0, alpha).astype(np.uint8)
-    return count
+    return summary

@@ -1,17 +1,42 @@
-"""Measure one frame's large-scale sky on a worker: read, clean, debayer, block medians."""
+"""Measure one frame's large-scale sky on a worker: read, clean, debayer, clipped means on grid cells."""
 
 from __future__ import annotations
 
+import numpy as np
+from astropy.wcs import WCS
+
 from ..io.frames import read_frame_window
 from ..plans.frames import FrameInfo
-from ..tasks.sky_blocks import SkyBlocks, measure_sky_blocks
-from .frame_window import FrameWindowOptions, frame_centre, prepare_window
+from ..tasks.background_solve import FrameAffine
+from ..tasks.sky_blocks import SkyCells, measure_sky_cells
+from .frame_window import FrameWindowOptions, frame_centre, prepare_window, thread_wcs
 
-__all__ = ["frame_centre", "measure_frame_sky"]
+__all__ = ["frame_affine", "frame_centre", "measure_frame_sky"]
 
 
-def measure_frame_sky(frame: FrameInfo, options: FrameWindowOptions, block: int) -> SkyBlocks:
-    """Block medians of a whole frame, prepared as for stacking (hot pixels fixed, demosaiced).
+def frame_affine(frame: FrameInfo, grid_wcs: WCS) -> FrameAffine:
+    """Affine fit of a frame's pixel -> grid pixel mapping from five points about its centre."""
+    height, width = frame.shape
+    xc, yc = frame_centre(frame)
+    dx = np.array([0.0, width / 4.0, 0.0, -width / 4.0, 0.0])
+    dy = np.array([0.0, 0.0, height / 4.0, 0.0, -height / 4.0])
+    ra, dec = thread_wcs(frame.wcs_header).all_pix2world(xc + dx, yc + dy, 0)
+    gx, gy = grid_wcs.all_world2pix(ra, dec, 0)
+    design = np.column_stack([dx, dy, np.ones(5)])
+    (mx0, mx1, x0), *_ = np.linalg.lstsq(design, gx, rcond=None)
+    (my0, my1, y0), *_ = np.linalg.lstsq(design, gy, rcond=None)
+    return FrameAffine((xc, yc), (float(x0), float(y0)), ((float(mx0), float(mx1)), (float(my0), float(my1))))
+
+
+def measure_frame_sky(
+    frame: FrameInfo,
+    options: FrameWindowOptions,
+    grid_header: str,
+    grid_shape: tuple[int, int],
+    cell: int,
+    noise: tuple[float, ...] | None = None,
+) -> tuple[SkyCells, FrameAffine]:
+    """A whole frame's sky on the grid's cells, prepared as for stacking (hot pixels fixed, demosaiced).
 
     Parameters
     ----------
@@ -19,14 +44,25 @@ def measure_frame_sky(frame: FrameInfo, options: FrameWindowOptions, block: int)
         The frame.
     options : FrameWindowOptions
         Frame preparation options (the same as the stacking units use).
-    block : int
-        Block side in frame pixels.
+    grid_header : str
+        The global grid's WCS as a header string.
+    grid_shape : tuple of int
+        ``(height, width)`` of the grid.
+    cell : int
+        Cell side in grid pixels.
+    noise : tuple of float, optional
+        The session's typical pixel noise per channel, the unit of the clipping limits
+        (see :func:`~zemosaic_dask.tasks.sky_blocks.measure_sky_cells`).
 
     Returns
     -------
-    SkyBlocks
+    tuple
+        The frame's :class:`~zemosaic_dask.tasks.sky_blocks.SkyCells` and its
+        :class:`~zemosaic_dask.tasks.background_solve.FrameAffine` onto the grid.
     """
+    affine = frame_affine(frame, thread_wcs(grid_header))
     height, width = frame.shape
     raw = read_frame_window(frame, 0, height, 0, width)
     image, _ = prepare_window(raw, frame, options)
-    return measure_sky_blocks(image, block)
+    area = abs(float(np.linalg.det(np.asarray(affine.matrix))))
+    return measure_sky_cells(image, affine.to_grid, cell, grid_shape, pixel_area=area, noise=noise), affine

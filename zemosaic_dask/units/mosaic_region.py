@@ -48,8 +48,9 @@ class RegionJob:
     planes : tuple, optional
         Per-frame background model, ``(C, 3)`` offset and slopes in frame pixels, removed
         as each frame window is prepared.
-    noise : tuple of tuple of float, optional
-        Per-frame, per-channel expected noise sigma (ADU) for noise-model rejection.
+    noise, sky : tuple of tuple of float, optional
+        Per-frame, per-channel expected noise sigma and sky level (ADU, background model
+        removed) for noise-model rejection.
     """
 
     region: OutputRegion
@@ -64,6 +65,7 @@ class RegionJob:
     weights: tuple[tuple[float, ...], ...] | None = None
     planes: tuple[tuple[tuple[float, float, float], ...], ...] | None = None
     noise: tuple[tuple[float, ...], ...] | None = None
+    sky: tuple[tuple[float, ...], ...] | None = None
     use_gpu: bool = False
     key: str = ""
     max_bytes: int = 256 * 1024 * 1024
@@ -125,6 +127,8 @@ def _stack_band(job: RegionJob, band: OutputRegion, xp: Any) -> tuple[np.ndarray
         gains=_select(job.gains, keep, xp),
         offsets=_select(job.offsets, keep, xp),
         frame_weights=_select(job.weights, keep, xp),
+        noise=_select(job.noise, keep, np),
+        background=_select(job.sky, keep, np),
     )
     image = to_numpy(result.image).astype(np.float32)
     coverage = to_numpy(result.coverage).astype(np.float32)
