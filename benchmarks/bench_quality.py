@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layouts", "--layout", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
     parser.add_argument("--galaxy", action=argparse.BooleanOptionalAction, default=True, help="galaxy halo on/off")
     parser.add_argument("--order", choices=ORDERS, default="interleaved", help="acquisition order of the panels")
+    parser.add_argument(
+        "--panels", nargs=2, type=int, default=(5, 2), metavar=("NX", "NY"), help="mosaic panels (5 2: 4 frames each)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="zemosaic-dask modes")
     parser.add_argument("--peers", nargs="+", default=list(PEERS), help=f"{' '.join(PEERS)}, or none")
@@ -96,11 +99,14 @@ class Session:
     scale: float
     galaxy: bool
     order: str
+    panels: tuple[int, int] = (5, 2)
 
     @property
     def name(self) -> str:
         sky = "galaxy" if self.galaxy else "nogalaxy"
-        return f"realistic-{self.layout}-{self.frames}f-seed{self.seed}-scale{self.scale:g}-{self.order}-{sky}"
+        nx, ny = self.panels
+        size = f"{self.frames}f-{nx}x{ny}-seed{self.seed}-scale{self.scale:g}"
+        return f"realistic-{self.layout}-{size}-{self.order}-{sky}"
 
 
 def ensure_dataset(work: Path, session: Session) -> Path:
@@ -119,6 +125,7 @@ def ensure_dataset(work: Path, session: Session) -> Path:
         session.scale,
         layout=session.layout,
         order=session.order,
+        panels=session.panels,
         config=SimulationConfig.realistic(galaxy=session.galaxy),
     )
     print(f"  simulated in {time.perf_counter() - start:.0f} s", flush=True)
@@ -616,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     previews = args.results.parent / f"{args.results.stem}_previews"
     sessions = []
     for layout in args.layouts:
-        session = Session(layout, args.frames, args.seed, args.scale, args.galaxy, args.order)
+        session = Session(layout, args.frames, args.seed, args.scale, args.galaxy, args.order, tuple(args.panels))
         runs = run_session(session, args, work, previews)
         sessions.append({"session": session.name, "runs": runs})
         table = markdown(sessions, args, started)
