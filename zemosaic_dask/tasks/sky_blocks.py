@@ -26,8 +26,9 @@ MIN_FILL = 0.9
 #: Clipping limits of the cell means, in robust sigmas of the frame's pixels.
 CLIP_LOW, CLIP_HIGH = 4.0, 2.5
 _CLIP_PASSES = 3
-#: Frames are binned this many pixels a side before their pixels are placed in cells of 16 px or more.
-BIN = 2
+#: Frames are binned by the largest of these factors that leaves a cell :data:`CELL_BINS` binned pixels a side.
+BINS = (2, 4)
+CELL_BINS = 8
 
 
 @dataclass(frozen=True)
@@ -101,18 +102,19 @@ def measure_sky_cells(
 
     Notes
     -----
-    For cells of 16 grid pixels or more the frame is first binned 2x2 (means). Each
+    The frame is first binned 2x2 (cells of 16 to 31 grid pixels) or 4x4 (32 or more),
+    so that a cell still holds 8 x 8 binned pixels or more. Each
     (binned) pixel is assigned to the cell holding its centre. The mean is clipped three
     times to ``[mean - 4 sigma, mean + 2.5 sigma]`` (the first time upwards only), with
-    sigma ``noise`` (halved for binned pixels) or the frame's robust pixel noise per
+    sigma ``noise`` (divided by the binning factor) or the frame's robust pixel noise per
     channel (1.4826 x the median absolute deviation from the cell means).
     """
     if int(cell) < 2:
         raise ValueError(f"cell must be >= 2 pixels, got {cell} (set zemosaic.background.block-px)")
     cell = int(cell)
     data = to_numpy(image).astype(np.float32, copy=False)
-    factor = BIN if cell >= 8 * BIN else 1
-    if factor > 1:  # 2x2 means: 4x fewer pixels to place, noise halved (the clip limits follow)
+    factor = max((f for f in BINS if cell >= CELL_BINS * f), default=1)
+    if factor > 1:  # factor x factor means: factor**2 fewer pixels to place, noise / factor (the clip limits follow)
         channels, height, width = data.shape
         height, width = height // factor * factor, width // factor * factor
         data = data[:, :height, :width].reshape(channels, height // factor, factor, width // factor, factor)
