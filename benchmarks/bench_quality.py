@@ -307,6 +307,14 @@ def measure(result: dict[str, Any], truth: GridTruth, image: np.ndarray) -> dict
     _attempt(
         metrics, "flatness_sigma", lambda: sim.background_flatness(image, count, star_mask=mask, extended=extended)
     )
+    if channels == 3:  # the green channel alone, as the peers resample it
+        green = None if extended is None else extended[1:2]
+        _attempt(metrics, "seam_sigma_g", lambda: sim.seam_step(image[1:2], count, star_mask=mask, extended=green))
+        _attempt(
+            metrics,
+            "flatness_sigma_g",
+            lambda: sim.background_flatness(image[1:2], count, star_mask=mask, extended=green),
+        )
     coverage = None
     if result.get("coverage") and Path(result["coverage"]).exists():
         from astropy.io import fits
@@ -476,7 +484,8 @@ def speed_table(results: list[dict[str, Any]]) -> list[str]:
 
 def quality_table(results: list[dict[str, Any]]) -> list[str]:
     """Seams, flatness, noise, star photometry, trails, holes, extended flux."""
-    columns = ["Run", "Seam σ", "Flatness σ", "Pixel σ ADU", "Star flux median", "Star flux MAD", "R/G, B/G"]
+    columns = ["Run", "Seam σ worst (G)", "Flatness σ worst (G)", "Pixel σ ADU", "Star flux median", "Star flux MAD"]
+    columns += ["R/G, B/G"]
     columns += ["Trails measured", "Max abs ridge σ", "Holes %", "Galaxy inner/middle/outer"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in results:
@@ -488,8 +497,8 @@ def quality_table(results: list[dict[str, Any]]) -> list[str]:
         colour = f"{stars['colour_rg']:.3f}, {stars['colour_bg']:.3f}" if "colour_rg" in stars else "-"
         cells = [
             _name(r),
-            _fmt(m.get("seam_sigma")),
-            _fmt(m.get("flatness_sigma")),
+            _fmt(m.get("seam_sigma")) + (f" (G {m['seam_sigma_g']:.2f})" if "seam_sigma_g" in m else ""),
+            _fmt(m.get("flatness_sigma")) + (f" (G {m['flatness_sigma_g']:.2f})" if "flatness_sigma_g" in m else ""),
             _fmt(m.get("pixel_sigma"), ".1f"),
             _fmt(stars.get("median"), ".3f") + (f" (n={stars['n']})" if stars else ""),
             _fmt(stars.get("mad"), ".3f"),
