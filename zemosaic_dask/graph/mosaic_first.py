@@ -22,14 +22,14 @@ __all__ = ["FrameCoefficientTable", "build_mosaic_first_graph", "region_jobs"]
 @dataclass(frozen=True)
 class FrameCoefficientTable:
     """Per-frame coefficients indexed by frame id: normalisation gains and offsets, frame weights,
-    background planes (``(C, 3)`` per frame, see :mod:`~zemosaic_dask.background_runtime`) and
+    background models (``(C, 4)`` per frame: offset, slopes, gain; see :mod:`~zemosaic_dask.background_runtime`) and
     the frames' noise and sky level once the model is removed (``(C,)`` per frame, for
     noise-model rejection)."""
 
     gains: tuple[tuple[float, ...], ...] | None = None
     offsets: tuple[tuple[float, ...], ...] | None = None
     weights: tuple[tuple[float, ...], ...] | None = None
-    planes: tuple[tuple[tuple[float, float, float], ...], ...] | None = None
+    planes: tuple[tuple[tuple[float, ...], ...], ...] | None = None
     noise: tuple[tuple[float, ...], ...] | None = None
     sky: tuple[tuple[float, ...], ...] | None = None
 

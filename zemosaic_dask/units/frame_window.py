@@ -173,7 +173,7 @@ def prepare_frame_window(
     """Map a region into a frame and read and prepare the frame window it needs (no sampling).
 
     Parameters are those of :func:`resample_frame_to_region`, and ``plane``: the frame's
-    background model (``(C, 3)`` offset and slopes about the frame centre, in frame
+    background model (``(C, 4)`` offset, slopes about the frame centre and gain, in frame
     pixels), removed from the window once it is demosaiced.
 
     Returns

@@ -45,7 +45,7 @@ def _coefficients(job: RegionJob, index: int) -> FrameCoefficients:
     return FrameCoefficients(row(job.gains), row(job.offsets), row(job.weights))
 
 
-def _plane(job: RegionJob, index: int) -> tuple[tuple[float, float, float], ...] | None:
+def _plane(job: RegionJob, index: int) -> tuple[tuple[float, ...], ...] | None:
     return None if job.planes is None else job.planes[index]
 
 

@@ -46,7 +46,7 @@ class RegionJob:
     gains, offsets, weights : tuple of tuple of float, optional
         Per-frame, per-channel normalisation coefficients and frame weights.
     planes : tuple, optional
-        Per-frame background model, ``(C, 3)`` offset and slopes in frame pixels, removed
+        Per-frame background model, ``(C, 4)`` offset, slopes (frame pixels) and gain, applied
         as each frame window is prepared.
     noise, sky : tuple of tuple of float, optional
         Per-frame, per-channel expected noise sigma and sky level (ADU, background model
@@ -63,7 +63,7 @@ class RegionJob:
     gains: tuple[tuple[float, ...], ...] | None = None
     offsets: tuple[tuple[float, ...], ...] | None = None
     weights: tuple[tuple[float, ...], ...] | None = None
-    planes: tuple[tuple[tuple[float, float, float], ...], ...] | None = None
+    planes: tuple[tuple[tuple[float, ...], ...], ...] | None = None
     noise: tuple[tuple[float, ...], ...] | None = None
     sky: tuple[tuple[float, ...], ...] | None = None
     use_gpu: bool = False
