@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="zemosaic-dask run --threads-per-worker")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK / "quality", help="data sets and run outputs")
     parser.add_argument("--results", type=Path, default=HERE / "quality_results.md", help="Markdown results file")
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run zemosaic-dask's modes on a flat-sky twin of each session: the noise floor of seam and flatness",
+    )
     parser.add_argument("--note", default="", help="a line to add to the results (e.g. the commit measured)")
     args = parser.parse_args(argv)
     args.peers = [] if args.peers == ["none"] else args.peers
@@ -100,13 +106,23 @@ class Session:
     galaxy: bool
     order: str
     panels: tuple[int, int] = (5, 2)
+    flat_sky: bool = False
 
     @property
     def name(self) -> str:
         sky = "galaxy" if self.galaxy else "nogalaxy"
         nx, ny = self.panels
         size = f"{self.frames}f-{nx}x{ny}-seed{self.seed}-scale{self.scale:g}"
-        return f"realistic-{self.layout}-{size}-{self.order}-{sky}"
+        kind = "flatsky" if self.flat_sky else "realistic"
+        return f"{kind}-{self.layout}-{size}-{self.order}-{sky}"
+
+    def flat_twin(self) -> Session:
+        """The same session (seed, layout, stars, trails, galaxy) under a sky with no drift and no gradient."""
+        return replace(self, flat_sky=True)
+
+
+# A sky that needs no background model: the floor of the seam and flatness figures.
+FLAT_SKY = {"sky_drift_range": (0.0, 0.0), "sky_jitter": 0.0, "light_pollution_range": (0.0, 0.0)}
 
 
 def ensure_dataset(work: Path, session: Session) -> Path:
@@ -126,7 +142,7 @@ def ensure_dataset(work: Path, session: Session) -> Path:
         layout=session.layout,
         order=session.order,
         panels=session.panels,
-        config=SimulationConfig.realistic(galaxy=session.galaxy),
+        config=SimulationConfig.realistic(galaxy=session.galaxy, **(FLAT_SKY if session.flat_sky else {})),
     )
     print(f"  simulated in {time.perf_counter() - start:.0f} s", flush=True)
     return folder
@@ -484,7 +500,8 @@ def speed_table(results: list[dict[str, Any]]) -> list[str]:
 
 def quality_table(results: list[dict[str, Any]]) -> list[str]:
     """Seams, flatness, noise, star photometry, trails, holes, extended flux."""
-    columns = ["Run", "Seam σ worst (G)", "Flatness σ worst (G)", "Pixel σ ADU", "Star flux median", "Star flux MAD"]
+    columns = ["Run", "Seam σ worst (G)", "Flatness σ worst (G)", "Flat-sky floor seam / flatness"]
+    columns += ["Pixel σ ADU", "Star flux median", "Star flux MAD"]
     columns += ["R/G, B/G"]
     columns += ["Trails measured", "Max abs ridge σ", "Holes %", "Galaxy inner/middle/outer"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -499,6 +516,7 @@ def quality_table(results: list[dict[str, Any]]) -> list[str]:
             _name(r),
             _fmt(m.get("seam_sigma")) + (f" (G {m['seam_sigma_g']:.2f})" if "seam_sigma_g" in m else ""),
             _fmt(m.get("flatness_sigma")) + (f" (G {m['flatness_sigma_g']:.2f})" if "flatness_sigma_g" in m else ""),
+            _floor(r.get("floor")),
             _fmt(m.get("pixel_sigma"), ".1f"),
             _fmt(stars.get("median"), ".3f") + (f" (n={stars['n']})" if stars else ""),
             _fmt(stars.get("mad"), ".3f"),
@@ -510,6 +528,15 @@ def quality_table(results: list[dict[str, Any]]) -> list[str]:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _floor(floor: dict[str, Any] | None) -> str:
+    if not floor:
+        return "-"
+    cell = f"{_fmt(floor.get('seam_sigma'))} / {_fmt(floor.get('flatness_sigma'))}"
+    if "seam_sigma_g" in floor:
+        cell += f" (G {_fmt(floor.get('seam_sigma_g'))} / {_fmt(floor.get('flatness_sigma_g'))})"
+    return cell
 
 
 def stage_table(results: list[dict[str, Any]]) -> list[str]:
@@ -615,7 +642,35 @@ def run_session(session: Session, args: argparse.Namespace, work: Path, previews
         if r.get("same_as"):
             r["metrics"] = next(s for s in results if s["label"] == r["same_as"]).get("metrics")
     collect_previews([r for r in results if not r.get("same_as")], session, previews)
+    if args.floor and modes:
+        attach_floor(results, session.flat_twin(), modes, args, work)
     return results
+
+
+FLOOR_KEYS = ("seam_sigma", "seam_sigma_g", "flatness_sigma", "flatness_sigma_g")
+
+
+def attach_floor(
+    results: list[dict[str, Any]], twin: Session, modes: list[str], args: argparse.Namespace, work: Path
+) -> None:
+    """Run ``modes`` on the flat-sky twin and attach its seam and flatness to each mode's result.
+
+    The twin has the same stars, trails, galaxy and noise but a sky with nothing to correct, so
+    its figures are what the resampled, demosaiced noise alone gives: the floor under which no
+    background model can go with this pipeline's noise correlation.
+    """
+    frames_dir = ensure_dataset(args.work, twin)
+    frames = frame_files(frames_dir)
+    twins = []
+    for mode in modes:
+        print(f"running zemosaic-dask --mode {mode} on {twin.name} (floor) ...", flush=True)
+        twins.append(run_zemosaic(frames, work / twin.name / mode, mode, args))
+    measure_all(twins, frames_dir)
+    for twin_result in twins:
+        floor = {k: v for k, v in (twin_result.get("metrics") or {}).items() if k in FLOOR_KEYS}
+        for r in results:
+            if r.get("tool", "zemosaic-dask") == "zemosaic-dask" and r.get("mode") == twin_result.get("mode"):
+                r["floor"] = floor
 
 
 def _outcome(result: dict[str, Any]) -> str:
