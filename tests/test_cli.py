@@ -39,6 +39,7 @@ def test_run_writes_the_output_contract(seestar_set, tmp_path):
     assert "Dashboard: http" in done.stderr and "mode: mosaic-first" in done.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [
+            ".zemosaic.lock",
             "background_frames.csv",
             "mosaic.fits",
             "mosaic_coverage.fits",

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +23,10 @@ import dask
 from . import __version__
 from .clusters import ClusterHandle, ClusterOptions, open_cluster
 from .config import ZeMosaicConfig, load_config
-from .errors import PlanError
+from .errors import OutputError, PlanError
 from .graph.ingest import build_ingest_graph
 from .io.frames import IngestOptions
+from .io.lock import output_lock
 from .io.products import write_json, write_mosaic_products
 from .io.scan import scan_inputs
 from .io.store import open_mosaic_store
@@ -38,17 +41,24 @@ from .runtime import execute_plan
 __all__ = [
     "PRODUCT_NAMES",
     "RunResult",
+    "check_plan_frames",
     "cluster_options_from_config",
     "compute",
+    "discard_state",
     "ingest",
     "make_plan",
     "plan_mosaic",
+    "prepare_output",
     "run_mosaic",
 ]
 
 log = logging.getLogger(__name__)
 
 PRODUCT_NAMES = ("mosaic.fits", "mosaic_coverage.fits", "preview.png", "mosaic.zarr", "plan.json", "report.json")
+#: Products written at the end of a run from the store (removed when a new run starts building).
+FINAL_PRODUCTS = ("mosaic.fits", "mosaic_coverage.fits", "preview.png", "report.json")
+#: Diagnostics of a run that --restart removes with the store.
+STATE_FILES = ("background_frames.csv", "intertile_pairs.csv")
 
 
 @dataclass
@@ -230,12 +240,24 @@ def run_mosaic(
     RunResult
     """
     config = config or load_config()
-    out = Path(output).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output(output)
     timings = _Timings()
     report: dict[str, Any] = {"version": __version__, "output": str(out)}
     started = time.perf_counter()
-    with run_logging(out, config.logging.level, console=console_log):
+    with run_logging(out, config.logging.level, console=console_log), output_lock(out):
+        if restart:
+            discard_state(out)
+        if plan is None:
+            with timings.stage("scan"):
+                files, missing = scan_inputs(
+                    inputs, extensions=config.ingest.extensions, recursive=config.ingest.recursive, exclude=out
+                )
+            log.info(msg("frames_found", count=len(files)))
+            if not files:
+                raise PlanError(_no_input_message(missing), reason="no usable frames")
+            inputs = (files, missing)
+        else:
+            check_plan_frames(plan)
         cluster = cluster or cluster_options_from_config(config)
         with timings.stage("cluster"), contextlib.ExitStack() as stack:
             handle = stack.enter_context(open_cluster(cluster))
@@ -250,6 +272,90 @@ def run_mosaic(
                 stack.enter_context(performance_report(filename=str(perf)))
             timings.stages.pop("cluster", None)
             return _run(inputs, out, config, handle, plan, restart, show_progress, timings, report, started)
+
+
+def prepare_output(output: str | os.PathLike[str]) -> Path:
+    """Create the output folder, or say in one line why it cannot be used.
+
+    Parameters
+    ----------
+    output : path
+        The output folder.
+
+    Returns
+    -------
+    Path
+        Its absolute path.
+
+    Raises
+    ------
+    OutputError
+        The path (or a parent) is a file, it cannot be created or it is not writable, or it
+        holds a ``mosaic.zarr`` that is not a folder.
+    """
+    out = Path(output).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"the output {out} is a file, not a folder; choose a folder for -o")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"cannot create the output folder {out}: a parent of it is a file") from None
+    except OSError as err:
+        raise OutputError(f"cannot create the output folder {out}: {err.strerror}") from None
+    out = out.resolve()
+    try:  # a real write: permissions, a read-only file system and immutable folders all show here (also for root)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".zemosaic-probe-")
+    except OSError as err:
+        raise OutputError(
+            f"the output folder {out} is not writable ({err.strerror}); choose another folder or fix its permissions"
+        ) from None
+    probe.close()
+    zarr_path = out / "mosaic.zarr"
+    if zarr_path.exists() and not zarr_path.is_dir():
+        raise OutputError(
+            f"{zarr_path} is a file, not the run's Zarr store; move it away or choose another output folder"
+        )
+    return out
+
+
+def discard_state(out: Path) -> None:
+    """Remove everything an earlier run left in ``out``: the store (mosaic, layers, tiles, batches) and products.
+
+    The plate-solving cache (``wcs-cache``) is kept: it depends on the input files only.
+    """
+    store = out / "mosaic.zarr"
+    if store.is_dir():
+        log.info("--restart: removing %s", store)
+        shutil.rmtree(store)
+    for name in (*FINAL_PRODUCTS, "plan.json", *STATE_FILES):
+        (out / name).unlink(missing_ok=True)
+
+
+def check_plan_frames(plan: MosaicPlan) -> None:
+    """Refuse a saved plan whose frames were deleted or changed since it was made.
+
+    Raises
+    ------
+    PlanError
+        Naming every missing or changed frame.
+    """
+    from .io.frames import frame_changed
+
+    problems = [f"{frame.path}: {why}" for frame in plan.frames if (why := frame_changed(frame))]
+    if problems:
+        listed = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise PlanError(
+            f"{len(problems)} frame(s) of the plan are missing or changed since it was made ({listed}); "
+            "make a new plan or run without --plan",
+            reason="plan frames changed",
+        )
+
+
+def _no_input_message(missing: Sequence[tuple[str, str]]) -> str:
+    if not missing:
+        return "no input frame found: give FITS files or folders holding them"
+    listed = "; ".join(f"{path}: {reason}" for path, reason in missing[:5])
+    return f"no usable input frame ({listed})"
 
 
 def _environment_variable(name: str) -> str | None:
@@ -280,11 +386,7 @@ def _worker_summary(handle: ClusterHandle) -> list[dict[str, Any]]:
 
 def _run(inputs, out, config, handle, plan, restart, show_progress, timings, report, started) -> RunResult:  # noqa: ANN001
     if plan is None:
-        with timings.stage("scan"):
-            files, missing = scan_inputs(
-                inputs, extensions=config.ingest.extensions, recursive=config.ingest.recursive, exclude=out
-            )
-        log.info(msg("frames_found", count=len(files)))
+        files, missing = inputs
         with timings.stage("ingest"):
             frames, rejected = ingest(files, _ingest_options(config, out), handle, show_progress=show_progress)
         rejected = [FrameRejection(p, r) for p, r in missing] + rejected
@@ -293,11 +395,14 @@ def _run(inputs, out, config, handle, plan, restart, show_progress, timings, rep
         with timings.stage("plan"):
             plan = plan_mosaic(frames, rejected, config, resources=cluster_resources(handle))
     log.info(msg("mode_selected", mode=plan.mode, why=plan.mode_reason))
-    write_json(out / "plan.json", plan.to_dict())
     store_url = str(out / "mosaic.zarr")
     store, reused = open_mosaic_store(
         store_url, plan.grid, plan.n_channels, fingerprint=plan.fingerprint(), restart=restart
     )
+    # The store was accepted: products of an earlier run no longer describe what is being built.
+    for name in FINAL_PRODUCTS:
+        (out / name).unlink(missing_ok=True)
+    write_json(out / "plan.json", plan.to_dict())
     executed = execute_plan(plan, config, store, handle, timings=timings, show_progress=show_progress)
     with timings.stage("products"):
         write_mosaic_products(

@@ -7,8 +7,11 @@ variables set the same things.
 
 from __future__ import annotations
 
+import errno
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +74,100 @@ def _load(params: dict[str, Any]):  # noqa: ANN202
     return config
 
 
-def _fail(err: Exception) -> None:
-    click.echo(f"error: {err}", err=True)
-    sys.exit(2)
+#: Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+
+def _one_line(err: BaseException) -> str:
+    """An expected failure as one line: the file or folder it concerns and what went wrong."""
+    if isinstance(err, OSError) and not isinstance(err, ZeMosaicError) and err.strerror:
+        where = f" {err.filename}" if err.filename else ""
+        hint = "; free some space and run again to resume" if err.errno == errno.ENOSPC else ""
+        return f"cannot access{where}: {err.strerror}{hint}"
+    return str(err)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+class CliGroup(click.Group):
+    """The command group with the one top-level error handler.
+
+    Every expected failure (:class:`ZeMosaicError`, an I/O error) is one line on stderr with
+    exit status 2; Ctrl-C or SIGTERM stop the cluster, keep the resumable state and exit
+    130; anything else is an internal error in one line, exit 1. ``--debug`` shows the
+    traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        previous = signal.getsignal(signal.SIGTERM)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            if ctx.meta.get("debug"):
+                raise
+            output = ctx.meta.get("output")
+            where = f" in {output}" if output else ""
+            click.echo(
+                f"interrupted: the cluster is stopped and finished work is kept{where}; "
+                "run the same command again to resume",
+                err=True,
+            )
+            sys.exit(EXIT_INTERRUPTED)
+        except (ZeMosaicError, OSError) as err:
+            if ctx.meta.get("debug"):
+                raise
+            click.echo(f"error: {_one_line(err)}", err=True)
+            sys.exit(2)
+        except Exception as err:
+            if ctx.meta.get("debug"):
+                raise
+            click.echo(
+                f"internal error: {type(err).__name__}: {err} (run again with --debug for the traceback)", err=True
+            )
+            sys.exit(1)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:  # noqa: ARG001
+    if value:
+        ctx.meta["debug"] = True
+    return value
+
+
+debug_flag = click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_debug,
+    help="Show the full traceback of an error instead of one line.",
+)
+
+
+def _read_plan(path: str) -> Any:
+    """The :class:`MosaicPlan` saved in ``path``, or a one-line error saying what is wrong with the file."""
+    from .errors import PlanError
+    from .plans.mosaic import MosaicPlan
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PlanError(f"{path} is not a plan.json written by `zemosaic-dask plan -o` ({err})") from None
+    try:
+        return MosaicPlan.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
+        raise PlanError(
+            f"{path} is not a complete plan ({detail}); make it again with `zemosaic-dask plan -o`"
+        ) from None
 
 
 def cluster_flags(func):  # noqa: ANN001, ANN201
@@ -95,8 +189,10 @@ def cluster_flags(func):  # noqa: ANN001, ANN201
             type=click.Choice(["local", "slurm", "pbs"]),
             help="Start workers locally or through dask-jobqueue with the config's jobqueue section (cluster.kind).",
         ),
-        click.option("--n-workers", type=int, help="Workers to start (cluster.n-workers)."),
-        click.option("--threads-per-worker", type=int, help="Threads per worker (cluster.threads-per-worker)."),
+        click.option("--n-workers", type=click.IntRange(min=1), help="Workers to start (cluster.n-workers)."),
+        click.option(
+            "--threads-per-worker", type=click.IntRange(min=1), help="Threads per worker (cluster.threads-per-worker)."
+        ),
         click.option("--memory-limit", help="Memory limit per worker, e.g. 4GB or auto (cluster.memory-limit)."),
         click.option(
             "--gpus",
@@ -121,6 +217,7 @@ def cluster_flags(func):  # noqa: ANN001, ANN201
             help="Log level (logging.level).",
         ),
         click.option("--lang", type=click.Choice(["auto", "en", "fr"]), help="Language of messages (logging.lang)."),
+        debug_flag,
     ]
     for option in reversed(options):
         func = option(func)
@@ -175,8 +272,9 @@ def stacking_flags(func):  # noqa: ANN001, ANN201
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="zemosaic-dask")
+@debug_flag
 def main() -> None:
     """Deep, seamless, photometrically linear mosaics from smart-telescope frames, on Dask."""
 
@@ -204,16 +302,13 @@ def run(
 ) -> None:
     """Build a mosaic from INPUTS (files and folders of FITS frames) into OUTPUT."""
     from .api import run_mosaic
-    from .plans.mosaic import MosaicPlan
 
-    try:
-        config = _load(params)
-        plan = MosaicPlan.from_dict(json.loads(Path(plan_file).read_text())) if plan_file else None
-        if not inputs and plan is None:
-            raise click.UsageError("give at least one INPUT file or folder, or --plan plan.json")
-        result = run_mosaic(inputs, output, config=config, plan=plan, restart=restart, show_progress=progress)
-    except ZeMosaicError as err:
-        _fail(err)
+    click.get_current_context().meta["output"] = output
+    config = _load(params)
+    plan = _read_plan(plan_file) if plan_file else None
+    if not inputs and plan is None:
+        raise click.UsageError("give at least one INPUT file or folder, or --plan plan.json")
+    result = run_mosaic(inputs, output, config=config, plan=plan, restart=restart, show_progress=progress)
     report = result.report
     click.echo(
         f"mode: {report['mode']}   frames: {len(report['inputs']['used'])} used, "
@@ -233,11 +328,8 @@ def plan(inputs: tuple[str, ...], as_json: bool, plan_file: str | None, preview:
     """Show what a run would do with INPUTS: mode, groups, batches, salvage, SDS coverage, assembly plan."""
     from .api import make_plan
 
-    try:
-        config = _load(params)
-        mosaic_plan = make_plan(inputs, config)
-    except ZeMosaicError as err:
-        _fail(err)
+    config = _load(params)
+    mosaic_plan = make_plan(inputs, config)
     from .io.products import write_json
     from .plans.sections import batches_view
 
@@ -398,11 +490,9 @@ def demo(output: str, n_frames: int, scale: float, seed: int, progress: bool, **
         click.echo(f"simulating {n_frames} Seestar S50 frames (scale {scale}) into {frames_dir} ...")
         simulate_seestar(frames_dir, n_frames, seed, scale=scale)
     frames = sorted(str(p) for p in frames_dir.glob("frame_*.fits"))  # truth.fits beside them is not an input
-    try:
-        config = _load(params)
-        result = run_mosaic(frames, Path(output) / "mosaic", config=config, show_progress=progress)
-    except ZeMosaicError as err:
-        _fail(err)
+    click.get_current_context().meta["output"] = str(Path(output) / "mosaic")
+    config = _load(params)
+    result = run_mosaic(frames, Path(output) / "mosaic", config=config, show_progress=progress)
     report = result.report
     click.echo(f"mode: {report['mode']}   frames: {len(report['inputs']['used'])}   time: {report['seconds']:.1f} s")
     click.echo(f"mosaic: {result.output / 'mosaic.fits'}   preview: {result.output / 'preview.png'}")
@@ -415,10 +505,7 @@ def config_command(config_file: str | None, as_json: bool) -> None:
     """Print the resolved configuration and where each value comes from."""
     from .config import describe_config
 
-    try:
-        entries = describe_config(config_file)
-    except ZeMosaicError as err:
-        _fail(err)
+    entries = describe_config(config_file)
     if as_json:
         click.echo(json.dumps([{"key": e.key, "value": e.value, "source": e.source} for e in entries], indent=2))
         return

@@ -251,7 +251,7 @@ def build_jobqueue_cluster_kwargs(options: ClusterOptions) -> dict[str, Any]:
     kwargs["cores"] = merged["cores"]
     kwargs["memory"] = merged["memory"]
     scheduler_options = dict(merged.get("scheduler_options") or {})
-    scheduler_options["dashboard_address"] = options.dashboard_address
+    scheduler_options["dashboard_address"] = _loopback_default(options.dashboard_address)
     kwargs["scheduler_options"] = scheduler_options
     if options.gpu_per_job:
         _add_gpu_job_settings(kwargs, merged, options)
@@ -291,11 +291,27 @@ def _add_gpu_job_settings(kwargs: dict[str, Any], merged: Mapping[str, Any], opt
     kwargs["processes"] = n_gpu
 
 
+#: Where a dashboard given as a bare ``:PORT`` listens: this machine only. A lab's shared
+#: node must not show every user's task stream (nor the scheduler's HTTP routes) to all.
+LOOPBACK = "127.0.0.1"
+
+
+def _loopback_default(address: str | None) -> str | None:
+    """A bare ``:PORT`` bound to :data:`LOOPBACK`; any other address unchanged."""
+    return f"{LOOPBACK}{address}" if address and address.startswith(":") else address
+
+
 def _free_dashboard_address(address: str | None) -> str | None:
-    """Return ``address`` when its port is free (or ``0``), else the same host with port 0; ``None``: no dashboard."""
+    """Return ``address`` when its port is free (or ``0``), else the same host with port 0; ``None``: no dashboard.
+
+    A bare ``:PORT`` is served on loopback (:data:`LOOPBACK`); ``0.0.0.0:PORT`` or a host
+    name opens the dashboard to the network.
+    """
     if address is None:
         return None
     host, _, port_text = address.rpartition(":")
+    host = host or LOOPBACK
+    address = f"{host}:{port_text}"
     try:
         port = int(port_text)
     except ValueError as err:
@@ -410,6 +426,7 @@ def _start_local(options: ClusterOptions) -> tuple[Any, str]:
                 memory_limit=options.memory_limit,
                 rmm_pool_size=options.rmm_pool_size,
                 dashboard_address=dashboard,
+                host=LOOPBACK,
                 resources={"GPU": 1},
             )
         return cluster, "local-cuda"
@@ -422,6 +439,7 @@ def _start_local(options: ClusterOptions) -> tuple[Any, str]:
             memory_limit=options.memory_limit,
             processes=options.processes,
             dashboard_address=dashboard,
+            host=LOOPBACK if options.processes else None,
         )
     return cluster, "local"
 

@@ -10,6 +10,8 @@ __all__ = [
     "ConfigError",
     "FrameError",
     "GpuUnavailableError",
+    "OutputBusyError",
+    "OutputError",
     "PlanError",
     "ResumeError",
     "ZeMosaicError",
@@ -42,3 +44,11 @@ class GpuUnavailableError(ZeMosaicError, RuntimeError):
 
 class ResumeError(ZeMosaicError, RuntimeError):
     """An output folder holds state from a different run and cannot be resumed."""
+
+
+class OutputError(ZeMosaicError, OSError):
+    """The output folder cannot be used (not a folder, not writable, holds a foreign file)."""
+
+
+class OutputBusyError(OutputError):
+    """Another run holds the output folder's lock; the message names the holder."""

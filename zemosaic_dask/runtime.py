@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .config import ZeMosaicConfig
+from .errors import ResumeError
 from .graph.mosaic_first import build_mosaic_first_graph, region_jobs
 from .io.store import MosaicStore
 from .plans.mosaic import MosaicPlan
@@ -165,7 +166,8 @@ def execute_plan(
     The global background model (:mod:`~zemosaic_dask.background_runtime`) is solved first
     and removed from every frame in every mode. An SDS execution that fails for any reason
     is logged, recorded as the fallback and replaced by Mosaic-First over all frames: SDS
-    never crashes a run.
+    never crashes a run. A store made by another run (:class:`ResumeError`) and I/O errors
+    are raised instead: no mode change can fix them.
     """
     from pathlib import Path
 
@@ -183,6 +185,8 @@ def execute_plan(
     else:
         try:
             result = _execute_layers(plan, config, store, handle, **options)
+        except (ResumeError, OSError):
+            raise  # a store from another run or a full disk is the user's to resolve, never a mode change
         except Exception as err:  # noqa: BLE001 - SDS must never crash a run; the reason is logged and reported
             from .messages import msg
 

@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .frames import FrameInfo, FrameRejection
 from .grid import OutputGrid
 
-__all__ = ["MODES", "MosaicPlan"]
+__all__ = ["MODES", "MosaicPlan", "code_version"]
 
 MODES = ("classic", "mosaic-first", "sds")
 PLAN_FORMAT = 1
 #: Configuration sections that do not change a single output pixel.
 NON_PIXEL_CONFIG = ("cluster", "logging", "output")
+
+
+@functools.cache
+def code_version() -> str:
+    """The package version and a digest of its sources and packaged data.
+
+    Part of the resume fingerprint: a store written by other code (an upgrade, a local
+    edit) is never resumed as if it were this code's.
+    """
+    from .. import __version__
+
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".yaml", ".json") and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(package).as_posix().encode())
+            digest.update(path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()}"
 
 
 @dataclass(frozen=True)
@@ -87,15 +107,17 @@ class MosaicPlan:
         )
 
     def fingerprint(self) -> str:
-        """Digest of what determines the pixels: frames, grid, mode, batches and pixel settings.
+        """Digest of what determines the pixels: frames, grid, mode, batches, pixel settings and code.
 
-        Where and how the run computes (cluster, logging, output options, the assembly plan
-        derived from the workers) is left out, so a run may resume on a different cluster.
+        Frames enter with their size, modification time and content hash (measured at
+        ingest), so a changed input pixel changes the fingerprint. Where and how the run
+        computes (cluster, logging, output options, the assembly plan derived from the
+        workers) is left out, so a run may resume on a different cluster.
         """
         data = self.to_dict()
         config = {k: v for k, v in data["config"].items() if k not in NON_PIXEL_CONFIG}
         sections = {k: v for k, v in data["sections"].items() if k != "assembly_plan"}
         payload = {k: v for k, v in data.items() if k not in ("rejected", "mode_reason", "config", "sections")}
-        payload.update(config=config, sections=sections)
+        payload.update(config=config, sections=sections, code=code_version())
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
