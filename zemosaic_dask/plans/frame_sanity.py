@@ -16,9 +16,10 @@ Two rules, applied in this order:
   ``(1 + LINK_GAP_DIAGONALS)`` median frame diagonals of each other, and the connected
   components of that graph (single linkage, measured on the sphere) are the groups of the
   session. Two frames in different groups have footprints separated by a gap of more
-  than :data:`LINK_GAP_DIAGONALS` frame diagonals, because each footprint lies within half
-  a diagonal of its centre. The largest group is the session; a smaller group holding at
-  most :data:`MAX_OUTLIER_FRACTION` of the frames (at least one frame) is rejected. A wide
+  than about :data:`LINK_GAP_DIAGONALS` frame diagonals, because each footprint lies
+  within half its diagonal of its centre (and frame sizes agree once scales do). The
+  largest group is the session; a smaller group holding at most
+  :data:`MAX_OUTLIER_FRACTION` of the frames (at least one frame) is rejected. A wide
   mosaic is one chain of touching or overlapping frames, so it stays one group however
   many frame widths it spans, and two sets of panels with a small gap between them stay
   linked too. When the largest group is not unique nothing is rejected by position.
