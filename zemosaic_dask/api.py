@@ -32,6 +32,7 @@ from .io.scan import scan_inputs
 from .io.store import open_mosaic_store
 from .logs import run_logging
 from .messages import msg
+from .plans.frame_sanity import screen_frames
 from .plans.frames import FrameInfo, FrameRejection
 from .plans.grid import plan_output_grid
 from .plans.modes import select_mode
@@ -126,6 +127,10 @@ def plan_mosaic(
     resources: Any = None,
 ) -> MosaicPlan:
     """Build the :class:`MosaicPlan` for ingested frames (used by ``run`` and ``plan``)."""
+    frames, screened = screen_frames(frames)
+    for rejection in screened:
+        log.warning(msg("frame_rejected", path=rejection.path, reason=rejection.reason))
+    rejected = [*rejected, *screened]
     if not frames:
         raise PlanError(
             f"no usable input frame ({len(rejected)} rejected); see the reasons above", reason="no usable frames"
