@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from plan_sky import angular_separation, brute_force_components, make_frame, offset_position
 
@@ -47,6 +47,11 @@ def sky_layouts(draw):
 @given(sky_layouts(), st.sampled_from([0.01, 0.03, 0.1]))
 def test_clusters_match_brute_force_components(layout, threshold):
     ra, dec = layout
+    # A pair at the threshold itself (to rounding) is linked or not depending on how the distance
+    # is computed (chord or haversine): neither answer is wrong, so such layouts are not compared.
+    n = len(ra)
+    separations = [angular_separation(ra[i], dec[i], ra[j], dec[j]) for i in range(n) for j in range(i + 1, n)]
+    assume(all(abs(s - threshold) > 1e-9 * threshold for s in separations))
     groups = cluster_centres(ra, dec, threshold)
     assert {frozenset(g) for g in groups} == brute_force_components(ra, dec, threshold)
     assert [g[0] for g in groups] == sorted(g[0] for g in groups)
