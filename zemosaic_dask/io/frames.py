@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import math
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,13 @@ from .raw_rows import raw_layout, read_rows
 __all__ = ["IngestOptions", "frame_changed", "inspect_frame", "read_frame_window", "shift_bayer_pattern"]
 
 log = logging.getLogger(__name__)
+
+try:  # raised by astropy for a corrupt tile of a CompImageHDU (a private class, hence the guard)
+    from astropy.io.fits.hdu.compressed._compression import CfitsioException
+except ImportError:  # pragma: no cover - another astropy layout
+    _DECOMPRESSION_ERRORS: tuple[type[Exception], ...] = (zlib.error,)
+else:
+    _DECOMPRESSION_ERRORS = (zlib.error, CfitsioException)
 
 
 @dataclass(frozen=True)
@@ -309,7 +317,17 @@ def inspect_frame(path: str, options: IngestOptions | None = None) -> FrameInfo 
     except OSError as err:
         key = "reason_not_fits" if "header" in str(err).lower() or "fits" in str(err).lower() else "reason_unreadable"
         return FrameRejection(path, msg(key, error=err))
-    except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError, MemoryError, fits.VerifyError) as err:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        EOFError,
+        OverflowError,
+        MemoryError,
+        fits.VerifyError,
+        *_DECOMPRESSION_ERRORS,
+    ) as err:
         return FrameRejection(path, msg("reason_unreadable", error=f"{type(err).__name__}: {err}"))
 
 
