@@ -241,6 +241,8 @@ def test_the_products_of_earlier_runs_are_not_inputs(tmp_path):
     files, missing = scan_inputs([folder / "mosaic.fits", frames[0]])
     assert files == [str(frames[0])]
     assert missing[0][0] == str(folder / "mosaic.fits") and "output folder" in missing[0][1]
+    stored = folder / "mosaic.zarr" / "0" / "chunk.fits"
+    assert [path for path, _ in scan_inputs([stored])[1]] == [str(stored)]
     elsewhere = _raw_frame(tmp_path / "mosaic.fits")
     assert scan_inputs([elsewhere]) == ([str(elsewhere)], [])
 

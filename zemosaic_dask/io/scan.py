@@ -85,9 +85,9 @@ def _entry_is(entry: os.DirEntry[str], kind: str) -> bool:
         return False
 
 
-def _is_product(path: Path) -> bool:
-    """A file a run writes: ``mosaic.fits``, ``mosaic_coverage.fits`` or anything in a ``mosaic.zarr``."""
-    return path.name.lower() in PRODUCT_FILES or any(part.lower() == _STORE for part in path.parts[:-1])
+def _in_store(path: Path) -> bool:
+    """True for anything inside a ``mosaic.zarr`` store."""
+    return any(part.lower() == _STORE for part in path.parts[:-1])
 
 
 @dataclass
@@ -101,12 +101,12 @@ class _Scan:
 
     def add_file(self, path: Path) -> None:
         """Take one explicitly named file (a symbolic link is followed to its target)."""
-        real = path.resolve()
         folder = path.parent
-        if _is_product(path) and (is_output_folder(folder) or folder.resolve() == self.skip):
+        named_like_product = path.name.lower() in PRODUCT_FILES
+        if _in_store(path) or (named_like_product and (is_output_folder(folder) or folder.resolve() == self.skip)):
             self.missing.append((str(path), msg("reason_output_product", folder=folder)))
             return
-        self.found.add(str(real))
+        self.found.add(str(path.resolve()))
 
     def walk(self, folder: Path) -> None:
         """Collect the frames of ``folder``; sub-folders holding a run's products are skipped."""
@@ -141,6 +141,19 @@ class _Scan:
             log.debug("not scanning %s: it holds the products of a mosaic run", path)
             return True
         return False
+
+
+def _scan_input(scan: _Scan, path: Path, given: str | os.PathLike[str]) -> None:
+    if path.is_symlink() and (problem := _link_problem(path)) is not None:
+        scan.missing.append((str(path), problem))
+    elif path.is_dir():
+        scan.walk(path)
+    elif path.is_file():
+        scan.add_file(path)
+    elif os.path.lexists(path):
+        scan.missing.append((str(path), msg("reason_not_a_file", path=path)))
+    else:
+        scan.missing.append((str(path), msg("reason_missing_input", path=given)))
 
 
 def scan_inputs(
@@ -179,14 +192,8 @@ def scan_inputs(
     scan = _Scan(tuple(s.lower() for s in extensions), recursive, skip)
     for entry in inputs:
         path = Path(os.path.abspath(Path(entry).expanduser()))
-        if path.is_symlink() and (problem := _link_problem(path)) is not None:
-            scan.missing.append((str(path), problem))
-        elif path.is_dir():
-            scan.walk(path)
-        elif path.is_file():
-            scan.add_file(path)
-        elif os.path.lexists(path):
-            scan.missing.append((str(path), msg("reason_not_a_file", path=path)))
-        else:
-            scan.missing.append((str(path), msg("reason_missing_input", path=entry)))
+        try:
+            _scan_input(scan, path, entry)
+        except OSError as err:  # such as a folder on the way that cannot be read
+            scan.missing.append((str(path), msg("reason_unreadable", error=err)))
     return sorted(scan.found), scan.missing
