@@ -258,11 +258,17 @@ def test_a_non_numeric_exposure_is_unknown_not_a_rejection(tmp_path, caplog, val
     assert info.exposure == 0.0 and "EXPTIME" in info.exposure_note and "not a number" in info.exposure_note
     assert str(path) in caplog.text and "unknown exposure" in caplog.text
     assert FrameInfo.from_dict(info.to_dict()) == info
-    # EXPOSURE is used when EXPTIME is unusable.
+    # EXPOSURE is used when EXPTIME is unusable, without a warning.
     with fits.open(path, mode="update") as hdul:
         hdul[0].header["EXPOSURE"] = 12.5
-    info = inspect_frame(str(path))
-    assert info.exposure == 12.5 and info.exposure_note == ""
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="zemosaic_dask.io.frames"):
+        info = inspect_frame(str(path))
+    assert info.exposure == 12.5 and info.exposure_note == "" and "exposure" not in caplog.text
+    # A number written as a string is still a number.
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header["EXPTIME"] = " 10.5 "
+    assert inspect_frame(str(path)).exposure == 10.5
 
 
 def _wcs_frame(path, cards):

@@ -95,16 +95,20 @@ def _layout(
 
 
 def _number(header: fits.Header, key: str, default: float) -> float:
-    """A header value as a float: ``default`` when absent, NaN when it is not a number."""
+    """A header value as a float (numeric strings such as ``'10.5'`` included): ``default``
+    when absent, NaN when it is not a number."""
     if key not in header:
         return default
     try:
         value = header[key]
     except (fits.VerifyError, ValueError):  # an unparsable card, such as "NAN"
         return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return math.nan
-    return float(value)
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        return math.nan
 
 
 def _linear_matrix(header: fits.Header, axes: tuple[int, int]) -> np.ndarray:
@@ -233,9 +237,10 @@ def _exposure(path: str, header: fits.Header) -> tuple[float, str]:
             shown = repr(header[keyword])
         except (fits.VerifyError, ValueError):
             shown = "(unparsable card)"
-        notes.append(f"{keyword} = {shown} is not a number of seconds")
+        notes.append((keyword, shown))
+    for keyword, shown in notes:
         log.warning(msg("exposure_unknown", path=path, keyword=keyword, value=shown))
-    return 0.0, "; ".join(notes)
+    return 0.0, "; ".join(f"{keyword} = {shown} is not a number of seconds" for keyword, shown in notes)
 
 
 _STATISTICS_SAMPLES = 50_000
