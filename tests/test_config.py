@@ -21,6 +21,7 @@ from zemosaic_dask.config import (
     load_config,
 )
 from zemosaic_dask.errors import ConfigError
+from zemosaic_dask.io.scan import DEFAULT_EXTENSIONS
 
 PACKAGE = resources.files("zemosaic_dask")
 
@@ -80,7 +81,7 @@ def test_defaults_load_into_dask_config_and_dataclasses():
     assert cfg.sds.min_batch_size == 5 and cfg.sds.target_batch_size == 10
     assert cfg.sds.coverage_threshold == pytest.approx(0.92)
     assert cfg.grid.pixel_scale is None and cfg.grid.chunk == 512
-    assert cfg.ingest.extensions == (".fit", ".fits", ".fts")
+    assert cfg.ingest.extensions == DEFAULT_EXTENSIONS and {".fits.gz", ".fits.fz"} <= set(DEFAULT_EXTENSIONS)
     assert cfg.two_pass.gain_clip == (0.85, 1.18)
     assert cfg.calibration.sky_percentiles == (30.0, 70.0)
     assert cfg.assembly.use_gpu == "auto"

@@ -1,5 +1,7 @@
-"""Fuzzing ingest: no header or byte sequence crashes it; every bad file becomes a rejection."""
+"""Fuzzing ingest: no header, byte sequence, compressed stream or symbolic link crashes it; every bad
+file becomes a rejection."""
 
+import gzip
 import io
 
 import numpy as np
@@ -7,7 +9,7 @@ from astropy.io import fits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zemosaic_dask.io import inspect_frame
+from zemosaic_dask.io import inspect_frame, read_frame_window, scan_inputs
 from zemosaic_dask.plans import FrameInfo, FrameRejection
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -124,3 +126,84 @@ def test_random_headers_and_shapes(tmp_path, numbers, words, shape, dtype):
     except (ValueError, TypeError, OSError, fits.VerifyError):
         return
     _check(path)
+
+
+def _tiled_bytes() -> bytes:
+    with fits.open(io.BytesIO(VALID)) as hdul:
+        tiled = fits.CompImageHDU(hdul[0].data, header=hdul[0].header, compression_type="RICE_1", tile_shape=(4, 16))
+        buffer = io.BytesIO()
+        fits.HDUList([fits.PrimaryHDU(), tiled]).writeto(buffer)
+    return buffer.getvalue()
+
+
+GZIPPED = gzip.compress(VALID)
+TILED = _tiled_bytes()
+EXPECTED = np.asarray(fits.getdata(io.BytesIO(VALID)), dtype=np.float32)
+
+
+def _check_read(path):
+    """Ingest, then read the whole frame when it was accepted: no exception either way."""
+    result = _check(path)
+    if isinstance(result, FrameInfo):
+        height, width = result.shape
+        window = read_frame_window(result, 0, height, 0, width)
+        assert window.shape[-2:] == (height, width)
+    return result
+
+
+def test_the_compressed_files_are_usable(tmp_path):
+    for name, blob in (("ok.fits.gz", GZIPPED), ("ok.fits.fz", TILED)):
+        path = tmp_path / name
+        path.write_bytes(blob)
+        info = _check_read(path)
+        assert isinstance(info, FrameInfo)
+        np.testing.assert_array_equal(read_frame_window(info, 0, 24, 0, 16), EXPECTED)
+
+
+@FUZZ
+@given(st.sampled_from(["gz", "fz"]), st.floats(0.0, 1.0, exclude_max=True))
+def test_truncated_compressed_files(tmp_path, kind, fraction):
+    blob = GZIPPED if kind == "gz" else TILED
+    path = tmp_path / f"truncated.fits.{kind}"
+    path.write_bytes(blob[: int(len(blob) * fraction)])
+    result = _check_read(path)
+    if isinstance(result, FrameInfo):  # only the padding after the last tile or row was cut
+        np.testing.assert_array_equal(read_frame_window(result, 0, 24, 0, 16), EXPECTED)
+
+
+@FUZZ
+@given(
+    st.sampled_from(["gz", "fz"]),
+    st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=20),
+)
+def test_corrupt_compressed_files(tmp_path, kind, edits):
+    blob = bytearray(GZIPPED if kind == "gz" else TILED)
+    for where, value in edits:
+        blob[int(where * len(blob))] = value
+    path = tmp_path / f"corrupt.fits.{kind}"
+    path.write_bytes(bytes(blob))
+    _check_read(path)
+
+
+def test_corrupt_tiles_of_a_compressed_frame(tmp_path):
+    # Garbage written every 7 bytes over the last block, where the heap of compressed tiles lies.
+    path = tmp_path / "tiles.fits.fz"
+    for position in range(len(TILED) - 2880, len(TILED), 7):
+        blob = bytearray(TILED)
+        blob[position : position + 4] = b"\xff\x00\xa5\x5a"
+        path.write_bytes(bytes(blob))
+        _check_read(path)
+
+
+def test_broken_symbolic_links(tmp_path):
+    (tmp_path / "dangling.fits").symlink_to(tmp_path / "gone.fits")
+    (tmp_path / "loop.fits").symlink_to(tmp_path / "loop.fits")
+    (tmp_path / "ok.fits").write_bytes(VALID)
+    (tmp_path / "link.fits.gz").symlink_to(tmp_path / "ok.fits")  # a plain file behind a .gz name
+    files, missing = scan_inputs([tmp_path])
+    assert files == [str(tmp_path / "ok.fits")]
+    assert sorted(path for path, _ in missing) == [str(tmp_path / "dangling.fits"), str(tmp_path / "loop.fits")]
+    assert all(reason for _, reason in missing)
+    for name in ("dangling.fits", "loop.fits"):  # given straight to ingest, they are rejections too
+        assert isinstance(_check(tmp_path / name), FrameRejection)
+    assert isinstance(_check_read(tmp_path / "link.fits.gz"), FrameInfo)

@@ -1,5 +1,6 @@
 """Direct row reads of plain 2-D FITS images equal astropy's values for every supported storage."""
 
+import gzip
 import hashlib
 import os
 
@@ -83,3 +84,22 @@ def test_truncated_data_is_an_error(tmp_path):
         read_rows(str(path), layout, 0, 64)
     with pytest.raises(ValueError, match="outside"):
         read_rows(str(path), layout, 0, 65)
+
+
+def test_the_direct_path_is_chosen_by_content_not_by_name(tmp_path):
+    data = RNG.integers(0, 65535, size=(20, 14)).astype(np.uint16)
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(data).writeto(plain)
+    # A gzip stream named .fits and a plain file named .fits.gz.
+    gzipped = tmp_path / "gzip-named-plain.fits"
+    gzipped.write_bytes(gzip.compress(plain.read_bytes()))
+    misnamed = tmp_path / "plain-named.fits.gz"
+    misnamed.write_bytes(plain.read_bytes())
+    tiled = tmp_path / "tiled.fits"  # tile-compressed, without the .fz name
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, compression_type="RICE_1")]).writeto(tiled)
+    assert raw_layout(str(gzipped), 0) is None and raw_layout(str(tiled), 1) is None
+    assert raw_layout(str(misnamed), 0) == raw_layout(str(plain), 0) is not None
+    expected = data[4:15, 3:11].astype(np.float32)
+    for path, index in ((plain, 0), (gzipped, 0), (misnamed, 0), (tiled, 1)):
+        frame = FrameInfo(path=str(path), hdu=index, shape=(20, 14), layout="mono", bayer_pattern=None, wcs_header="")
+        np.testing.assert_array_equal(read_frame_window(frame, 4, 15, 3, 11), expected, err_msg=path.name)

@@ -5,27 +5,37 @@ Files are always opened read-only; nothing is ever written next to an input.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS, FITSFixedWarning, SingularMatrixError
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..errors import FrameError
 from ..messages import msg
 from ..plans.frames import SEESTAR_TOKENS, FrameInfo, FrameRejection
 from ..tasks.debayer import BAYER_PATTERNS
+from .fingerprint import file_fingerprint, frame_changed
 from .plate_solve import NO_SOLVER, find_solver, hints_from_header, solve_frame
 from .raw_rows import raw_layout, read_rows
 
-__all__ = ["IngestOptions", "inspect_frame", "read_frame_window", "shift_bayer_pattern"]
+__all__ = ["IngestOptions", "frame_changed", "inspect_frame", "read_frame_window", "shift_bayer_pattern"]
 
 log = logging.getLogger(__name__)
+
+try:  # raised by astropy for a corrupt tile of a CompImageHDU (a private class, hence the guard)
+    from astropy.io.fits.hdu.compressed._compression import CfitsioException
+except ImportError:  # pragma: no cover - another astropy layout
+    _DECOMPRESSION_ERRORS: tuple[type[Exception], ...] = (zlib.error,)
+else:
+    _DECOMPRESSION_ERRORS = (zlib.error, CfitsioException)
 
 
 @dataclass(frozen=True)
@@ -84,17 +94,67 @@ def _layout(
     return "mono", None
 
 
+def _number(header: fits.Header, key: str, default: float) -> float:
+    """A header value as a float (numeric strings such as ``'10.5'`` included): ``default``
+    when absent, NaN when it is not a number."""
+    if key not in header:
+        return default
+    try:
+        value = header[key]
+    except (fits.VerifyError, ValueError):  # an unparsable card, such as "NAN"
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return math.nan
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        return math.nan
+
+
+def _linear_matrix(header: fits.Header, axes: tuple[int, int]) -> np.ndarray:
+    """The header's pixel-to-sky matrix of two axes (1-based): CDi_j, else CDELTi x PCi_j."""
+    cd_keys = [f"CD{i}_{j}" for i in axes for j in axes]
+    if any(key in header for key in cd_keys):
+        values = [_number(header, key, 0.0) for key in cd_keys]
+        return np.array(values, dtype=float).reshape(2, 2)
+    pc = np.array([[_number(header, f"PC{i}_{j}", float(i == j)) for j in axes] for i in axes])
+    cdelt = np.array([_number(header, f"CDELT{i}", 1.0) for i in axes])
+    return cdelt[:, None] * pc
+
+
+def _singular_reason(matrix: np.ndarray) -> str | None:
+    """The rejection reason when a 2x2 pixel-to-sky matrix is singular or not finite."""
+    matrix = np.asarray(matrix, dtype=float)
+    determinant = float(np.linalg.det(matrix)) if np.all(np.isfinite(matrix)) else math.nan
+    largest = float(np.max(np.abs(matrix))) if np.all(np.isfinite(matrix)) else math.nan
+    if math.isfinite(determinant) and abs(determinant) > 1e-12 * largest * largest:
+        return None
+    rows = "; ".join(" ".join(f"{v:.6g}" for v in row) for row in matrix)
+    return msg("reason_singular_wcs", matrix=f"[{rows}]", determinant=f"{determinant:.3g}")
+
+
 def _header_wcs(header: fits.Header) -> WCS | None:
-    """The header's celestial WCS, None when it has none, FrameError when it is broken."""
+    """The header's celestial WCS, None when it has none, FrameError when it is broken.
+
+    The linear transformation is checked in the header itself: wcslib silently replaces
+    an all-zero CD matrix by a unit one (1 degree per pixel).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         warnings.simplefilter("ignore", AstropyWarning)
         try:
-            wcs = WCS(header, relax=True, naxis=None).celestial
+            full = WCS(header, relax=True, naxis=None)
+            wcs = full.celestial
+        except SingularMatrixError as err:
+            reason = _singular_reason(_linear_matrix(header, (1, 2)))
+            raise FrameError(reason or msg("reason_invalid_wcs", error=err)) from err
         except (ValueError, KeyError, MemoryError, TypeError) as err:
             raise FrameError(msg("reason_invalid_wcs", error=err)) from err
     if not wcs.has_celestial or wcs.naxis != 2:
         return None
+    reason = _singular_reason(_linear_matrix(header, (full.wcs.lng + 1, full.wcs.lat + 1)))
+    if reason is not None:
+        raise FrameError(reason)
     return wcs
 
 
@@ -131,6 +191,14 @@ def _solved_wcs(path: str, header: fits.Header, index: int, options: IngestOptio
 
 def _validate_wcs(wcs: WCS, height: int, width: int) -> float:
     try:
+        reason = _singular_reason(wcs.pixel_scale_matrix)
+    except SingularMatrixError:
+        reason = msg("reason_singular_wcs", matrix="(rejected by wcslib)", determinant="0")
+    except (ValueError, ArithmeticError) as err:
+        raise FrameError(msg("reason_invalid_wcs", error=err)) from err
+    if reason is not None:
+        raise FrameError(reason)
+    try:
         scales = proj_plane_pixel_scales(wcs) * 3600.0
         xs = np.array([0.0, width - 1.0, 0.0, width - 1.0, (width - 1) / 2.0])
         ys = np.array([0.0, 0.0, height - 1.0, height - 1.0, (height - 1) / 2.0])
@@ -146,6 +214,33 @@ def _validate_wcs(wcs: WCS, height: int, width: int) -> float:
     if scale > 3600.0 or scale < 1e-3:
         raise FrameError(f"invalid WCS: implausible pixel scale {scale:.3g} arcsec/px")
     return scale
+
+
+_EXPOSURE_KEYWORDS = ("EXPTIME", "EXPOSURE")
+
+
+def _exposure(path: str, header: fits.Header) -> tuple[float, str]:
+    """Exposure in seconds and, when the header's value is not a number, why it is unknown.
+
+    The first of ``EXPTIME`` and ``EXPOSURE`` that is a finite, non-negative number is
+    used. A value such as ``'N/A'`` does not reject the frame: a warning names the file
+    and the exposure is recorded as unknown (0 s, with the note).
+    """
+    notes = []
+    for keyword in _EXPOSURE_KEYWORDS:
+        if keyword not in header:
+            continue
+        seconds = _number(header, keyword, math.nan)
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds, ""
+        try:
+            shown = repr(header[keyword])
+        except (fits.VerifyError, ValueError):
+            shown = "(unparsable card)"
+        notes.append((keyword, shown))
+    for keyword, shown in notes:
+        log.warning(msg("exposure_unknown", path=path, keyword=keyword, value=shown))
+    return 0.0, "; ".join(f"{keyword} = {shown} is not a number of seconds" for keyword, shown in notes)
 
 
 _STATISTICS_SAMPLES = 50_000
@@ -227,11 +322,22 @@ def inspect_frame(path: str, options: IngestOptions | None = None) -> FrameInfo 
     except OSError as err:
         key = "reason_not_fits" if "header" in str(err).lower() or "fits" in str(err).lower() else "reason_unreadable"
         return FrameRejection(path, msg(key, error=err))
-    except (ValueError, TypeError, KeyError, IndexError, EOFError, OverflowError, MemoryError, fits.VerifyError) as err:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        EOFError,
+        OverflowError,
+        MemoryError,
+        fits.VerifyError,
+        *_DECOMPRESSION_ERRORS,
+    ) as err:
         return FrameRejection(path, msg("reason_unreadable", error=f"{type(err).__name__}: {err}"))
 
 
 def _inspect(path: str, options: IngestOptions) -> FrameInfo:
+    fingerprint = file_fingerprint(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
@@ -261,6 +367,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
     instrument = str(header.get("INSTRUME", "") or header.get("CREATOR", "") or "")
     if options.force_seestar and "seestar" not in instrument.lower():
         instrument = f"{instrument} (forced seestar)".strip()
+    exposure, exposure_note = _exposure(path, header)
     info = FrameInfo(
         path=path,
         hdu=index,
@@ -268,7 +375,8 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
         layout=layout,
         bayer_pattern=pattern,
         wcs_header=wcs.to_header_string(relax=True),
-        exposure=float(header.get("EXPTIME", header.get("EXPOSURE", 0.0)) or 0.0),
+        exposure=exposure,
+        exposure_note=exposure_note,
         date_obs=str(header.get("DATE-OBS", "") or ""),
         instrument=instrument,
         mount_mode=str(header.get("EQMODE", header.get("MOUNT", "")) or ""),
@@ -276,7 +384,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
         **statistics,
         wcs_source=wcs_source,
     )
-    return info.with_sky_geometry(wcs)
+    return dataclasses.replace(info.with_sky_geometry(wcs), **dataclasses.asdict(fingerprint))
 
 
 def read_frame_window(frame: FrameInfo, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:

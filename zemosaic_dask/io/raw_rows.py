@@ -7,8 +7,12 @@ worker reads. :func:`raw_layout` says whether a file's image qualifies and where
 pixels are; :func:`read_rows` reads rows ``[y0, y1)`` as float32, equal to the values
 astropy returns for the same pixels (the test suite checks every supported ``BITPIX``).
 
-Images with ``BLANK`` values, other scalings, compression or more than two axes do not
-qualify and are read through astropy by the caller.
+The choice is made from the file's content, never its name: only a file that starts with
+the plain FITS signature (``SIMPLE  =``, so no gzip, bzip2 or zip stream) and whose image is a
+plain ``PrimaryHDU`` or ``ImageHDU`` (not a tile-compressed ``CompImageHDU``, which astropy
+presents as an ``ImageHDU`` subclass) qualifies. Images with ``BLANK`` values, other
+scalings, compression or more than two axes do not qualify and are read through astropy by
+the caller.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
-__all__ = ["RawLayout", "raw_layout", "read_rows"]
+__all__ = ["RawLayout", "is_plain_fits", "raw_layout", "read_rows"]
 
 # BITPIX -> big-endian dtype of the stored values.
 _DTYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), -32: np.dtype(">f4"), -64: np.dtype(">f8")}
 _CACHE_SIZE = 4096
+# Every uncompressed FITS file starts with this card; gzip (1f 8b), bzip2 and zip streams do not.
+_FITS_SIGNATURE = b"SIMPLE  ="
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,32 @@ _layouts: OrderedDict[tuple[str, int, int, int], RawLayout | None] = OrderedDict
 _lock = threading.Lock()
 
 
+def is_plain_fits(path: str) -> bool:
+    """Return True when ``path`` starts with the uncompressed FITS signature ``SIMPLE  =``.
+
+    Parameters
+    ----------
+    path : str
+        File to look at (its first 9 bytes are read).
+
+    Returns
+    -------
+    bool
+        False for gzip, bzip2 or zip streams (whatever the file is called) and for files
+        that are not FITS at all.
+    """
+    with open(path, "rb") as handle:
+        return handle.read(len(_FITS_SIGNATURE)) == _FITS_SIGNATURE
+
+
 def _describe(path: str, hdu_index: int) -> RawLayout | None:
+    if not is_plain_fits(path):
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
             hdu = hdul[hdu_index]
-            if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)):
+            if isinstance(hdu, fits.CompImageHDU) or not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)):
                 return None
             header = hdu.header
             bitpix = header.get("BITPIX")

@@ -69,6 +69,19 @@ class FrameInfo:
         25th and 90th percentiles per output channel (for ``linear_fit`` normalisation).
     wcs_source : str
         ``"header"`` or ``"solved"`` (plate-solved into a sidecar cache).
+    sky_center, sky_border : tuple
+        RA/Dec (degrees) of the frame centre and of points along its border, stored by
+        ingest (:meth:`with_sky_geometry`).
+    exposure_note : str
+        Why :attr:`exposure` is unknown when the header's exposure is not a number (such
+        as ``EXPTIME = 'N/A'``); "" otherwise.
+    size : int
+        Size of the file in bytes when it was ingested (0 when not recorded, as in plans
+        written before it was).
+    mtime_ns : int
+        Modification time of the file (``os.stat().st_mtime_ns``) when it was ingested.
+    content_hash : str
+        BLAKE2b (16-byte digest, hex) of the file's bytes ("" when not recorded).
     """
 
     path: str
@@ -89,6 +102,10 @@ class FrameInfo:
     p90: tuple[float, ...] = ()
     sky_center: tuple[float, ...] = ()
     sky_border: tuple[tuple[float, float], ...] = ()
+    exposure_note: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+    content_hash: str = ""
 
     @property
     def n_channels(self) -> int:
@@ -121,6 +138,8 @@ class FrameInfo:
         values["p90"] = tuple(float(v) for v in values.get("p90", ()))
         values["sky_center"] = tuple(float(v) for v in values.get("sky_center", ()))
         values["sky_border"] = tuple((float(ra), float(dec)) for ra, dec in values.get("sky_border", ()))
+        values["size"] = int(values.get("size", 0))
+        values["mtime_ns"] = int(values.get("mtime_ns", 0))
         return cls(**values)
 
     def with_sky_geometry(self, wcs: WCS | None = None) -> FrameInfo:
