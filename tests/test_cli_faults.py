@@ -7,6 +7,7 @@ every listening socket stay on loopback; Ctrl-C keeps a resumable state.
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import json
 import os
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -295,3 +297,26 @@ def test_bad_plan_files_are_one_line_errors(frames, tmp_path):
 def test_a_missing_input_path_is_named(tmp_path):
     missing = tmp_path / "nowhere" / "frames"
     _one_line_error(cli("run", missing, "-o", tmp_path / "out", *FAST), str(missing))
+
+
+def test_inputs_next_to_products_compressed_files_links_and_odd_exposures(frames, tmp_path):
+    paths = sorted(frames.glob("*.fits"))
+    # A gzip copy replaces one frame, another frame has EXPTIME = 'N/A', and a link points nowhere.
+    raw = paths[0].read_bytes()
+    (frames / (paths[0].name + ".gz")).write_bytes(gzip.compress(raw))
+    paths[0].unlink()
+    with fits.open(paths[1], mode="update") as hdul:
+        hdul[0].header["EXPTIME"] = "N/A"
+    (frames / "gone.fits").symlink_to(tmp_path / "nowhere.fits")
+    for out in (frames / "run1", frames):  # inside the input folder, then the input folder itself
+        for attempt in range(2):
+            done = _run(frames, out)
+            assert done.returncode == 0, done.stderr[-2000:]
+            report = json.loads((out / "report.json").read_text())
+            used = sorted(Path(p).name for p in report["inputs"]["used"])
+            assert used == sorted([paths[0].name + ".gz", *(p.name for p in paths[1:])]), (out, attempt, used)
+            rejected = {Path(r["path"]).name: r["reason"] for r in report["inputs"]["rejected"]}
+            assert list(rejected) == ["gone.fits"] and "link" in rejected["gone.fits"]
+    plan = json.loads((frames / "plan.json").read_text())
+    odd = next(f for f in plan["frames"] if f["path"].endswith(paths[1].name))
+    assert odd["exposure"] == 0.0 and "N/A" in odd["exposure_note"]

@@ -57,7 +57,11 @@ def file_fingerprint(path: str | os.PathLike[str]) -> FileFingerprint:
 
 
 def frame_changed(frame: FrameInfo) -> str | None:
-    """Say whether a frame's file changed since it was ingested, from its size and mtime.
+    """Say whether a frame's file changed since it was ingested.
+
+    Size and modification time are compared first; a file whose modification time moved
+    but whose size did not (touched, copied) is hashed again and counts as changed only
+    when its content differs.
 
     Parameters
     ----------
@@ -67,8 +71,8 @@ def frame_changed(frame: FrameInfo) -> str | None:
     Returns
     -------
     str or None
-        None when the file's size and ``st_mtime_ns`` still match the recorded ones, or
-        when the frame has no recorded size (a plan written before they were recorded);
+        None when the file's size and ``st_mtime_ns`` (or content) still match the recorded
+        ones, or when the frame has no recorded size (a plan written before they were recorded);
         otherwise a one-line reason: ``"missing"``, ``"size changed from A to B bytes"``
         or ``"modified since it was planned"``.
     """
@@ -82,6 +86,10 @@ def frame_changed(frame: FrameInfo) -> str | None:
         return f"cannot be read: {err.strerror or err}"
     if status.st_size != frame.size:
         return f"size changed from {frame.size} to {status.st_size} bytes"
-    if status.st_mtime_ns != frame.mtime_ns:
+    if status.st_mtime_ns != frame.mtime_ns and frame.content_hash:
+        # Touched or copied: only a different content counts as a change.
+        if file_fingerprint(frame.path).content_hash != frame.content_hash:
+            return "modified since it was planned"
+    elif status.st_mtime_ns != frame.mtime_ns:
         return "modified since it was planned"
     return None

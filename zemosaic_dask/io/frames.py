@@ -393,7 +393,30 @@ def read_frame_window(frame: FrameInfo, y0: int, y1: int, x0: int, x1: int) -> n
     Returns a ``(h, w)`` array for mono and Bayer frames and ``(3, h, w)`` for colour
     cubes. Only the window's rows are read from disk; plain 2-D images are read directly
     (:mod:`.raw_rows`), everything else through astropy.
+
+    Raises
+    ------
+    FrameError
+        The file can no longer be read as it was ingested (deleted, truncated or rewritten
+        during the run); the message names it.
     """
+    try:
+        window = _read_window(frame, y0, y1, x0, x1)
+    except (OSError, ValueError, IndexError, TypeError) as err:
+        raise FrameError(
+            f"{frame.path} can no longer be read as it was ingested ({type(err).__name__}: {err}); "
+            "was it changed during the run? Restore it, or run again to re-ingest it"
+        ) from err
+    expected = (y1 - y0, x1 - x0)
+    if window.shape[-2:] != expected:
+        raise FrameError(
+            f"{frame.path} gave a {window.shape[-2]}x{window.shape[-1]} window where "
+            f"{expected[0]}x{expected[1]} was expected; was it truncated during the run?"
+        )
+    return window
+
+
+def _read_window(frame: FrameInfo, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     if frame.layout in ("bayer", "mono"):
         layout = raw_layout(frame.path, frame.hdu)
         if layout is not None and layout.shape == tuple(frame.shape):

@@ -109,8 +109,9 @@ class MosaicPlan:
     def fingerprint(self) -> str:
         """Digest of what determines the pixels: frames, grid, mode, batches, pixel settings and code.
 
-        Frames enter with their size, modification time and content hash (measured at
-        ingest), so a changed input pixel changes the fingerprint. Where and how the run
+        Frames enter with their size and content hash (measured at ingest), so a changed
+        input pixel changes the fingerprint; their modification time is left out, so a
+        touched or copied input still resumes. Where and how the run
         computes (cluster, logging, output options, the assembly plan derived from the
         workers) is left out, so a run may resume on a different cluster.
         """
@@ -118,6 +119,8 @@ class MosaicPlan:
         config = {k: v for k, v in data["config"].items() if k not in NON_PIXEL_CONFIG}
         sections = {k: v for k, v in data["sections"].items() if k != "assembly_plan"}
         payload = {k: v for k, v in data.items() if k not in ("rejected", "mode_reason", "config", "sections")}
+        # The content hash decides; a touched or copied input (new mtime, same bytes) still resumes.
+        payload["frames"] = [{k: v for k, v in f.items() if k != "mtime_ns"} for f in payload["frames"]]
         payload.update(config=config, sections=sections, code=code_version())
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
