@@ -11,6 +11,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from zemosaic_dask.errors import FrameError
 from zemosaic_dask.io import inspect_frame, read_frame_window, scan_inputs
 from zemosaic_dask.io.frames import frame_changed
 from zemosaic_dask.plans import FrameInfo, FrameRejection
@@ -327,16 +328,32 @@ def test_content_fingerprints_tell_files_apart(tmp_path):
     assert (FrameInfo.from_dict(old).size, FrameInfo.from_dict(old).content_hash) == (0, "")
 
 
-def test_frame_changed_compares_size_and_modification_time(tmp_path):
+def test_frame_changed_compares_size_modification_time_and_content(tmp_path):
     path = _raw_frame(tmp_path / "a.fits")
     info = inspect_frame(str(path))
     assert frame_changed(info) is None
     assert frame_changed(dataclasses.replace(info, size=0, mtime_ns=0)) is None  # an old plan: nothing to compare
     status = os.stat(path)
     os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))
+    assert frame_changed(info) is None  # touched: same bytes, not a change
+    with open(path, "r+b") as handle:  # same size, one byte of the data unit changed
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([last[0] ^ 0xFF]))
     assert frame_changed(info) == "modified since it was planned"
     with open(path, "ab") as handle:
         handle.write(b"\0" * 2880)
     assert frame_changed(info) == f"size changed from {info.size} to {info.size + 2880} bytes"
     path.unlink()
     assert frame_changed(info) == "missing"
+
+
+def test_a_frame_truncated_after_ingest_is_an_error_naming_it(tmp_path):
+    path = _raw_frame(tmp_path / "a.fits")
+    info = inspect_frame(str(path))
+    assert read_frame_window(info, 0, 8, 0, 8).shape == (8, 8)
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+    with pytest.raises(FrameError, match="a.fits.*(changed|truncated) during the run"):
+        read_frame_window(info, info.shape[0] - 8, info.shape[0], 0, 8)
