@@ -320,3 +320,10 @@ def test_inputs_next_to_products_compressed_files_links_and_odd_exposures(frames
     plan = json.loads((frames / "plan.json").read_text())
     odd = next(f for f in plan["frames"] if f["path"].endswith(paths[1].name))
     assert odd["exposure"] == 0.0 and "N/A" in odd["exposure_note"]
+
+
+def test_plan_shows_its_log_lines_and_rejections(frames, tmp_path):
+    (frames / "notes.fits").write_text("not a FITS file")
+    done = cli("plan", frames, "--log-level", "INFO")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "INFO" in done.stderr and "notes.fits" in done.stderr and "rejected" in done.stdout

@@ -357,3 +357,14 @@ def test_a_frame_truncated_after_ingest_is_an_error_naming_it(tmp_path):
         handle.truncate(path.stat().st_size // 2)
     with pytest.raises(FrameError, match="a.fits.*(changed|truncated) during the run"):
         read_frame_window(info, info.shape[0] - 8, info.shape[0], 0, 8)
+
+
+def test_the_simulators_truth_images_are_not_taken_for_frames(tmp_path):
+    from zemosaic_dask.testing import simulate_seestar
+
+    result = simulate_seestar(tmp_path, 3, 0, scale=0.1)
+    files, missing = scan_inputs([tmp_path])
+    assert not missing and str(tmp_path / "truth.fits") in files
+    outcomes = {os.path.basename(p): inspect_frame(p) for p in files}
+    assert isinstance(outcomes["truth.fits"], FrameRejection) and "ground-truth" in outcomes["truth.fits"].reason
+    assert all(isinstance(outcomes[p.name], FrameInfo) for p in result.frames)

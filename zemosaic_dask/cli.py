@@ -327,9 +327,11 @@ def run(
 def plan(inputs: tuple[str, ...], as_json: bool, plan_file: str | None, preview: str | None, **params: Any) -> None:
     """Show what a run would do with INPUTS: mode, groups, batches, salvage, SDS coverage, assembly plan."""
     from .api import make_plan
+    from .logs import run_logging
 
     config = _load(params)
-    mosaic_plan = make_plan(inputs, config)
+    with run_logging(None, config.logging.level):
+        mosaic_plan = make_plan(inputs, config)
     from .io.products import write_json
     from .plans.sections import batches_view
 

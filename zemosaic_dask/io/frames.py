@@ -346,6 +346,8 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
             header = hdu.header
             data = np.asarray(hdu.data, dtype=np.float32)
             integer = header.get("BITPIX", -32) > 0
+    if header.get("ZMTRUTH") is True:
+        raise FrameError("a simulated ground-truth image (ZMTRUTH = T), not a frame")
     primary = header
     layout, pattern = _layout(primary, data.ndim, data.shape, integer, options)
     height, width = (data.shape[1], data.shape[2]) if layout == "chw" else data.shape[:2]

@@ -10,7 +10,10 @@ from astropy.wcs import WCS
 
 from .sky import SimulationConfig, StarField
 
-__all__ = ["grid_header", "write_extended", "write_stars", "write_truth"]
+__all__ = ["TRUTH_KEYWORD", "grid_header", "write_extended", "write_stars", "write_truth"]
+
+#: Header keyword marking the simulator's truth images: ingest never takes them for frames.
+TRUTH_KEYWORD = "ZMTRUTH"
 
 
 def grid_header(wcs: WCS) -> fits.Header:
@@ -30,6 +33,7 @@ def grid_header(wcs: WCS) -> fits.Header:
     header["RADESYS"] = "ICRS"
     header["EQUINOX"] = 2000.0
     header["BUNIT"] = ("adu", "ADU per native pixel per exposure")
+    header[TRUTH_KEYWORD] = (True, "simulated ground truth, not a frame")
     return header
 
 
