@@ -24,7 +24,8 @@ import psutil
 import pytest
 from astropy.io import fits
 
-FAST = ["--n-workers", "1", "--threads-per-worker", "2", "--no-progress", "--chunk", "128"]
+PLAN_RUN = ["--n-workers", "1", "--threads-per-worker", "2", "--no-progress"]
+FAST = [*PLAN_RUN, "--chunk", "128"]
 THREADS = {"DASK_ZEMOSAIC__CLUSTER__PROCESSES": "false"}
 
 
@@ -281,16 +282,16 @@ def test_bad_plan_files_are_one_line_errors(frames, tmp_path):
     good = json.loads(plan.read_text())
     broken = tmp_path / "broken.json"
     broken.write_text(plan.read_text()[:200])
-    _one_line_error(cli("run", "--plan", broken, "-o", tmp_path / "a", *FAST), "broken.json", "not a plan.json")
+    _one_line_error(cli("run", "--plan", broken, "-o", tmp_path / "a", *PLAN_RUN), "broken.json", "not a plan.json")
     incomplete = tmp_path / "incomplete.json"
     incomplete.write_text(json.dumps({k: v for k, v in good.items() if k != "grid"}))
-    _one_line_error(cli("run", "--plan", incomplete, "-o", tmp_path / "b", *FAST), "not a complete plan", "grid")
+    _one_line_error(cli("run", "--plan", incomplete, "-o", tmp_path / "b", *PLAN_RUN), "not a complete plan", "grid")
     # A frame deleted, another truncated after the plan was made.
     victims = sorted(frames.glob("*.fits"))
     victims[0].unlink()
     with open(victims[1], "r+b") as handle:
         handle.truncate(victims[1].stat().st_size // 2)
-    line = _one_line_error(cli("run", "--plan", plan, "-o", tmp_path / "c", *FAST), "2 frame(s)")
+    line = _one_line_error(cli("run", "--plan", plan, "-o", tmp_path / "c", *PLAN_RUN), "2 frame(s)")
     assert victims[0].name in line and victims[1].name in line
 
 
@@ -327,3 +328,23 @@ def test_plan_shows_its_log_lines_and_rejections(frames, tmp_path):
     done = cli("plan", frames, "--log-level", "INFO")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "INFO" in done.stderr and "notes.fits" in done.stderr and "rejected" in done.stdout
+
+
+def test_a_saved_plan_runs_with_its_own_settings(frames, tmp_path):
+    plan = tmp_path / "plan.json"
+    settings = ["--mode", "mosaic-first", "--rejection", "kappa_sigma", "--kappa", "1.5", "--chunk", "128"]
+    assert cli("plan", frames, "-o", plan, *settings).returncode == 0
+    run_flags = PLAN_RUN
+    refused = cli("run", "--plan", plan, "-o", tmp_path / "x", *run_flags, "--kappa", "3")
+    assert refused.returncode == 2 and "--kappa cannot be combined with --plan" in refused.stderr
+    # Settings from the environment do not reach a saved plan's execution either.
+    other = _env(**THREADS, DASK_ZEMOSAIC__STACK__KAPPA_LOW="4", DASK_ZEMOSAIC__STACK__KAPPA_HIGH="4")
+    planned = cli("run", "--plan", plan, "-o", tmp_path / "planned", *run_flags, env=other)
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    direct = cli("run", frames, "-o", tmp_path / "direct", *settings, *run_flags, env=_env(**THREADS))
+    assert direct.returncode == 0, direct.stderr[-2000:]
+    executed = json.loads((tmp_path / "planned" / "plan.json").read_text())
+    assert executed["config"]["stack"]["kappa-low"] == 1.5
+    np.testing.assert_array_equal(
+        fits.getdata(tmp_path / "planned" / "mosaic.fits"), fits.getdata(tmp_path / "direct" / "mosaic.fits")
+    )

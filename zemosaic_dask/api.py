@@ -22,7 +22,7 @@ import dask
 
 from . import __version__
 from .clusters import ClusterHandle, ClusterOptions, open_cluster
-from .config import ZeMosaicConfig, load_config
+from .config import ZeMosaicConfig, config_of_plan, load_config
 from .errors import OutputError, PlanError
 from .graph.ingest import build_ingest_graph
 from .io.frames import IngestOptions
@@ -232,7 +232,9 @@ def run_mosaic(
         Where to compute; the configuration's ``cluster`` section when omitted
         (an embedded LocalCluster by default).
     plan : MosaicPlan, optional
-        A saved plan to execute unchanged (``run --plan plan.json``).
+        A saved plan to execute unchanged (``run --plan plan.json``): every setting that
+        changes pixels comes from the plan; only cluster, logging and output settings come
+        from ``config``.
     restart : bool
         Discard state left by an interrupted run instead of resuming it.
     show_progress : bool
@@ -263,6 +265,7 @@ def run_mosaic(
             inputs = (files, missing)
         else:
             check_plan_frames(plan)
+            config = config_of_plan(plan.config, config)  # the plan's settings are what runs
         cluster = cluster or cluster_options_from_config(config)
         with timings.stage("cluster"), contextlib.ExitStack() as stack:
             handle = stack.enter_context(open_cluster(cluster))

@@ -51,6 +51,22 @@ FLAG_KEYS: dict[str, str] = {
 }
 
 
+#: Flags that change what is computed: refused together with ``run --plan``.
+PIXEL_FLAGS = (
+    "mode",
+    "chunk",
+    "pixel_scale",
+    "rejection",
+    "kappa",
+    "normalisation",
+    "weighting",
+    "combine",
+    "preplan",
+    "sds",
+    "use_gpu",
+)
+
+
 def _overrides(params: dict[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name, key in FLAG_KEYS.items():
@@ -304,6 +320,13 @@ def run(
     from .api import run_mosaic
 
     click.get_current_context().meta["output"] = output
+    if plan_file:
+        given = [f"--{name.replace('_', '-')}" for name in PIXEL_FLAGS if params.get(name) is not None]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} cannot be combined with --plan: a saved plan runs with the settings it "
+                "was made with; make a new plan with `zemosaic-dask plan ... -o plan.json` to change them"
+            )
     config = _load(params)
     plan = _read_plan(plan_file) if plan_file else None
     if not inputs and plan is None:

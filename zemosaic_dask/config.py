@@ -63,6 +63,7 @@ __all__ = [
     "TwoPassConfig",
     "ZeMosaicConfig",
     "default_config",
+    "config_of_plan",
     "describe_config",
     "load_config",
 ]
@@ -194,3 +195,42 @@ def describe_config(
 def default_config() -> ZeMosaicConfig:
     """Return the package defaults alone (no Dask config, file or environment), e.g. for tests."""
     return _build(defaults_layer(load_schema()))
+
+
+#: Sections that say where and how a run computes, never what it computes: a saved plan
+#: takes them from the configuration in effect when it runs.
+EXECUTION_SECTIONS = ("cluster", "logging", "output")
+
+
+def config_of_plan(plan_config: Mapping[str, Any], current: ZeMosaicConfig) -> ZeMosaicConfig:
+    """The configuration a saved plan runs with: its own settings, the current cluster, logging and output.
+
+    Parameters
+    ----------
+    plan_config : mapping
+        ``MosaicPlan.config``: the resolved configuration the plan was made with.
+    current : ZeMosaicConfig
+        The configuration in effect now (command line, file, environment).
+
+    Returns
+    -------
+    ZeMosaicConfig
+        Every pixel setting from the plan (so ``plan.json`` is what runs), the execution
+        sections from ``current``.
+
+    Raises
+    ------
+    ConfigError
+        The plan holds a key or value this version does not accept (named).
+    """
+    flat: dict[str, Any] = {}
+    for name, section in plan_config.items():
+        if name in EXECUTION_SECTIONS:
+            continue
+        if isinstance(section, Mapping):
+            flat.update({f"{name}.{key}": value for key, value in section.items()})
+        else:
+            flat[name] = section
+    flat.update({k: v for k, v in current.flat().items() if k.split(".", 1)[0] in EXECUTION_SECTIONS})
+    settings, _ = collect_settings(None, flat)
+    return _build(settings)
