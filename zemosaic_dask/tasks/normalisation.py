@@ -141,7 +141,7 @@ def normalisation_coefficients(
     """
     if method not in _METHODS:
         raise ConfigError(
-            f"normalisation must be one of {', '.join(_METHODS)}, got {method!r} (set zemosaic.stacking.normalisation)"
+            f"normalisation must be one of {', '.join(_METHODS)}, got {method!r} (set zemosaic.stack.normalisation)"
         )
     count = len(stats)
     channels = stats[0].n_channels if count else 0

@@ -35,6 +35,7 @@ __all__ = [
     "COMBINE_METHODS",
     "NORMALISATION_METHODS",
     "REJECTION_METHODS",
+    "config_key",
     "WEIGHTING_METHODS",
     "StackOptions",
     "StackResult",
@@ -76,6 +77,22 @@ _CLIPPERS = {
     "winsorized_sigma_clip": reject_winsorized_sigma,
     "linear_fit_clip": reject_linear_fit,
 }
+
+
+#: StackOptions fields that are configuration keys of the ``stack`` section.
+_CONFIG_FIELDS = frozenset(
+    {"normalisation", "weighting", "rejection", "kappa_low", "kappa_high", "noise_scale", "max_iterations", "combine"}
+)
+
+
+def config_key(option: str) -> str:
+    """The configuration key that sets a :class:`StackOptions` field, for error messages.
+
+    ``"kappa_low"`` gives ``"zemosaic.stack.kappa-low"``; a field no key sets is named as such.
+    """
+    if option in _CONFIG_FIELDS:
+        return f"zemosaic.stack.{option.replace('_', '-')}"
+    return f"StackOptions.{option} (not a configuration key)"
 
 
 @dataclass(frozen=True)
@@ -137,26 +154,23 @@ class StackOptions:
             value = getattr(self, name)
             if value not in accepted:
                 raise ConfigError(
-                    f"stacking {name} must be one of {', '.join(accepted)}, got {value!r} "
-                    f"(set zemosaic.stacking.{name})"
+                    f"stacking {name} must be one of {', '.join(accepted)}, got {value!r} (set {config_key(name)})"
                 )
         for name in ("kappa_low", "kappa_high"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ConfigError(
-                    f"stacking {name} must be a finite number > 0, got {value!r} (set zemosaic.stacking.{name})"
+                    f"stacking {name} must be a finite number > 0, got {value!r} (set {config_key(name)})"
                 )
         scale = self.noise_scale
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < float("inf"):
             raise ConfigError(
-                f"stacking noise_scale must be a finite number >= 0, got {scale!r} (set zemosaic.stacking.noise_scale)"
+                f"stacking noise_scale must be a finite number >= 0, got {scale!r} (set zemosaic.stack.noise-scale)"
             )
         for name in ("max_iterations", "min_samples_for_rejection"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(
-                    f"stacking {name} must be an integer >= 1, got {value!r} (set zemosaic.stacking.{name})"
-                )
+                raise ConfigError(f"stacking {name} must be an integer >= 1, got {value!r} (set {config_key(name)})")
 
 
 @dataclass(frozen=True)
@@ -257,7 +271,7 @@ def stack_samples(
         raise ConfigError(
             "stacking rejection noise_clip needs the expected noise of every sample: pass noise= to stack_samples "
             "(each frame's background noise, e.g. FrameInfo.noise, as a (K,) or (K, C) array) or set "
-            "zemosaic.stacking.rejection to another method (kappa_sigma, winsorized_sigma_clip, ...)"
+            "zemosaic.stack.rejection to another method (kappa_sigma, winsorized_sigma_clip, ...)"
         )
     logger.debug("stacking %d samples of %s on %s: %s", count, tuple(samples.shape[1:]), xp.__name__, options)
     if count == 0:
@@ -335,7 +349,7 @@ def _require(missing: bool, field: str, argument: str) -> None:
     if missing:
         raise ConfigError(
             f"stacking {field} is requested but no {argument} were passed to stack_samples; compute them from "
-            f"whole-frame statistics (tasks.normalisation / tasks.weighting) or set zemosaic.stacking.{field}: none"
+            f"whole-frame statistics (tasks.normalisation / tasks.weighting) or set {config_key(field)}: none"
         )
 
 

@@ -48,7 +48,7 @@ def frame_weights(stats: Sequence[FrameStatistics], method: str) -> np.ndarray:
     """
     if method not in _METHODS:
         raise ConfigError(
-            f"weighting must be one of {', '.join(_METHODS)}, got {method!r} (set zemosaic.stacking.weighting)"
+            f"weighting must be one of {', '.join(_METHODS)}, got {method!r} (set zemosaic.stack.weighting)"
         )
     count = len(stats)
     channels = stats[0].n_channels if count else 0

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..tasks.accumulate import FrameCoefficients, MeanSums, WindowMapping, accumulate_window, sample_window
 from ..tasks.namespace import to_numpy
+from ..tasks.stacking import config_key
 from .frame_window import PreparedWindow, prepare_frame_window
 from .mosaic_region import RegionJob, RegionSummary
 
@@ -64,7 +65,7 @@ def _check_job(job: RegionJob) -> None:
         if wanted and values is None:
             raise ConfigError(
                 f"stacking {field} is requested but the region job carries no coefficients for it; compute them "
-                f"from whole-frame statistics or set zemosaic.stacking.{field}: none"
+                f"from whole-frame statistics or set {config_key(field)}: none"
             )
     for name in ("gains", "offsets", "weights"):
         values = getattr(job, name)
