@@ -348,3 +348,14 @@ def test_a_saved_plan_runs_with_its_own_settings(frames, tmp_path):
     np.testing.assert_array_equal(
         fits.getdata(tmp_path / "planned" / "mosaic.fits"), fits.getdata(tmp_path / "direct" / "mosaic.fits")
     )
+
+
+def test_flags_accept_what_the_schema_accepts(frames, tmp_path):
+    plan = tmp_path / "plan.json"
+    done = cli("plan", frames, "-o", plan, "--rejection", "winsorized", "--mode", "MosaicFirst", "--combine", "average")
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads(plan.read_text())["config"]
+    assert config["stack"]["rejection"] == "winsorized_sigma_clip" and config["mode"] == "mosaic-first"
+    assert config["stack"]["combine"] == "mean"
+    bad = cli("plan", frames, "--rejection", "bogus")
+    assert bad.returncode == 2 and "zemosaic.stack.rejection must be one of" in bad.stderr

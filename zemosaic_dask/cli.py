@@ -51,6 +51,33 @@ FLAG_KEYS: dict[str, str] = {
 }
 
 
+class SchemaChoice(click.ParamType):
+    """A flag whose values (and their aliases) are those the configuration schema accepts for ``key``.
+
+    The value is checked and normalised by the schema itself, so the command line accepts
+    exactly what a configuration file does (``--rejection winsorized`` included).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def _spec(self) -> Any:
+        from ._config_schema import load_schema
+
+        return load_schema().keys[self.key]
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:  # noqa: ARG002
+        return "[" + "|".join(str(v).lower() for v in self._spec().enum or ()) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from ._config_schema import coerce_value
+
+        try:
+            return coerce_value(self._spec(), value, "cli")
+        except ZeMosaicError as err:
+            self.fail(str(err), param, ctx)
+
+
 #: Flags that change what is computed: refused together with ``run --plan``.
 PIXEL_FLAGS = (
     "mode",
@@ -202,7 +229,7 @@ def cluster_flags(func):  # noqa: ANN001, ANN201
         ),
         click.option(
             "--cluster",
-            type=click.Choice(["local", "slurm", "pbs"]),
+            type=SchemaChoice("cluster.kind"),
             help="Start workers locally or through dask-jobqueue with the config's jobqueue section (cluster.kind).",
         ),
         click.option("--n-workers", type=click.IntRange(min=1), help="Workers to start (cluster.n-workers)."),
@@ -232,7 +259,7 @@ def cluster_flags(func):  # noqa: ANN001, ANN201
             type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
             help="Log level (logging.level).",
         ),
-        click.option("--lang", type=click.Choice(["auto", "en", "fr"]), help="Language of messages (logging.lang)."),
+        click.option("--lang", type=SchemaChoice("logging.lang"), help="Language of messages (logging.lang)."),
         debug_flag,
     ]
     for option in reversed(options):
@@ -245,36 +272,24 @@ def stacking_flags(func):  # noqa: ANN001, ANN201
     options = [
         click.option(
             "--mode",
-            type=click.Choice(["auto", "classic", "mosaic-first", "sds"]),
+            type=SchemaChoice("mode"),
             help="Pipeline mode (mode); auto = sds for Seestar data, else classic.",
         ),
         click.option("--chunk", type=int, help="Output chunk side in pixels (grid.chunk)."),
         click.option("--pixel-scale", type=float, help="Output pixel scale in arcsec/px (grid.pixel-scale)."),
         click.option(
             "--rejection",
-            type=click.Choice(
-                [
-                    "none",
-                    "noise_clip",
-                    "kappa_sigma",
-                    "winsorized_sigma_clip",
-                    "robust_mean",
-                    "linear_fit_clip",
-                    "median",
-                ]
-            ),
+            type=SchemaChoice("stack.rejection"),
             help="Rejection algorithm (stack.rejection).",
         ),
         click.option("--kappa", type=float, help="Rejection kappa, low and high (stack.kappa-low/-high)."),
         click.option(
             "--normalisation",
-            type=click.Choice(["none", "linear_fit", "sky_mean"]),
+            type=SchemaChoice("stack.normalisation"),
             help="Frame normalisation (stack.normalisation).",
         ),
-        click.option(
-            "--weighting", type=click.Choice(["none", "noise_variance"]), help="Frame weights (stack.weighting)."
-        ),
-        click.option("--combine", type=click.Choice(["mean", "median"]), help="Final combine (stack.combine)."),
+        click.option("--weighting", type=SchemaChoice("stack.weighting"), help="Frame weights (stack.weighting)."),
+        click.option("--combine", type=SchemaChoice("stack.combine"), help="Final combine (stack.combine)."),
         click.option("--sds/--no-sds", default=None, help="Enable or disable SDS mega-batches (sds.enabled)."),
         click.option(
             "--preplan",
