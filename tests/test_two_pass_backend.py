@@ -7,6 +7,7 @@ import types
 import numpy as np
 import pytest
 
+from zemosaic_dask.errors import GpuUnavailableError
 from zemosaic_dask.messages import set_language
 from zemosaic_dask.tasks.blur import halo_width
 from zemosaic_dask.tasks.two_pass import coverage_scale_map, layer_gain
@@ -193,8 +194,9 @@ def test_missing_cupy_falls_back_to_the_cpu(monkeypatch, channels, caplog):
 def test_gpu_error_types_adds_the_module_classes(fakecupy, monkeypatch):
     oom, cuda_error = _fake_cuda_errors(fakecupy, monkeypatch)
     found = gpu_error_types(fakecupy)
-    assert {MemoryError, RuntimeError, ImportError, oom, cuda_error} <= set(found)
-    assert set(gpu_error_types(None)) == {MemoryError, RuntimeError, ImportError}
+    assert {MemoryError, GpuUnavailableError, ImportError, oom, cuda_error} <= set(found)
+    assert set(gpu_error_types(None)) == {MemoryError, GpuUnavailableError, ImportError}
+    assert RuntimeError not in found  # a plain RuntimeError is a bug, not a GPU failure
 
 
 def test_cpu_and_gpu_dispatch_give_equal_coverage_results(fakecupy):

@@ -80,6 +80,12 @@ def test_gpu_error_reruns_the_unit_on_cpu(small_job, fakecupy, caplog):
     with pytest.raises(KeyError):
         run_with_gpu_fallback("x", lambda xp: {}["missing"], use_gpu=True, namespace=lambda: fakecupy)
 
+    def buggy(xp):
+        raise RuntimeError("a plain bug, not a CUDA error")
+
+    with pytest.raises(RuntimeError, match="plain bug"):
+        run_with_gpu_fallback("x", buggy, use_gpu=True, namespace=lambda: fakecupy)
+
 
 @pytest.fixture
 def cpu_and_gpu_workers():

@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Errors a GPU attempt may raise that mean "run it on the CPU instead" (cupy's own
-#: out-of-memory and CUDA errors derive from these, and :func:`gpu_error_types` adds the
-#: module's own types). Any other exception is a bug and propagates.
-GPU_ERRORS: tuple[type[BaseException], ...] = (ImportError, MemoryError, RuntimeError)
+#: Errors a GPU attempt may raise that mean "run it on the CPU instead": no cupy, no device,
+#: host memory; :func:`gpu_error_types` adds the module's own out-of-memory, CUDA, cuBLAS
+#: and compiler errors. A plain ``RuntimeError`` (or any other exception) is a bug and
+#: propagates rather than becoming a silent CPU rerun.
+GPU_ERRORS: tuple[type[BaseException], ...] = (ImportError, MemoryError, GpuUnavailableError)
 
 # Error classes of a cupy-like module, looked up lazily as attribute paths on the module.
 _MODULE_ERROR_PATHS = (
@@ -36,6 +37,7 @@ _MODULE_ERROR_PATHS = (
     "cuda.driver.CUDADriverError",
     "cuda.compiler.CompileException",
     "cuda.cublas.CUBLASError",
+    "cuda.nvrtc.NVRTCError",
     "OutOfMemoryError",
 )
 
