@@ -155,3 +155,29 @@ def test_sds_rejects_trails_across_batches(layer_runs, seestar_set):
     truth = truth_on(mosaic, sim)
     assert abs(excess(mosaic, truth, trail_pixels(sim, mosaic))) < 1.0
     assert abs(excess(mosaic, truth, hot_pixels(sim, mosaic))) < 0.5
+
+
+def test_a_plan_saved_without_an_assembly_section_runs_two_pass_on_a_derived_plan(seestar_set, tmp_path):
+    import dataclasses
+
+    from zemosaic_dask.api import run_mosaic
+    from zemosaic_dask.config import load_config
+    from zemosaic_dask.plans.mosaic import MosaicPlan
+
+    overrides = {"mode": "classic", "two-pass.enabled": True}
+    first = run(seestar_set[1][:8], tmp_path / "first", SYNC, **overrides)
+    saved = MosaicPlan.from_dict(json.loads((first.out / "plan.json").read_text()))
+    older = dataclasses.replace(saved, sections={k: v for k, v in saved.sections.items() if k != "assembly_plan"})
+    run_mosaic(
+        (),
+        tmp_path / "older",
+        config=load_config(overrides=overrides),
+        cluster=SYNC,
+        plan=older,
+        show_progress=False,
+        console_log=False,
+    )
+    report = json.loads((tmp_path / "older" / "report.json").read_text())
+    assert report["two_pass"]["plan"] == "fallback"
+    assert "[TwoPass] plan=fallback cpu_workers=" in (tmp_path / "older" / "zemosaic.log").read_text()
+    assert report["two_pass"]["gains"] == first.report["two_pass"]["gains"]

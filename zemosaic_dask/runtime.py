@@ -129,15 +129,22 @@ def cluster_resources(handle: Any) -> list[dict[str, Any]]:
     return worker_resources(handle.client)
 
 
-def plan_sections(plan: MosaicPlan, config: ZeMosaicConfig, resources: Any) -> MosaicPlan:
-    """Add the mode-specific sections to a plan (groups, batches, layers, assembly plan)."""
+def _cluster_of(resources: Any) -> Any:
+    """:class:`ClusterResources` of the workers, or of this machine when there are none (synchronous)."""
     import os
 
-    from .messages import msg
-    from .plans.sections import plan_mode_sections, resources_from_workers
+    from .plans.sections import resources_from_workers
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    cluster = resources_from_workers(resources or [], fallback_threads=os.cpu_count() or 1, fallback_memory=memory)
+    return resources_from_workers(resources or [], fallback_threads=os.cpu_count() or 1, fallback_memory=memory)
+
+
+def plan_sections(plan: MosaicPlan, config: ZeMosaicConfig, resources: Any) -> MosaicPlan:
+    """Add the mode-specific sections to a plan (groups, batches, layers, assembly plan)."""
+    from .messages import msg
+    from .plans.sections import plan_mode_sections
+
+    cluster = _cluster_of(resources)
     preplan = None
     if config.sds.preplan:
         import json
@@ -333,7 +340,8 @@ def _two_pass(plan, config, jobs, combined, assembly, handle, show_progress) -> 
     from .tasks.two_pass import gain_from_values
     from .units.two_pass_region import TwoPassJob
 
-    chosen = select_two_pass_plan(assembly, assembly)
+    # An older plan.json without an assembly section gets one derived now from the workers.
+    chosen = select_two_pass_plan(assembly, assembly or derived_assembly_plan(plan, config, handle))
     use_gpu = two_pass_use_gpu(chosen, config.two_pass.gpu)
     t = config.two_pass
     passes = [
@@ -363,5 +371,15 @@ def _two_pass(plan, config, jobs, combined, assembly, handle, show_progress) -> 
         "use_gpu": use_gpu,
         "gpu_all": gpu_all,
         "fallbacks": [a for a in applied if a["fallback"]],
-        "plan": "AssemblyPlan",
+        "plan": "AssemblyPlan" if assembly is not None else "fallback",
     }
+
+
+def derived_assembly_plan(plan: MosaicPlan, config: ZeMosaicConfig, handle: Any) -> Any:
+    """An :class:`AssemblyPlan` derived from the cluster's workers now, for a plan saved without one."""
+    from .plans.assembly import plan_assembly
+    from .plans.sections import assembly_targets
+
+    cluster = _cluster_of(cluster_resources(handle))
+    n_inputs = len(plan.sections.get("layers", ())) or len(plan.frames)
+    return plan_assembly(cluster, plan.grid, n_inputs, assembly_targets(config, plan.n_channels))
