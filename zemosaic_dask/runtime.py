@@ -215,7 +215,7 @@ def _execute_mosaic_first(plan, config, store, handle, *, timings, show_progress
         store,
         stack_options(config),
         window_options(config, plan.n_channels),
-        max_bytes=assembly.max_chunk_bytes if assembly else None,
+        max_bytes=unit_chunk_bytes(assembly),
         coefficients=frame_coefficients(plan, config, planes),
     )
     graph = build_mosaic_first_graph(jobs, resources=gpu_resources(plan))
@@ -243,6 +243,18 @@ def assembly_plan_of(plan: MosaicPlan) -> Any:
     return AssemblyPlan.from_dict(data) if data else None
 
 
+def unit_chunk_bytes(assembly: Any) -> int | None:
+    """The byte budget of one stacking unit: the GPU budget when the plan routes units to GPUs.
+
+    None (the tasks' own default) for a plan without an assembly section.
+    """
+    if assembly is None:
+        return None
+    if assembly.use_gpu and assembly.gpu_max_chunk_bytes > 0:
+        return assembly.gpu_max_chunk_bytes
+    return assembly.max_chunk_bytes
+
+
 def gpu_resources(plan: MosaicPlan) -> dict[str, int] | None:
     """``{"GPU": 1}`` when the plan's assembly plan routes the stacking units to GPUs."""
     assembly = plan.sections.get("assembly_plan") or {}
@@ -262,7 +274,7 @@ def _execute_layers(plan, config, store, handle, *, timings, show_progress, plan
     window = window_options(config, plan.n_channels)
     stores = layer_stores(plan, store)
     assembly = assembly_plan_of(plan)
-    max_bytes = assembly.max_chunk_bytes if assembly else None
+    max_bytes = unit_chunk_bytes(assembly)
     label = "tiles" if plan.mode == "classic" else "batches"
     with timings.stage(label):
         summaries = compute(
