@@ -78,7 +78,8 @@ def truth_on(mosaic: Mosaic, sim: Path) -> Truth:
     return Truth(image, star_mask(image, params["sky_level"]), union, noise, fwhm, stars)
 
 
-def flux_ratio(mosaic: Mosaic, truth: Truth) -> np.ndarray:
+def star_flux_ratios(mosaic: Mosaic, truth: Truth) -> tuple[np.ndarray, np.ndarray]:
+    """Median measured/true star flux per channel and the per-star ratios (isolated stars, SNR >= 20)."""
     median, ratios = measure_star_flux_ratio(
         mosaic.image,
         mosaic.wcs,
@@ -90,7 +91,11 @@ def flux_ratio(mosaic: Mosaic, truth: Truth) -> np.ndarray:
         isolation=0.05,
     )
     assert len(ratios) >= 10, f"too few stars measured ({len(ratios)}) for a meaningful flux check"
-    return np.asarray(median)
+    return np.asarray(median), np.asarray(ratios)
+
+
+def flux_ratio(mosaic: Mosaic, truth: Truth) -> np.ndarray:
+    return star_flux_ratios(mosaic, truth)[0]
 
 
 def residual_rms(mosaic: Mosaic, truth: Truth) -> float:

@@ -5,7 +5,19 @@ import shutil
 
 import numpy as np
 import pytest
-from e2e import SYNC, THREADS, excess, flux_ratio, holes, hot_pixels, residual_rms, run, trail_pixels, truth_on
+from e2e import (
+    SYNC,
+    THREADS,
+    excess,
+    flux_ratio,
+    holes,
+    hot_pixels,
+    residual_rms,
+    run,
+    star_flux_ratios,
+    trail_pixels,
+    truth_on,
+)
 
 from zemosaic_dask.errors import PlanError
 from zemosaic_dask.testing import simulate_seestar
@@ -184,20 +196,7 @@ def test_a_plan_saved_without_an_assembly_section_runs_two_pass_on_a_derived_pla
 
 
 def _star_flux_mad(mosaic, folder):
-    from zemosaic_dask.simulation.measure import measure_star_flux_ratio
-
-    truth = truth_on(mosaic, folder)
-    _, ratios = measure_star_flux_ratio(
-        mosaic.image,
-        mosaic.wcs,
-        truth.stars,
-        aperture_px=3 * truth.fwhm,
-        annulus=(4 * truth.fwhm, 6 * truth.fwhm),
-        coverage=mosaic.coverage,
-        min_snr=20,
-        isolation=0.05,
-    )
-    ratios = np.asarray(ratios)[:, -1]
+    ratios = star_flux_ratios(mosaic, truth_on(mosaic, folder))[1][:, -1]
     assert len(ratios) >= 15, f"too few stars measured ({len(ratios)})"
     return float(np.median(np.abs(ratios - np.median(ratios))))
 

@@ -279,7 +279,7 @@ def run_mosaic(
 
                 stack.enter_context(performance_report(filename=str(perf)))
             timings.stages.pop("cluster", None)
-            return _run(inputs, out, config, handle, plan, restart, show_progress, timings, report, started)
+            return _run(inputs, out, config, handle, plan, show_progress, timings, report, started)
 
 
 def prepare_output(output: str | os.PathLike[str]) -> Path:
@@ -392,7 +392,7 @@ def _worker_summary(handle: ClusterHandle) -> list[dict[str, Any]]:
     ]
 
 
-def _run(inputs, out, config, handle, plan, restart, show_progress, timings, report, started) -> RunResult:  # noqa: ANN001
+def _run(inputs, out, config, handle, plan, show_progress, timings, report, started) -> RunResult:  # noqa: ANN001
     if plan is None:
         files, missing = inputs
         with timings.stage("ingest"):
@@ -404,9 +404,7 @@ def _run(inputs, out, config, handle, plan, restart, show_progress, timings, rep
             plan = plan_mosaic(frames, rejected, config, resources=cluster_resources(handle))
     log.info(msg("mode_selected", mode=plan.mode, why=plan.mode_reason))
     store_url = str(out / "mosaic.zarr")
-    store, reused = open_mosaic_store(
-        store_url, plan.grid, plan.n_channels, fingerprint=plan.fingerprint(), restart=restart
-    )
+    store, reused = open_mosaic_store(store_url, plan.grid, plan.n_channels, fingerprint=plan.fingerprint())
     # The store was accepted: products of an earlier run no longer describe what is being built.
     for name in FINAL_PRODUCTS:
         (out / name).unlink(missing_ok=True)

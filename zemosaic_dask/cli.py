@@ -78,20 +78,13 @@ class SchemaChoice(click.ParamType):
             self.fail(str(err), param, ctx)
 
 
-#: Flags that change what is computed: refused together with ``run --plan``.
-PIXEL_FLAGS = (
-    "mode",
-    "chunk",
-    "pixel_scale",
-    "rejection",
-    "kappa",
-    "normalisation",
-    "weighting",
-    "combine",
-    "preplan",
-    "sds",
-    "use_gpu",
-)
+def _pixel_flags() -> tuple[str, ...]:
+    """Flags that change what is computed (their key is not in a cluster, logging or output section)."""
+    from .plans.mosaic import NON_PIXEL_CONFIG
+
+    return tuple(
+        name for name, key in FLAG_KEYS.items() if (key or "stack.kappa").split(".", 1)[0] not in NON_PIXEL_CONFIG
+    )
 
 
 def _overrides(params: dict[str, Any]) -> dict[str, Any]:
@@ -336,7 +329,7 @@ def run(
 
     click.get_current_context().meta["output"] = output
     if plan_file:
-        given = [f"--{name.replace('_', '-')}" for name in PIXEL_FLAGS if params.get(name) is not None]
+        given = [f"--{name.replace('_', '-')}" for name in _pixel_flags() if params.get(name) is not None]
         if given:
             raise click.UsageError(
                 f"{', '.join(given)} cannot be combined with --plan: a saved plan runs with the settings it "

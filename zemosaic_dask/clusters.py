@@ -309,9 +309,8 @@ def _free_dashboard_address(address: str | None) -> str | None:
     """
     if address is None:
         return None
+    address = _loopback_default(address)
     host, _, port_text = address.rpartition(":")
-    host = host or LOOPBACK
-    address = f"{host}:{port_text}"
     try:
         port = int(port_text)
     except ValueError as err:

@@ -45,6 +45,7 @@ from ._config_sections import (
 )
 from ._config_sources import Layer, collect_settings, defaults_layer, package_defaults, unknown_key_error
 from .errors import ConfigError
+from .plans.mosaic import NON_PIXEL_CONFIG
 
 __all__ = [
     "AssemblyConfig",
@@ -197,11 +198,6 @@ def default_config() -> ZeMosaicConfig:
     return _build(defaults_layer(load_schema()))
 
 
-#: Sections that say where and how a run computes, never what it computes: a saved plan
-#: takes them from the configuration in effect when it runs.
-EXECUTION_SECTIONS = ("cluster", "logging", "output")
-
-
 def config_of_plan(plan_config: Mapping[str, Any], current: ZeMosaicConfig) -> ZeMosaicConfig:
     """The configuration a saved plan runs with: its own settings, the current cluster, logging and output.
 
@@ -225,12 +221,12 @@ def config_of_plan(plan_config: Mapping[str, Any], current: ZeMosaicConfig) -> Z
     """
     flat: dict[str, Any] = {}
     for name, section in plan_config.items():
-        if name in EXECUTION_SECTIONS:
+        if name in NON_PIXEL_CONFIG:
             continue
         if isinstance(section, Mapping):
             flat.update({f"{name}.{key}": value for key, value in section.items()})
         else:
             flat[name] = section
-    flat.update({k: v for k, v in current.flat().items() if k.split(".", 1)[0] in EXECUTION_SECTIONS})
+    flat.update({k: v for k, v in current.flat().items() if k.split(".", 1)[0] in NON_PIXEL_CONFIG})
     settings, _ = collect_settings(None, flat)
     return _build(settings)

@@ -26,9 +26,19 @@ from .fingerprint import file_fingerprint, frame_changed
 from .plate_solve import NO_SOLVER, find_solver, hints_from_header, solve_frame
 from .raw_rows import raw_layout, read_rows
 
-__all__ = ["IngestOptions", "frame_changed", "inspect_frame", "read_frame_window", "shift_bayer_pattern"]
+__all__ = [
+    "TRUTH_KEYWORD",
+    "IngestOptions",
+    "frame_changed",
+    "inspect_frame",
+    "read_frame_window",
+    "shift_bayer_pattern",
+]
 
 log = logging.getLogger(__name__)
+
+#: Header keyword marking the simulator's truth images: ingest never takes them for frames.
+TRUTH_KEYWORD = "ZMTRUTH"
 
 try:  # raised by astropy for a corrupt tile of a CompImageHDU (a private class, hence the guard)
     from astropy.io.fits.hdu.compressed._compression import CfitsioException
@@ -346,8 +356,8 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
             header = hdu.header
             data = np.asarray(hdu.data, dtype=np.float32)
             integer = header.get("BITPIX", -32) > 0
-    if header.get("ZMTRUTH") is True:
-        raise FrameError("a simulated ground-truth image (ZMTRUTH = T), not a frame")
+    if header.get(TRUTH_KEYWORD) is True:
+        raise FrameError(f"a simulated ground-truth image ({TRUTH_KEYWORD} = T), not a frame")
     primary = header
     layout, pattern = _layout(primary, data.ndim, data.shape, integer, options)
     height, width = (data.shape[1], data.shape[2]) if layout == "chw" else data.shape[:2]
@@ -404,7 +414,7 @@ def read_frame_window(frame: FrameInfo, y0: int, y1: int, x0: int, x1: int) -> n
     """
     try:
         window = _read_window(frame, y0, y1, x0, x1)
-    except (OSError, ValueError, IndexError, TypeError) as err:
+    except (OSError, EOFError, ValueError, *_DECOMPRESSION_ERRORS) as err:
         raise FrameError(
             f"{frame.path} can no longer be read as it was ingested ({type(err).__name__}: {err}); "
             "was it changed during the run? Restore it, or run again to re-ingest it"

@@ -8,12 +8,10 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from ..io.frames import TRUTH_KEYWORD
 from .sky import SimulationConfig, StarField
 
-__all__ = ["TRUTH_KEYWORD", "grid_header", "write_extended", "write_stars", "write_truth"]
-
-#: Header keyword marking the simulator's truth images: ingest never takes them for frames.
-TRUTH_KEYWORD = "ZMTRUTH"
+__all__ = ["grid_header", "write_extended", "write_stars", "write_truth"]
 
 
 def grid_header(wcs: WCS) -> fits.Header:
