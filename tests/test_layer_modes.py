@@ -124,12 +124,12 @@ def test_sds_plan_error_falls_back_to_mosaic_first(seestar_set, tmp_path, monkey
 
 
 def test_sds_execution_failure_falls_back_to_mosaic_first(seestar_set, tmp_path, monkeypatch):
-    import zemosaic_dask.layer_runtime as layer_runtime
+    import zemosaic_dask.execute.layered as layered
 
     def broken(*args, **kwargs):
         raise RuntimeError("batch store unavailable")
 
-    monkeypatch.setattr(layer_runtime, "build_layers", broken)
+    monkeypatch.setattr(layered, "build_layers", broken)
     mosaic = run(seestar_set[1][:8], tmp_path, SYNC, mode="sds")
     assert mosaic.report["mode"] == "mosaic-first"
     assert "batch store unavailable" in mosaic.report["fallback"]

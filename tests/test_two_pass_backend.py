@@ -13,7 +13,7 @@ from zemosaic_dask.tasks.blur import halo_width
 from zemosaic_dask.tasks.two_pass import coverage_scale_map, layer_gain
 from zemosaic_dask.units.two_pass_backend import gpu_error_types, run_channels_on_one_backend
 
-LOGGER = "zemosaic_dask.units.two_pass_backend"
+LOGGERS = ("zemosaic_dask.units.two_pass_backend", "zemosaic_dask.units.gpu")
 GPU_MARK = 1.0
 CPU_MARK = 1000.0
 
@@ -68,7 +68,7 @@ def _fake_cuda_errors(fakecupy, monkeypatch):
 
 
 def _records(caplog, level):
-    return [r for r in caplog.records if r.name == LOGGER and r.levelno == level]
+    return [r for r in caplog.records if r.name in LOGGERS and r.levelno == level]
 
 
 @pytest.mark.parametrize("error_kind", ["oom", "cuda"])
@@ -76,7 +76,7 @@ def test_one_failing_channel_sends_every_channel_to_the_cpu(fakecupy, monkeypatc
     oom, cuda_error = _fake_cuda_errors(fakecupy, monkeypatch)
     error = oom("out of memory allocating 1.2 GiB") if error_kind == "oom" else cuda_error("an illegal memory access")
     recorder = _Recorder(fakecupy, fail_channel=1, error=error)
-    caplog.set_level(logging.INFO, logger=LOGGER)
+    caplog.set_level(logging.INFO)
     run = run_channels_on_one_backend(channels, recorder.gpu, recorder.cpu, use_gpu=True, xp_gpu=fakecupy)
     assert recorder.gpu_calls == 2  # channel 0 succeeded, channel 1 failed, channel 2 never tried on the GPU
     assert recorder.cpu_calls == 3  # every channel recomputed, the GPU result of channel 0 discarded
@@ -92,7 +92,7 @@ def test_one_failing_channel_sends_every_channel_to_the_cpu(fakecupy, monkeypatc
 
 def test_no_failure_keeps_every_channel_on_the_gpu(fakecupy, caplog, channels):
     recorder = _Recorder(fakecupy)
-    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    caplog.set_level(logging.DEBUG)
     run = run_channels_on_one_backend(channels, recorder.gpu, recorder.cpu, use_gpu=True, xp_gpu=fakecupy)
     assert recorder.gpu_calls == 3 and recorder.cpu_calls == 0
     assert run.gpu_all is True and run.fallback_reason is None
@@ -116,7 +116,7 @@ def test_use_gpu_false_never_touches_the_gpu(channels, caplog):
         raise AssertionError("gpu_fn was called although use_gpu is False")
 
     calls = []
-    caplog.set_level(logging.INFO, logger=LOGGER)
+    caplog.set_level(logging.INFO)
     run = run_channels_on_one_backend(
         channels, gpu_fn, lambda c: calls.append(1) or c * 2, use_gpu=False, xp_gpu=_Untouchable()
     )
@@ -127,7 +127,7 @@ def test_use_gpu_false_never_touches_the_gpu(channels, caplog):
 
 def test_non_finite_gpu_result_where_the_cpu_is_finite_abandons_the_gpu(fakecupy, caplog, channels):
     recorder = _Recorder(fakecupy, nan_channel=2)
-    caplog.set_level(logging.INFO, logger=LOGGER)
+    caplog.set_level(logging.INFO)
     run = run_channels_on_one_backend(channels, recorder.gpu, recorder.cpu, use_gpu=True, xp_gpu=fakecupy)
     assert run.gpu_all is False and "non-finite" in run.fallback_reason
     assert recorder.cpu_calls == 3  # the CPU result that settled it is reused, the others recomputed
@@ -184,7 +184,7 @@ def test_an_unexpected_error_is_a_bug_and_propagates(fakecupy, channels):
 
 def test_missing_cupy_falls_back_to_the_cpu(monkeypatch, channels, caplog):
     monkeypatch.setitem(sys.modules, "cupy", None)  # "import cupy" raises ImportError
-    caplog.set_level(logging.INFO, logger=LOGGER)
+    caplog.set_level(logging.INFO)
     run = run_channels_on_one_backend(channels, lambda x: x, lambda c: c + CPU_MARK, use_gpu=True, xp_gpu=None)
     assert run.gpu_all is False and "cupy" in run.fallback_reason
     np.testing.assert_array_equal(run.results[0], channels[0] + CPU_MARK)

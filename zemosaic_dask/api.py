@@ -10,20 +10,19 @@ import contextlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import dask
 
 from . import __version__
 from .clusters import ClusterHandle, ClusterOptions, open_cluster
 from .config import ZeMosaicConfig, config_of_plan, load_config
+from .config.policies import cluster_options, ingest_options, planning_policies
 from .errors import OutputError, PlanError
+from .execute import Timings, cluster_resources, compute, execute_plan, plan_sections
 from .graph.ingest import build_ingest_graph
 from .io.frames import IngestOptions
 from .io.lock import output_lock
@@ -37,14 +36,11 @@ from .plans.frames import FrameInfo, FrameRejection
 from .plans.grid import plan_output_grid
 from .plans.modes import select_mode
 from .plans.mosaic import MosaicPlan
-from .runtime import execute_plan
 
 __all__ = [
     "PRODUCT_NAMES",
     "RunResult",
     "check_plan_frames",
-    "cluster_options_from_config",
-    "compute",
     "discard_state",
     "ingest",
     "make_plan",
@@ -69,42 +65,6 @@ class RunResult:
     output: Path
     plan: MosaicPlan
     report: dict[str, Any]
-
-
-@dataclass
-class _Timings:
-    stages: dict[str, float] = field(default_factory=dict)
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stages[name] = round(time.perf_counter() - start, 3)
-
-
-def compute(handle: ClusterHandle, tasks: Sequence[Any], *, label: str, show_progress: bool) -> list[Any]:
-    """Compute delayed tasks on the handle's client (or synchronously), with a progress bar.
-
-    The bar counts finished tasks and shows an ETA; the first failed task's exception is
-    raised once every other task has finished, so nothing already computed is lost.
-    """
-    if not tasks:
-        return []
-    if handle.client is None:
-        return list(dask.compute(*tasks, scheduler="synchronous"))
-    from .progress import MonotoneProgress, TerminalBar, watch_futures
-
-    futures = handle.client.compute(list(tasks), optimize_graph=False)
-    log.info("%s: %d task(s)", label, len(futures))
-    bar = TerminalBar(sys.stderr, label) if show_progress else None
-    progress = MonotoneProgress(len(futures), label=label, heartbeat_s=60.0, on_update=bar, message="stage_heartbeat")
-    outcomes = watch_futures(dict(enumerate(futures)), progress)
-    for index in range(len(futures)):
-        if isinstance(outcomes[index], BaseException):
-            raise outcomes[index]
-    return [outcomes[index] for index in range(len(futures))]
 
 
 def ingest(
@@ -146,8 +106,6 @@ def plan_mosaic(
         config.mode, frames, sds_enabled=config.sds.enabled, force_seestar=config.ingest.force_seestar
     )
     n_channels = 3 if any(f.n_channels == 3 for f in frames) else 1
-    from .runtime import plan_sections
-
     plan = MosaicPlan(
         mode=mode,
         mode_reason=why,
@@ -157,7 +115,7 @@ def plan_mosaic(
         n_channels=n_channels,
         config=config.to_dict(),
     )
-    return plan_sections(plan, config, resources)
+    return plan_sections(plan, planning_policies(config, n_channels), resources, preplan=config.sds.preplan)
 
 
 def make_plan(inputs: Sequence[str | os.PathLike[str]], config: ZeMosaicConfig) -> MosaicPlan:
@@ -166,45 +124,12 @@ def make_plan(inputs: Sequence[str | os.PathLike[str]], config: ZeMosaicConfig) 
     Ingest runs on the configured scheduler when one is given, else in this process.
     """
     attach = config.cluster.scheduler or config.cluster.scheduler_file
-    options = cluster_options_from_config(config) if attach else ClusterOptions(kind="synchronous")
+    options = cluster_options(config) if attach else ClusterOptions(kind="synchronous")
     with open_cluster(options) as handle:
         files, missing = scan_inputs(inputs, extensions=config.ingest.extensions, recursive=config.ingest.recursive)
-        frames, rejected = ingest(files, _ingest_options(config), handle, show_progress=False)
-        from .runtime import cluster_resources
-
+        frames, rejected = ingest(files, ingest_options(config), handle, show_progress=False)
         rejected = [FrameRejection(p, r) for p, r in missing] + rejected
         return plan_mosaic(frames, rejected, config, resources=cluster_resources(handle))
-
-
-def _ingest_options(config: ZeMosaicConfig, out: Path | None = None) -> IngestOptions:
-    """Ingest options; plate-solved WCS are cached in ``<out>/wcs-cache`` (never in the inputs)."""
-    return IngestOptions(
-        default_bayer_pattern=config.ingest.default_bayer_pattern,
-        force_seestar=config.ingest.force_seestar,
-        plate_solve=config.ingest.plate_solve,
-        solve_timeout_s=config.ingest.solve_timeout_s,
-        wcs_cache_dir=str(out / "wcs-cache") if out is not None else None,
-    )
-
-
-def cluster_options_from_config(config: ZeMosaicConfig) -> ClusterOptions:
-    """Cluster options from the ``zemosaic.cluster`` configuration section."""
-    c = config.cluster
-    return ClusterOptions(
-        kind=c.kind,
-        scheduler=c.scheduler,
-        scheduler_file=c.scheduler_file,
-        n_workers=c.n_workers,
-        threads_per_worker=c.threads_per_worker,
-        memory_limit=c.memory_limit,
-        processes=c.processes,
-        gpus=c.gpus,
-        rmm_pool_size=c.rmm_pool_size,
-        dashboard_address=c.dashboard_address,
-        jobs=c.jobs,
-        gpu_per_job=c.gpu_per_job,
-        worker_timeout=c.worker_timeout_s,
-    )
 
 
 def run_mosaic(
@@ -248,7 +173,7 @@ def run_mosaic(
     """
     config = config or load_config()
     out = prepare_output(output)
-    timings = _Timings()
+    timings = Timings()
     report: dict[str, Any] = {"version": __version__, "output": str(out)}
     started = time.perf_counter()
     with run_logging(out, config.logging.level, console=console_log), output_lock(out):
@@ -266,7 +191,7 @@ def run_mosaic(
         else:
             check_plan_frames(plan)
             config = config_of_plan(plan.config, config)  # the plan's settings are what runs
-        cluster = cluster or cluster_options_from_config(config)
+        cluster = cluster or cluster_options(config)
         with timings.stage("cluster"), contextlib.ExitStack() as stack:
             handle = stack.enter_context(open_cluster(cluster))
             report["dashboard"] = handle.dashboard_link
@@ -396,10 +321,10 @@ def _run(inputs, out, config, handle, plan, show_progress, timings, report, star
     if plan is None:
         files, missing = inputs
         with timings.stage("ingest"):
-            frames, rejected = ingest(files, _ingest_options(config, out), handle, show_progress=show_progress)
+            frames, rejected = ingest(
+                files, ingest_options(config, str(out / "wcs-cache")), handle, show_progress=show_progress
+            )
         rejected = [FrameRejection(p, r) for p, r in missing] + rejected
-        from .runtime import cluster_resources
-
         with timings.stage("plan"):
             plan = plan_mosaic(frames, rejected, config, resources=cluster_resources(handle))
     log.info(msg("mode_selected", mode=plan.mode, why=plan.mode_reason))
@@ -409,7 +334,7 @@ def _run(inputs, out, config, handle, plan, show_progress, timings, report, star
     for name in FINAL_PRODUCTS:
         (out / name).unlink(missing_ok=True)
     write_json(out / "plan.json", plan.to_dict())
-    executed = execute_plan(plan, config, store, handle, timings=timings, show_progress=show_progress)
+    executed = execute_plan(plan, store, handle, timings=timings, show_progress=show_progress)
     with timings.stage("products"):
         write_mosaic_products(
             out,

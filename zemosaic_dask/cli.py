@@ -62,7 +62,7 @@ class SchemaChoice(click.ParamType):
         self.key = key
 
     def _spec(self) -> Any:
-        from ._config_schema import load_schema
+        from .config.schema import load_schema
 
         return load_schema().keys[self.key]
 
@@ -70,7 +70,7 @@ class SchemaChoice(click.ParamType):
         return "[" + "|".join(str(v).lower() for v in self._spec().enum or ()) + "]"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from ._config_schema import coerce_value
+        from .config.schema import coerce_value
 
         try:
             return coerce_value(self._spec(), value, "cli")

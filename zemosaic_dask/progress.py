@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from .messages import msg
 
-__all__ = ["MonotoneProgress", "TerminalBar", "render_bar", "watch_futures"]
+__all__ = ["MonotoneProgress", "TerminalBar", "exception_of", "render_bar", "watch_futures"]
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def watch_futures(
                     results[key] = outcome
                     progress.done(key)
                 else:
-                    error = _exception_of(outcome)
+                    error = exception_of(outcome)
                     results[key] = error
                     progress.failed(key, f"{type(error).__name__}: {error}")
     return results
@@ -289,7 +289,7 @@ def _wait_for_completion(pending: Any, timeout: float) -> None:
             condition.wait(timeout=timeout)
 
 
-def _exception_of(outcome: Any) -> BaseException:
+def exception_of(outcome: Any) -> BaseException:
     """The exception of a failed or cancelled future as ``as_completed(with_results=True)`` gives it."""
     if isinstance(outcome, BaseException):
         return outcome

@@ -159,8 +159,8 @@ def test_without_gpu_worker_the_plan_stays_on_cpu(seestar_set, tmp_path):
 
 
 def test_units_routed_to_gpus_get_the_gpu_byte_budget():
+    from zemosaic_dask.execute.routing import unit_chunk_bytes
     from zemosaic_dask.plans import AssemblyTargets, ClusterResources, OutputGrid, WorkerResources, plan_assembly
-    from zemosaic_dask.runtime import unit_chunk_bytes
 
     grid = OutputGrid(crval=(10.0, 20.0), pixel_scale=2.4, crpix=(1.0, 1.0), shape=(3000, 5000))
     cpu = WorkerResources("cpu", 4, 8 * 2**30)

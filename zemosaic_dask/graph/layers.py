@@ -8,6 +8,7 @@ its own grid), ``reproject-tile-<id>-<y>-<x>`` (a tile put onto the global grid)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,10 +17,18 @@ from dask.delayed import Delayed
 
 from ..units.combine_region import CombineJob, build_combined_region, mask_low_coverage_region
 from ..units.tile_layer import TileLayerJob, build_tile_layer_region
+from ..units.two_pass_region import TwoPassJob, apply_two_pass_region, layer_scale_values
 from .calls import job_task
 from .regions import build_region_graph
 
-__all__ = ["build_combine_graph", "build_mask_graph", "build_region_graph", "build_tile_layer_graph"]
+__all__ = [
+    "build_combine_graph",
+    "build_mask_graph",
+    "build_region_graph",
+    "build_tile_layer_graph",
+    "build_two_pass_apply_graph",
+    "build_two_pass_scale_graph",
+]
 
 
 def _after(value: Any, *_dependencies: Any) -> Any:
@@ -53,17 +62,20 @@ def build_mask_graph(jobs: Sequence[CombineJob], min_layers: float) -> list[Dela
     ]
 
 
-def build_two_pass_scale_graph(jobs: Sequence[Any], layer_max: dict[int, float]) -> list[Delayed]:
+def build_two_pass_scale_graph(jobs: Sequence[TwoPassJob], layer_max: dict[int, float]) -> list[Delayed]:
     """Per region, the scale-map values over each layer's well-covered pixels."""
-    from ..units.two_pass_region import layer_scale_values
-
     names = [f"two-pass-scale-{job.combine.region.iy}-{job.combine.region.ix}" for job in jobs]
     return [job_task(layer_scale_values, job, layer_max, key=name) for job, name in zip(jobs, names, strict=True)]
 
 
-def build_two_pass_apply_graph(jobs: Sequence[Any], gains: dict[int, float]) -> list[Delayed]:
-    """Per region, the second combination with the layers' gains, merged with pass 1."""
-    from ..units.two_pass_region import apply_two_pass_region
+def build_two_pass_apply_graph(
+    jobs: Sequence[TwoPassJob], gains: dict[int, float], *, resources: dict[str, int] | None = None
+) -> list[Delayed]:
+    """Per region, the second combination with the layers' gains, merged with pass 1.
 
+    With ``resources`` (``{"GPU": 1}`` when the assembly plan routes the two-pass units to
+    GPUs) only workers advertising them run these tasks.
+    """
     names = [f"two-pass-region-{job.combine.region.iy}-{job.combine.region.ix}" for job in jobs]
-    return [job_task(apply_two_pass_region, job, gains, key=name) for job, name in zip(jobs, names, strict=True)]
+    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        return [job_task(apply_two_pass_region, job, gains, key=name) for job, name in zip(jobs, names, strict=True)]

@@ -22,7 +22,7 @@ __all__ = ["FrameCoefficientTable", "build_mosaic_first_graph", "region_jobs"]
 @dataclass(frozen=True)
 class FrameCoefficientTable:
     """Per-frame coefficients indexed by frame id: normalisation gains and offsets, frame weights,
-    background models (``(C, 4)`` per frame: offset, slopes, gain; see :mod:`~zemosaic_dask.background_runtime`) and
+    background models (``(C, 4)`` per frame: offset, slopes, gain; see :mod:`~zemosaic_dask.execute.background`) and
     the frames' noise and sky level once the model is removed (``(C,)`` per frame, for
     noise-model rejection)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PlanError
@@ -19,10 +20,9 @@ from .layers import LayerPlan, layers_from_batches, layers_from_sds
 from .mosaic import MosaicPlan
 from .sds import SdsPolicy, plan_sds_batches
 
-__all__ = ["assembly_targets", "batches_view", "plan_mode_sections", "resources_from_workers"]
+__all__ = ["PlanningPolicies", "batches_view", "plan_mode_sections", "resources_from_workers"]
 
 log = logging.getLogger(__name__)
-MiB = 1024 * 1024
 
 
 def resources_from_workers(
@@ -44,21 +44,14 @@ def resources_from_workers(
     return ClusterResources(tuple(entries))
 
 
-def assembly_targets(config: Any, n_channels: int) -> AssemblyTargets:
-    """Assembly targets from the ``zemosaic.assembly`` section."""
-    a = config.assembly
-    return AssemblyTargets(
-        cpu_load=a.cpu_load,
-        ram_fraction=a.ram_fraction,
-        vram_fraction=a.vram_fraction,
-        vram_reserve_bytes=int(a.vram_reserve_mb * MiB),
-        max_chunk_bytes=int(a.max_chunk_mb * MiB),
-        min_chunk_bytes=int(a.min_chunk_mb * MiB),
-        gpu_min_memory_bytes=int(a.gpu_min_memory_mb * MiB),
-        n_channels=n_channels,
-        force_cpu=a.use_gpu is False,
-        gpu_requested=a.use_gpu is not False,
-    )
+@dataclass(frozen=True)
+class PlanningPolicies:
+    """What planning takes from the configuration (built by :mod:`zemosaic_dask.config.policies`)."""
+
+    grouping: GroupingPolicy
+    batching: BatchPolicy
+    sds: SdsPolicy
+    assembly: AssemblyTargets
 
 
 def batches_view(plan: MosaicPlan) -> list[dict[str, Any]]:
@@ -82,28 +75,21 @@ def batches_view(plan: MosaicPlan) -> list[dict[str, Any]]:
     return out
 
 
-def _classic(plan: MosaicPlan, config: Any) -> dict[str, Any]:
-    c = config.classic
-    grouping = GroupingPolicy.from_values(
-        c.cluster_panel_threshold, c.max_raw_per_master_tile, c.min_raw_per_master_tile
-    )
-    batching = BatchPolicy.from_values(c.batch_overlap_pct, c.allow_batch_duplication, c.target_stack, c.min_safe_stack)
-    groups, batches = plan_classic_batches(plan.frames, grouping, batching)
+def _classic(plan: MosaicPlan, policies: PlanningPolicies) -> dict[str, Any]:
+    groups, batches = plan_classic_batches(plan.frames, policies.grouping, policies.batching)
     layers = layers_from_batches(plan.frames, plan.grid, groups, batches, tile_chunk=plan.grid.chunk)
     return {"groups": groups.to_dict(), "batch_plan": batches.to_dict(), "layers": [x.to_dict() for x in layers]}
 
 
-def _sds(plan: MosaicPlan, config: Any, preplan: Sequence[Sequence[str]] | None) -> dict[str, Any]:
-    s = config.sds
-    policy = SdsPolicy.from_values(s.coverage_threshold, s.min_batch_size, s.target_batch_size)
-    sds = plan_sds_batches(plan.frames, plan.grid, policy, preplan=preplan)
+def _sds(plan: MosaicPlan, policies: PlanningPolicies, preplan: Sequence[Sequence[str]] | None) -> dict[str, Any]:
+    sds = plan_sds_batches(plan.frames, plan.grid, policies.sds, preplan=preplan)
     layers = layers_from_sds(plan.frames, plan.grid, sds)
     return {"sds": sds.to_dict(), "layers": [x.to_dict() for x in layers]}
 
 
 def plan_mode_sections(
     plan: MosaicPlan,
-    config: Any,
+    policies: PlanningPolicies,
     resources: ClusterResources,
     *,
     preplan: Sequence[Sequence[str]] | None = None,
@@ -118,15 +104,15 @@ def plan_mode_sections(
     sections: dict[str, Any] = {}
     if mode == "sds":
         try:
-            sections.update(_sds(plan, config, preplan))
+            sections.update(_sds(plan, policies, preplan))
         except PlanError as err:
             reason = getattr(err, "reason", str(err))
             if sds_error_message is not None:
                 log.warning(sds_error_message(reason))
             mode, fallback = "mosaic-first", f"sds_error_no_valid_batches: {reason}"
     elif mode == "classic":
-        sections.update(_classic(plan, config))
+        sections.update(_classic(plan, policies))
     n_inputs = len(sections.get("layers", ())) or len(plan.frames)
-    assembly = plan_assembly(resources, plan.grid, n_inputs, assembly_targets(config, plan.n_channels))
+    assembly = plan_assembly(resources, plan.grid, n_inputs, policies.assembly)
     sections["assembly_plan"] = assembly.to_dict()
     return dataclasses.replace(plan, mode=mode, fallback=fallback, sections=sections)

@@ -20,7 +20,7 @@ from ..plans.grid import OutputRegion
 from ..plans.sds_mask import SdsMaskSummary
 from ..tasks.namespace import to_numpy
 from ..tasks.stacking import StackOptions, peak_memory_bytes, stack_samples
-from .mosaic_region import RegionSummary
+from .region_job import RegionSummary
 
 __all__ = [
     "CombineJob",

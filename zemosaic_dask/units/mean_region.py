@@ -27,7 +27,7 @@ from ..tasks.accumulate import FrameCoefficients, MeanSums, WindowMapping, accum
 from ..tasks.namespace import to_numpy
 from ..tasks.stacking import config_key
 from .frame_window import PreparedWindow, prepare_frame_window
-from .mosaic_region import RegionJob, RegionSummary
+from .region_job import RegionJob, RegionSummary
 
 __all__ = ["RegionSamples", "build_mean_region", "can_stream_mean", "sample_region_frames"]
 

@@ -5,90 +5,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..io.store import MosaicStore
-from ..plans.frames import FrameInfo
-from ..plans.grid import OutputGrid, OutputRegion
+from ..plans.grid import OutputRegion
 from ..tasks.namespace import to_numpy
-from ..tasks.stacking import StackOptions, peak_memory_bytes, stack_samples
-from .frame_window import FrameWindowOptions
+from ..tasks.stacking import peak_memory_bytes, stack_samples
 from .gpu import run_with_gpu_fallback
+from .mean_region import build_mean_region, can_stream_mean, sample_region_frames
+from .region_job import RegionJob, RegionSummary
 
 __all__ = ["RegionJob", "RegionSummary", "build_mosaic_region", "run_mosaic_region"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RegionJob:
-    """Everything one region task needs; small enough to ship to a worker.
-
-    Attributes
-    ----------
-    region : OutputRegion
-        The chunk-aligned rectangle to build.
-    frames : tuple of FrameInfo
-        Frames overlapping the region (duplicates allowed, see ``frame_ids``).
-    frame_ids : tuple of int
-        Distinct-frame id of each entry; duplicates share an id and count once in coverage.
-    grid : OutputGrid
-        The global output grid.
-    store : MosaicStore
-        Where to write.
-    stack : StackOptions
-        Normalisation, weighting and rejection.
-    window : FrameWindowOptions
-        Mapping accuracy and frame cleaning.
-    gains, offsets, weights : tuple of tuple of float, optional
-        Per-frame, per-channel normalisation coefficients and frame weights.
-    planes : tuple, optional
-        Per-frame background model, ``(C, 4)`` offset, slopes (frame pixels) and gain, applied
-        as each frame window is prepared.
-    noise, sky : tuple of tuple of float, optional
-        Per-frame, per-channel expected noise sigma and sky level (ADU, background model
-        removed) for noise-model rejection.
-    """
-
-    region: OutputRegion
-    frames: tuple[FrameInfo, ...]
-    frame_ids: tuple[int, ...]
-    grid: OutputGrid
-    store: MosaicStore
-    stack: StackOptions = field(default_factory=StackOptions)
-    window: FrameWindowOptions = field(default_factory=FrameWindowOptions)
-    gains: tuple[tuple[float, ...], ...] | None = None
-    offsets: tuple[tuple[float, ...], ...] | None = None
-    weights: tuple[tuple[float, ...], ...] | None = None
-    planes: tuple[tuple[tuple[float, ...], ...], ...] | None = None
-    noise: tuple[tuple[float, ...], ...] | None = None
-    sky: tuple[tuple[float, ...], ...] | None = None
-    use_gpu: bool = False
-    key: str = ""
-    max_bytes: int = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class RegionSummary:
-    """What a region task did, for the report."""
-
-    region: str
-    frames: int
-    contributing: int
-    hot_pixels: int
-    seconds: float
-    reused: bool
-    backend: str = "cpu"
-    max_map_error: float = 0.0
-    gpu_fallback: str | None = None
-    bands: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dictionary."""
-        return dict(self.__dict__)
 
 
 def _select(values: tuple[tuple[float, ...], ...] | None, keep: list[int], xp: Any) -> Any:
@@ -111,7 +41,6 @@ def band_rows(job: RegionJob) -> int:
 
 def _stack_band(job: RegionJob, band: OutputRegion, xp: Any) -> tuple[np.ndarray, np.ndarray, int, int, float]:
     """Sample the frames on one band of rows (fused kernel, one preallocated buffer) and stack them."""
-    from .mean_region import sample_region_frames
 
     sampled = sample_region_frames(dataclasses.replace(job, region=band), xp)
     height, width = band.shape
@@ -190,7 +119,6 @@ def run_mosaic_region(job: RegionJob) -> RegionSummary:
     (:func:`~zemosaic_dask.units.mean_region.build_mean_region`, the same result as the
     stacking engine); every other stack goes through :func:`build_mosaic_region`.
     """
-    from .mean_region import build_mean_region, can_stream_mean
 
     build = build_mean_region if can_stream_mean(job) else build_mosaic_region
     summary, fallback = run_with_gpu_fallback(

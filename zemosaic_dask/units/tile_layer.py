@@ -14,7 +14,7 @@ from ..plans.grid import OutputGrid, OutputRegion
 from ..tasks.mapping import coarse_pixel_map, interpolate_pixel_map
 from ..tasks.namespace import to_numpy
 from ..tasks.resample import sample_bilinear
-from .mosaic_region import RegionSummary
+from .region_job import RegionSummary
 
 __all__ = ["TileLayerJob", "build_tile_layer_region"]
 

@@ -13,7 +13,6 @@ Whether the GPU may be used at all is decided by the assembly plan:
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import GpuUnavailableError
 from ..messages import msg
 from ..tasks.namespace import to_numpy
-from .gpu import GPU_ERRORS, gpu_error_types
+from .gpu import GPU_ERRORS, gpu_error_types, run_with_gpu_fallback
 
-__all__ = ["GPU_ERRORS", "ChannelRun", "gpu_error_types", "run_channels_on_one_backend"]
+__all__ = ["GPU_ERRORS", "ChannelRun", "GpuChannelError", "gpu_error_types", "run_channels_on_one_backend"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +50,8 @@ class ChannelRun:
     fallback_reason: str | None
 
 
-class _GpuAttemptFailed(Exception):
-    """Internal: the GPU attempt is abandoned; carries the reason and any CPU result computed."""
-
-    def __init__(self, reason: str, cpu_results: dict[int, np.ndarray]) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.cpu_results = cpu_results
+class GpuChannelError(GpuUnavailableError):
+    """One channel failed on the GPU (an expected GPU error, or non-finite values the CPU does not give)."""
 
 
 def run_channels_on_one_backend(
@@ -65,7 +60,7 @@ def run_channels_on_one_backend(
     cpu_fn: Callable[[np.ndarray], np.ndarray],
     *,
     use_gpu: bool,
-    xp_gpu: ModuleType | None,
+    xp_gpu: ModuleType | None = None,
     unit: str = "two-pass coverage",
     nonfinite_allowed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> ChannelRun:
@@ -83,8 +78,9 @@ def run_channels_on_one_backend(
     use_gpu : bool
         Try the GPU first (already ``requested and plan.use_gpu``; see
         :func:`zemosaic_dask.plans.assembly.two_pass_use_gpu`).
-    xp_gpu : module or None
-        The GPU array module (cupy); None imports ``cupy`` lazily when ``use_gpu`` is True.
+    xp_gpu : module, optional
+        The GPU array module; by default :func:`~zemosaic_dask.units.gpu.gpu_namespace`
+        imports cupy and checks for a device.
     unit : str
         What is computed, for the fallback warning.
     nonfinite_allowed : callable, optional
@@ -100,25 +96,23 @@ def run_channels_on_one_backend(
 
     Notes
     -----
-    The GPU attempt is abandoned, with one warning, when a channel raises one of
-    :func:`gpu_error_types` or returns non-finite values where the CPU result is finite
-    (decided by ``nonfinite_allowed`` when given, else by computing that channel's CPU result,
-    which the CPU run then reuses).
-    Every result of the abandoned attempt is discarded, including channels that succeeded.
+    The one GPU fallback of the package (:func:`~zemosaic_dask.units.gpu.run_with_gpu_fallback`)
+    runs the attempt: it is abandoned, with one warning, when a channel raises one of
+    :func:`gpu_error_types` or returns non-finite values where the CPU result is finite;
+    every result of the abandoned attempt is discarded, including channels that succeeded.
+    Any other exception is a bug and propagates.
     """
     host = [np.asarray(channel) for channel in channels]
-    results: list[np.ndarray] | None = None
-    reason: str | None = None
     cpu_done: dict[int, np.ndarray] = {}
-    if use_gpu:
-        try:
-            results = _run_gpu(host, gpu_fn, cpu_fn, xp_gpu, nonfinite_allowed)
-        except _GpuAttemptFailed as failure:
-            reason, cpu_done = failure.reason, failure.cpu_results
-            logger.warning(msg("gpu_fallback", unit=unit, reason=reason))
-    gpu_all = results is not None
-    if results is None:
-        results = [cpu_done[i] if i in cpu_done else np.asarray(cpu_fn(channel)) for i, channel in enumerate(host)]
+
+    def work(xp: ModuleType) -> list[np.ndarray]:
+        if xp is np:
+            return [cpu_done[i] if i in cpu_done else np.asarray(cpu_fn(c)) for i, c in enumerate(host)]
+        return _run_gpu(xp, host, gpu_fn, cpu_fn, nonfinite_allowed, cpu_done)
+
+    namespace = None if xp_gpu is None else (lambda: xp_gpu)
+    results, reason = run_with_gpu_fallback(unit, work, use_gpu=use_gpu, namespace=namespace)
+    gpu_all = use_gpu and reason is None
     logger.info(msg("two_pass_backend", gpu_all=gpu_all))
     if logger.isEnabledFor(logging.DEBUG):
         for index, result in enumerate(results):
@@ -129,35 +123,31 @@ def run_channels_on_one_backend(
 
 
 def _run_gpu(
+    xp: ModuleType,
     host: list[np.ndarray],
     gpu_fn: Callable[[Any], Any],
     cpu_fn: Callable[[np.ndarray], np.ndarray],
-    xp_gpu: ModuleType | None,
     nonfinite_allowed: Callable[[np.ndarray], np.ndarray] | None,
+    cpu_done: dict[int, np.ndarray],
 ) -> list[np.ndarray]:
-    """Every channel on the GPU; raises :class:`_GpuAttemptFailed` at the first failure."""
-    try:
-        xp = xp_gpu if xp_gpu is not None else importlib.import_module("cupy")
-    except ImportError as err:
-        raise _GpuAttemptFailed(f"cupy is not importable: {err}", {}) from err
+    """Every channel on the GPU; raises :class:`GpuChannelError` at the first failing channel."""
     expected = gpu_error_types(xp)
     results = []
     for index, channel in enumerate(host):
         try:
             result = np.asarray(to_numpy(gpu_fn(xp.asarray(channel))))
         except expected as err:
-            raise _GpuAttemptFailed(f"channel {index}: {type(err).__name__}: {err}", {}) from err
+            raise GpuChannelError(f"channel {index}: {type(err).__name__}: {err}") from err
         bad = ~np.isfinite(result)
         if bad.any():
             if nonfinite_allowed is not None:
-                reference, spurious = None, bad & ~np.asarray(nonfinite_allowed(channel), dtype=bool)
+                spurious = bad & ~np.asarray(nonfinite_allowed(channel), dtype=bool)
             else:
-                reference = np.asarray(cpu_fn(channel))
+                reference = cpu_done[index] = np.asarray(cpu_fn(channel))
                 spurious = bad & np.isfinite(reference) if reference.shape == result.shape else bad
             if spurious.any():
-                raise _GpuAttemptFailed(
-                    f"channel {index}: {int(spurious.sum())} non-finite value(s) where the CPU result is finite",
-                    {} if reference is None else {index: reference},
+                raise GpuChannelError(
+                    f"channel {index}: {int(spurious.sum())} non-finite value(s) where the CPU result is finite"
                 )
         results.append(result)
     return results

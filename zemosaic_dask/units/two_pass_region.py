@@ -9,6 +9,7 @@ then pass 2 recombines the layers with those gains, every channel on one backend
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,12 @@ SAMPLE_STEP = 4
 
 @dataclass(frozen=True)
 class TwoPassJob:
-    """Two-pass work on one region: its pass-1 combination job and the renormalisation settings."""
+    """Two-pass work on one region: its pass-1 combination job and the renormalisation settings.
+
+    ``rows`` is the height of the bands the region is renormalised in (the assembly plan's
+    ``rows_per_chunk``, or ``gpu_rows_per_chunk`` on the GPU): the pass-2 arrays of one band
+    are all a unit holds at once.
+    """
 
     combine: CombineJob
     grid_shape: tuple[int, int]
@@ -35,6 +41,7 @@ class TwoPassJob:
     scale_clip: tuple[float, float] = (0.5, 2.0)
     min_luminance_ratio: float = 0.4
     use_gpu: bool = False
+    rows: int = 1 << 30
 
 
 def layer_scale_values(job: TwoPassJob, layer_max: dict[int, float]) -> dict[int, np.ndarray]:
@@ -66,9 +73,28 @@ def weighted_channel(stacked: Any) -> Any:
 
 
 def apply_two_pass_region(job: TwoPassJob, gains: dict[int, float]) -> dict[str, Any]:
-    """Recombine the region with the layers' gains and merge with pass 1; returns the backend used."""
+    """Recombine the region with the layers' gains and merge with pass 1, band by band.
+
+    Returns the region's name, whether every band ran on the GPU, the GPU fallback reason
+    (None when there was none) and the number of bands.
+    """
+    region = job.combine.region
+    step = max(1, int(job.rows))
+    gpu_all, fallback, bands = job.use_gpu, None, 0
+    for y0 in range(region.y0, region.y1, step):
+        band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + step))
+        ran = _apply_band(job, band, gains)
+        bands += 1
+        if ran is not None:
+            gpu_all = gpu_all and ran.gpu_all
+            fallback = fallback or ran.fallback_reason
+    return {"region": region.name, "gpu_all": gpu_all and job.use_gpu, "fallback": fallback, "bands": bands}
+
+
+def _apply_band(job: TwoPassJob, region: Any, gains: dict[int, float]) -> Any:
+    """Renormalise one band of rows of the region; returns the backend run (None: no layer pixel)."""
     combine = job.combine
-    region, store = combine.region, combine.out
+    store = combine.out
     window = (slice(region.y0, region.y1), slice(region.x0, region.x1))
     image_p1 = np.asarray(store.array("mosaic", mode="r")[(slice(None),) + window], dtype=np.float32)
     cov_p1 = np.asarray(store.array("coverage", mode="r")[window], dtype=np.float32)
@@ -85,7 +111,7 @@ def apply_two_pass_region(job: TwoPassJob, gains: dict[int, float]) -> dict[str,
         weighted.append(np.where(valid[None], image * gain + offset, 0) * weight[None])
         weights.append(weight)
     if not weights:
-        return {"region": region.name, "gpu_all": False, "fallback": None}
+        return None
     channels = [
         np.concatenate([np.stack([w[c] for w in weighted]), np.stack(weights)]) for c in range(combine.n_channels)
     ]
@@ -94,8 +120,7 @@ def apply_two_pass_region(job: TwoPassJob, gains: dict[int, float]) -> dict[str,
         weighted_channel,
         weighted_channel,
         use_gpu=job.use_gpu,
-        xp_gpu=None,
-        unit=f"two-pass-{region.name}",
+        unit=f"two-pass-{combine.region.name}",
         nonfinite_allowed=lambda stacked: ~(stacked[len(weights) :].sum(axis=0) > 0),
     )
     image_p2 = np.stack(run.results).astype(np.float32)
@@ -105,4 +130,4 @@ def apply_two_pass_region(job: TwoPassJob, gains: dict[int, float]) -> dict[str,
     coverage = np.asarray(coverage, dtype=np.float32)
     alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
     store.write_region(region, image, coverage, alpha)
-    return {"region": region.name, "gpu_all": run.gpu_all, "fallback": run.fallback_reason}
+    return run

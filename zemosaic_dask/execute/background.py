@@ -17,19 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from .graph.background import build_sky_blocks_graph
-from .plans.frames import FrameInfo
-from .plans.mosaic import MosaicPlan
-from .plans.overlaps import find_overlapping_pairs
-from .tasks.background_solve import (
+from ..config.policies import StageOptions
+from ..graph.background import build_sky_blocks_graph
+from ..plans.frames import FrameInfo
+from ..plans.mosaic import MosaicPlan
+from ..plans.overlaps import find_overlapping_pairs
+from ..tasks.background_solve import (
     PairPoints,
     frame_gradients,
     pair_points,
     planes_in_frame_pixels,
     solve_background_planes,
 )
-from .tasks.frame_gains import GainSolution, pair_gain, solve_frame_gains
-from .tasks.sky_blocks import SkyCells
+from ..tasks.frame_gains import GainSolution, pair_gain, solve_frame_gains
+from ..tasks.sky_blocks import SkyCells
+from .compute import compute
 
 __all__ = ["FramePlanes", "solve_frame_backgrounds", "write_background_diagnostics"]
 
@@ -76,20 +78,17 @@ def write_background_diagnostics(path: Path, frames: tuple[FrameInfo, ...], plan
 
 
 def solve_frame_backgrounds(
-    plan: MosaicPlan, config: Any, handle: Any, out: Path, *, show_progress: bool
+    plan: MosaicPlan, options: StageOptions, handle: Any, out: Path, *, show_progress: bool
 ) -> tuple[FramePlanes | None, dict[str, Any]]:
     """Measure every frame's block sky on the workers and solve the global background model.
 
     Returns the planes by frame index (None when the model is ``none`` or there is a
     single frame) and the ``background`` section of ``report.json``.
     """
-    from .api import compute
-    from .runtime import window_options
-
-    settings = config.background
+    settings = options.background
     if settings.model == "none" or len(plan.frames) < 2:
         return None, {"model": "none"}
-    window = window_options(config, plan.n_channels)
+    window = options.window
     noise = [np.resize(np.asarray(f.noise or (0.0,), dtype=np.float64), plan.n_channels) for f in plan.frames]
     typical = tuple(float(v) for v in np.median(noise, axis=0)) if noise else None
     graph = build_sky_blocks_graph(plan.frames, window, plan.grid, settings.block_px, typical)

@@ -25,8 +25,10 @@ from typing import Any
 
 import dask.config
 
-from ._config_schema import coerce_value, full_key, load_schema, normalise_name
-from ._config_sections import (
+from ..errors import ConfigError
+from ..plans.mosaic import NON_PIXEL_CONFIG
+from .schema import coerce_value, full_key, load_schema, normalise_name
+from .sections import (
     SECTIONS,
     AssemblyConfig,
     BackgroundConfig,
@@ -43,9 +45,7 @@ from ._config_sections import (
     TwoPassConfig,
     field_key,
 )
-from ._config_sources import Layer, collect_settings, defaults_layer, package_defaults, unknown_key_error
-from .errors import ConfigError
-from .plans.mosaic import NON_PIXEL_CONFIG
+from .sources import Layer, collect_settings, defaults_layer, package_defaults, unknown_key_error
 
 __all__ = [
     "AssemblyConfig",

@@ -9,22 +9,22 @@ from typing import Any
 
 import dask
 
-from .graph.intertile import build_intertile_graph
-from .io.diagnostics import write_pair_diagnostics
-from .plans.overlaps import find_overlapping_pairs, overlap_box
-from .progress import MonotoneProgress, TerminalBar, watch_futures
-from .tasks.gain_solve import solve_tile_corrections
-from .tasks.intertile import PairFit
-from .units.intertile_pair import PairJob
+from ..config.sections import CalibrationConfig
+from ..graph.intertile import build_intertile_graph
+from ..io.diagnostics import write_pair_diagnostics
+from ..plans.overlaps import find_overlapping_pairs, overlap_box
+from ..progress import MonotoneProgress, TerminalBar, watch_futures
+from ..tasks.gain_solve import solve_tile_corrections
+from ..tasks.intertile import PairFit
+from ..units.intertile_pair import PairJob
 
 __all__ = ["calibrate_layers"]
 
 log = logging.getLogger(__name__)
 
 
-def pair_jobs(stores: list[Any], config: Any) -> list[PairJob]:
+def pair_jobs(stores: list[Any], c: CalibrationConfig) -> list[PairJob]:
     """One job per pair of layers whose boxes overlap (grid-bucket index, not all pairs)."""
-    c = config.calibration
     boxes = [entry.layer.box for entry in stores]
     jobs = []
     for i, j in find_overlapping_pairs(boxes, min_overlap_px=8):
@@ -47,12 +47,14 @@ def pair_jobs(stores: list[Any], config: Any) -> list[PairJob]:
     return jobs
 
 
-def _fit_pairs(jobs: list[PairJob], handle: Any, config: Any, show_progress: bool) -> tuple[list[PairFit], dict]:
+def _fit_pairs(
+    jobs: list[PairJob], handle: Any, settings: CalibrationConfig, show_progress: bool
+) -> tuple[list[PairFit], dict]:
     graph = build_intertile_graph(jobs)
     progress = MonotoneProgress(
         len(graph),
         label="Intertile",
-        heartbeat_s=config.calibration.heartbeat_s,
+        heartbeat_s=settings.heartbeat_s,
         on_update=TerminalBar(sys.stderr, "intertile") if show_progress else None,
     )
     if handle.client is None:
@@ -74,17 +76,17 @@ def _fit_pairs(jobs: list[PairJob], handle: Any, config: Any, show_progress: boo
 
 
 def calibrate_layers(
-    stores: list[Any], config: Any, handle: Any, out: Path, *, show_progress: bool
+    stores: list[Any], settings: CalibrationConfig, handle: Any, out: Path, *, show_progress: bool
 ) -> tuple[dict[int, tuple[tuple[float, ...], tuple[float, ...]]], dict[str, Any]]:
     """Fit every overlapping pair, solve one gain and offset per layer and channel.
 
     Returns the corrections by layer id and the report section (gains, offsets, anchor,
     pair counts, clamps, the diagnostics CSV path).
     """
-    jobs = pair_jobs(stores, config)
-    fits, status = _fit_pairs(jobs, handle, config, show_progress)
+    jobs = pair_jobs(stores, settings)
+    fits, status = _fit_pairs(jobs, handle, settings, show_progress)
     corrections = solve_tile_corrections(
-        len(stores), fits, anchor=config.calibration.anchor, max_iterations=config.calibration.max_iterations
+        len(stores), fits, anchor=settings.anchor, max_iterations=settings.max_iterations
     )
     csv = write_pair_diagnostics(out / "intertile_pairs.csv", fits, corrections)
     skipped = sum(1 for f in fits if f.skipped)

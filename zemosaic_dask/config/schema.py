@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from dask.utils import parse_bytes
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "PREFIX",
@@ -184,7 +184,7 @@ def _underscored(alias: str) -> str:
 @cache
 def load_schema() -> Schema:
     """Read ``zemosaic-schema.yaml`` (once) into a :class:`Schema`."""
-    text = resources.files(__package__).joinpath("zemosaic-schema.yaml").read_text(encoding="utf-8")
+    text = resources.files("zemosaic_dask").joinpath("zemosaic-schema.yaml").read_text(encoding="utf-8")
     root = yaml.safe_load(text)["properties"][PREFIX]
     keys: dict[str, KeySpec] = {}
     sections: set[str] = set()

@@ -6,15 +6,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .graph.layers import build_combine_graph, build_mask_graph, build_region_graph, build_tile_layer_graph
-from .graph.mosaic_first import region_jobs
-from .io.store import MosaicStore, open_mosaic_store
-from .plans.layers import LayerPlan
-from .plans.mosaic import MosaicPlan
-from .plans.regions import assign_frames_to_regions
-from .tasks.stacking import StackOptions
-from .units.combine_region import CombineJob, LayerInput
-from .units.tile_layer import TileLayerJob
+from ..graph.layers import build_combine_graph, build_mask_graph, build_region_graph, build_tile_layer_graph
+from ..graph.mosaic_first import region_jobs
+from ..io.store import MosaicStore, open_mosaic_store
+from ..plans.layers import LayerPlan
+from ..plans.mosaic import MosaicPlan
+from ..plans.regions import assign_frames_to_regions
+from ..tasks.stacking import StackOptions
+from ..units.combine_region import CombineJob, LayerInput
+from ..units.tile_layer import TileLayerJob
 
 __all__ = ["LayerStores", "build_layers", "combine_layers", "layer_inputs"]
 

@@ -21,8 +21,8 @@ from typing import Any
 import dask.config
 import yaml
 
-from ._config_schema import PREFIX, Schema, full_key, load_schema, normalise_name
-from .errors import ConfigError
+from ..errors import ConfigError
+from .schema import PREFIX, Schema, full_key, load_schema, normalise_name
 
 __all__ = [
     "Setting",
@@ -73,7 +73,7 @@ Layer = dict[str, Setting]
 
 @cache
 def _defaults_text() -> str:
-    return resources.files(__package__).joinpath("zemosaic.yaml").read_text(encoding="utf-8")
+    return resources.files("zemosaic_dask").joinpath("zemosaic.yaml").read_text(encoding="utf-8")
 
 
 def package_defaults() -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from ._config_schema import coerce_value, full_key, load_schema
-from .errors import ConfigError
+from ..errors import ConfigError
+from .schema import coerce_value, full_key, load_schema
 
 __all__ = [
     "SECTIONS",

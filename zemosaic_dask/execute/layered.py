@@ -1,0 +1,94 @@
+"""The layer modes (classic and SDS): build the layers, calibrate them, combine them, renormalise."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config.policies import StageOptions
+from ..io.store import MosaicStore
+from ..messages import msg
+from ..plans.mosaic import MosaicPlan
+from ..tasks.stacking import StackOptions
+from .calibration import calibrate_layers
+from .coefficients import frame_coefficients, frame_noise_and_sky
+from .compute import Timings, compute
+from .layer_stores import build_layers, combine_jobs, combine_layers, layer_inputs, layer_stores, mask_layers
+from .routing import ExecutionResult, assembly_plan_of, gpu_fallbacks, gpu_resources, unit_chunk_bytes, units_in_flight
+from .two_pass import renormalise
+
+__all__ = ["execute_layers"]
+
+log = logging.getLogger(__name__)
+
+
+def execute_layers(
+    plan: MosaicPlan,
+    options: StageOptions,
+    store: MosaicStore,
+    handle: Any,
+    *,
+    timings: Timings,
+    show_progress: bool,
+    planes: Any,
+) -> ExecutionResult:
+    """Classic master tiles or SDS batch mosaics, calibrated and combined into ``store``."""
+    stores = layer_stores(plan, store)
+    assembly = assembly_plan_of(plan)
+    max_bytes = unit_chunk_bytes(assembly)
+    in_flight = units_in_flight(assembly)
+    label = "tiles" if plan.mode == "classic" else "batches"
+    with timings.stage(label):
+        summaries = compute(
+            handle,
+            build_layers(
+                plan,
+                stores,
+                options.stack,
+                options.window,
+                resources=gpu_resources(assembly),
+                max_bytes=max_bytes,
+                coefficients=frame_coefficients(plan, options.stack, planes),
+            ),
+            label=label,
+            show_progress=show_progress,
+            max_in_flight=in_flight,
+        )
+    report: dict[str, Any] = {"layers": len(stores), "assembly_plan": plan.sections.get("assembly_plan")}
+    corrections = None
+    if options.calibration.intertile and len(stores) > 1:
+        with timings.stage("calibration"):
+            out = Path(stores[0].on_grid.url).parent
+            corrections, report["calibration"] = calibrate_layers(
+                stores, options.calibration, handle, out, show_progress=show_progress
+            )
+    inputs = layer_inputs(stores, corrections)
+    combine = StackOptions(rejection="none") if plan.mode == "classic" else options.sds_combine
+    prefix = "stack-region" if plan.mode == "classic" else "sds-combine"
+    noise = sky = None
+    if combine.rejection == "noise_clip":
+        noise, sky = (tuple(np.median(np.asarray(t), axis=0).tolist()) for t in frame_noise_and_sky(plan, planes))
+    jobs = combine_jobs(plan, stores, inputs, store, combine, max_bytes=max_bytes, noise=noise, sky=sky)
+    with timings.stage("assembly"):
+        combined = compute(
+            handle, combine_layers(jobs, prefix), label="assembly", show_progress=show_progress, max_in_flight=in_flight
+        )
+    if options.two_pass.enabled and len(stores) > 1 and jobs:
+        with timings.stage("two-pass"):
+            report["two_pass"] = renormalise(plan, options, jobs, combined, assembly, handle, show_progress)
+    if plan.mode == "sds" and jobs:
+        keep = options.sds_min_coverage_keep
+        max_layers = max((c["max_layers"] for c in combined), default=0)
+        with timings.stage("coverage-mask"):
+            masked = compute(handle, mask_layers(jobs, keep * max_layers), label="mask", show_progress=False)
+        summary = sum(masked[1:], masked[0]) if masked else None
+        report["sds_masked_pixels"] = summary.masked_pixels if summary else 0
+        report["sds_mask"] = summary.to_dict() if summary else None
+        if summary and summary.fraction > 0.01:
+            log.warning(msg("sds_mask_large", percent=100.0 * summary.fraction, keep=keep))
+    report["hot_pixels_fixed"] = int(sum(getattr(s, "hot_pixels", 0) for s in summaries))
+    report["gpu_fallbacks"] = gpu_fallbacks(summaries)
+    return ExecutionResult(mode=plan.mode, fallback=plan.fallback, regions=len(jobs), report=report)
