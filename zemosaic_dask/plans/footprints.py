@@ -24,6 +24,7 @@ __all__ = [
     "batch_bboxes",
     "coverage_cells_for_grid",
     "frame_footprint_pixels",
+    "frame_footprints_pixels",
     "rasterize_polygon",
     "rasterize_polygon_spans",
     "spans_to_cells",
@@ -118,6 +119,34 @@ def frame_footprint_pixels(frame: FrameInfo, grid: OutputGrid, wcs: WCS | None =
     return polygon
 
 
+def frame_footprints_pixels(frames: Sequence[FrameInfo], grid: OutputGrid) -> list[np.ndarray | None]:
+    """:func:`frame_footprint_pixels` of every frame, projecting all stored borders in one call.
+
+    Frames whose sky border was stored by ingest are projected together (one
+    ``all_world2pix`` on the stacked points, which gives the same numbers point by point);
+    any other frame goes through :func:`frame_footprint_pixels` alone.
+    """
+    polygons: list[np.ndarray | None] = [None] * len(frames)
+    stored = [k for k, f in enumerate(frames) if f.sky_border]
+    if stored:
+        borders = [np.asarray(frames[k].sky_border, dtype=float).reshape(-1, 2) for k in stored]
+        world = np.concatenate(borders)
+        try:
+            x, y = grid.projection().all_world2pix(world[:, 0], world[:, 1], 0)
+        except (ValueError, KeyError, NoConvergence):  # some frame fails: project each alone
+            return [frame_footprint_pixels(f, grid, grid.projection()) for f in frames]
+        points = np.column_stack([x, y])
+        bounds = np.cumsum([0] + [len(b) for b in borders])
+        for k, start, stop in zip(stored, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            polygon = points[start:stop]
+            polygons[k] = polygon if np.all(np.isfinite(polygon)) else None
+    wcs = grid.projection()
+    for k, frame in enumerate(frames):
+        if not frame.sky_border:
+            polygons[k] = frame_footprint_pixels(frame, grid, wcs)
+    return polygons
+
+
 def rasterize_polygon_spans(polygon_xy: np.ndarray, cells: CoverageCells) -> np.ndarray:
     """Return the runs of cells whose centre lies inside the polygon (even-odd rule).
 
@@ -195,11 +224,10 @@ def batch_bboxes(
 
     Used to draw batch footprints and to restrict a batch's work to the regions it touches.
     """
-    wcs = grid.wcs
+    polygons = frame_footprints_pixels(frames, grid)
     boxes: list[tuple[float, float, float, float] | None] = []
     for batch in batches:
-        polygons = [frame_footprint_pixels(frames[i], grid, wcs) for i in batch]
-        points = [p for p in polygons if p is not None]
+        points = [polygons[i] for i in batch if polygons[i] is not None]
         if not points:
             boxes.append(None)
             continue

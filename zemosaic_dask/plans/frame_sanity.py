@@ -34,6 +34,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .frames import FrameInfo, FrameRejection
 from .groups import cluster_centres
@@ -150,10 +151,11 @@ def _position_outliers(frames: Sequence[FrameInfo]) -> dict[int, str]:
     if not outliers:
         return {}
     main_xyz = _unit_vectors(centres[list(main)])
+    _, nearest = cKDTree(main_xyz).query(_unit_vectors(centres[outliers]), k=1)
     reasons: dict[int, str] = {}
-    for index in outliers:
+    for index, closest in zip(outliers, np.atleast_1d(nearest).tolist(), strict=True):
         ra, dec = centres[index]
-        chord = np.linalg.norm(main_xyz - _unit_vectors(centres[[index]]), axis=1).min()
+        chord = np.linalg.norm(main_xyz[closest] - _unit_vectors(centres[[index]])[0])
         distance = math.degrees(2.0 * math.asin(min(1.0, float(chord) / 2.0)))
         reasons[index] = (
             f"sky centre (RA {ra:.4f}, Dec {dec:+.4f} deg) is {distance:.3f} deg from the nearest frame of the "

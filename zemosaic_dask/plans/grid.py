@@ -7,6 +7,7 @@ direction, so it stays correct near the celestial poles and across RA = 0/360 (n
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from .frames import FrameInfo
 __all__ = [
     "OutputGrid",
     "OutputRegion",
+    "frame_bboxes",
     "mean_direction",
     "plan_output_grid",
 ]
@@ -131,13 +133,65 @@ class OutputGrid:
             chunk=int(data.get("chunk", 512)),
         )
 
+    def projection(self) -> WCS:
+        """The grid's WCS, built once per grid value and shared: read it, never modify it."""
+        return _shared_wcs(self.crval, self.pixel_scale, self.crpix, self.shape)
+
     def frame_bbox(self, frame: FrameInfo) -> tuple[float, float, float, float] | None:
         """Return the frame's ``(ymin, ymax, xmin, xmax)`` in grid pixels, or None if off-grid."""
         world = frame.footprint_world()
-        x, y = self.wcs.all_world2pix(world[:, 0], world[:, 1], 0)
+        x, y = self.projection().all_world2pix(world[:, 0], world[:, 1], 0)
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
             return None
         return float(y.min()), float(y.max()), float(x.min()), float(x.max())
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_wcs(
+    crval: tuple[float, float], pixel_scale: float, crpix: tuple[float, float], shape: tuple[int, int]
+) -> WCS:
+    return OutputGrid(crval=crval, pixel_scale=pixel_scale, crpix=crpix, shape=shape).wcs
+
+
+def frame_bboxes(grid: OutputGrid, frames: Sequence[FrameInfo]) -> np.ndarray:
+    """Every frame's ``(ymin, ymax, xmin, xmax)`` in grid pixels, from one projection of all borders.
+
+    Parameters
+    ----------
+    grid : OutputGrid
+        The grid to project onto.
+    frames : sequence of FrameInfo
+        The frames.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 4)`` float boxes, equal to :meth:`OutputGrid.frame_bbox` frame by frame; a row
+        of NaN where that returns None (a border point that does not project finitely).
+    """
+    boxes = np.full((len(frames), 4), np.nan)
+    borders = [f.footprint_world() for f in frames]
+    sizes = np.array([len(b) for b in borders], dtype=np.int64)
+    if not len(frames) or not sizes.sum():
+        return boxes
+    world = np.concatenate(borders)
+    x, y = grid.projection().all_world2pix(world[:, 0], world[:, 1], 0)
+    owner = np.repeat(np.arange(len(frames)), sizes)
+    finite = np.isfinite(x) & np.isfinite(y)
+    bad = np.zeros(len(frames), dtype=bool)
+    bad[owner[~finite]] = True
+    starts = (np.cumsum(sizes) - sizes)[sizes > 0]
+    filled = np.flatnonzero(sizes > 0)
+    boxes[filled] = np.column_stack(
+        [
+            np.minimum.reduceat(y, starts),
+            np.maximum.reduceat(y, starts),
+            np.minimum.reduceat(x, starts),
+            np.maximum.reduceat(x, starts),
+        ]
+    )
+    boxes[bad | (sizes == 0)] = np.nan
+    return boxes
 
 
 def mean_direction(ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[float, float]:
@@ -192,11 +246,10 @@ def plan_output_grid(
     if not scale > 0:
         raise PlanError(f"output pixel scale must be > 0, got {scale}", reason="invalid pixel scale")
     probe = OutputGrid(crval=crval, pixel_scale=scale, crpix=(1.0, 1.0), shape=(1, 1), chunk=chunk)
-    boxes = [probe.frame_bbox(f) for f in frames]
-    boxes = [b for b in boxes if b is not None]
-    if not boxes:
+    arr = frame_bboxes(probe, frames)
+    arr = arr[np.isfinite(arr[:, 0])]
+    if not len(arr):
         raise PlanError("no frame projects onto the output plane", reason="no frame on the grid")
-    arr = np.array(boxes)
     ymin, ymax = arr[:, 0].min() - padding_px, arr[:, 1].max() + padding_px
     xmin, xmax = arr[:, 2].min() - padding_px, arr[:, 3].max() + padding_px
     y_start, x_start = math.floor(ymin), math.floor(xmin)

@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ..errors import ConfigError, PlanError
 from ..messages import msg as format_message
 from .frames import FrameInfo
 from .grid import mean_direction
+from .group_merging import merge_small_groups
+from .proximity import linked_components
+from .proximity import unit_vectors as _unit_vectors
 
 __all__ = [
     "GroupPlan",
@@ -175,11 +176,6 @@ class GroupPlan:
         )
 
 
-def _unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
-    ra, dec = np.radians(np.asarray(ra_deg, float)), np.radians(np.asarray(dec_deg, float))
-    return np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
-
-
 def _chord(angle_deg: float) -> float:
     return 2.0 * math.sin(math.radians(min(angle_deg, 180.0)) / 2.0)
 
@@ -209,18 +205,12 @@ def cluster_centres(ra_deg: Sequence[float], dec_deg: Sequence[float], threshold
         Indices per component, ascending, components ordered by their smallest index.
     """
     xyz = _unit_vectors(np.asarray(ra_deg), np.asarray(dec_deg))
-    n = len(xyz)
-    if n == 0:
+    if len(xyz) == 0:
         return []
-    pairs = cKDTree(xyz).query_pairs(_chord(threshold_deg), output_type="ndarray")
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else None
-    if graph is None:
-        return [(i,) for i in range(n)]
-    _, labels = connected_components(graph, directed=False)
-    members: dict[int, list[int]] = {}
-    for index, label in enumerate(labels.tolist()):
-        members.setdefault(label, []).append(index)
-    return sorted((tuple(m) for m in members.values()), key=lambda g: g[0])
+    labels = linked_components(xyz, _chord(threshold_deg))
+    order = np.lexsort((np.arange(len(labels)), labels))
+    cuts = np.flatnonzero(np.diff(labels[order])) + 1
+    return sorted((tuple(part.tolist()) for part in np.split(order, cuts)), key=lambda g: g[0])
 
 
 def _nearest_neighbour_separations(xyz: np.ndarray) -> np.ndarray:
@@ -315,51 +305,6 @@ def split_group(
         )
     chronological = sorted(members, key=lambda i: (dates[i], i))
     return [tuple(sorted(int(i) for i in run)) for run in np.array_split(np.asarray(chronological), pieces)]
-
-
-def _centroid(xyz: np.ndarray, group: Sequence[int]) -> np.ndarray:
-    vec = xyz[list(group)].sum(axis=0)
-    norm = float(np.linalg.norm(vec))
-    return vec / norm if norm else vec
-
-
-def merge_small_groups(
-    groups: Sequence[Sequence[int]], centres: np.ndarray, min_size: int, cap: int | None
-) -> tuple[list[tuple[int, ...]], int]:
-    """Merge groups smaller than ``min_size`` into their nearest group when the result fits the cap.
-
-    Small groups are taken smallest first (ties: smallest frame index); the nearest group
-    is the one whose mean direction is closest. A small group whose nearest group would
-    overflow the cap is kept as it is.
-
-    Returns
-    -------
-    groups : list of tuple of int
-        Groups ordered by their smallest index.
-    n_merged : int
-        Number of merges performed.
-    """
-    current = [tuple(sorted(int(i) for i in g)) for g in groups if len(g)]
-    xyz = _unit_vectors(centres[:, 0], centres[:, 1]) if len(centres) else np.zeros((0, 3))
-    kept: set[tuple[int, ...]] = set()
-    merged = 0
-    while len(current) > 1:
-        small = sorted((g for g in current if len(g) < min_size and g not in kept), key=lambda g: (len(g), g[0]))
-        if not small:
-            break
-        group = small[0]
-        others = [g for g in current if g is not group]
-        centre = _centroid(xyz, group)
-        distance = [float(np.linalg.norm(_centroid(xyz, g) - centre)) for g in others]
-        target = others[min(range(len(others)), key=lambda k: (distance[k], others[k][0]))]
-        if cap is not None and len(group) + len(target) > cap:
-            kept.add(group)
-            continue
-        union = tuple(sorted(group + target))
-        logger.info(format_message("groups_merged", size=len(group), merged=len(union)))
-        current = [g for g in others if g is not target] + [union]
-        merged += 1
-    return sorted(current, key=lambda g: g[0]), merged
 
 
 def max_frames_for_memory(memory_bytes: int, frame_bytes: int, fraction: float = 0.5, minimum: int = 2) -> int:

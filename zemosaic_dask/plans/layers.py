@@ -18,7 +18,7 @@ import numpy as np
 
 from .batches import BatchPlan
 from .frames import FrameInfo
-from .grid import OutputGrid, plan_output_grid
+from .grid import OutputGrid, frame_bboxes, plan_output_grid
 from .groups import GroupPlan, frame_centres
 from .sds import SdsPlan
 
@@ -88,10 +88,14 @@ class LayerPlan:
 
 def region_box(grid: OutputGrid, frames: Sequence[FrameInfo]) -> tuple[int, int, int, int]:
     """Region-aligned box of the global grid covering the frames' footprints."""
-    boxes = [b for b in (grid.frame_bbox(f) for f in frames) if b is not None]
-    if not boxes:
+    return _aligned_box(grid, frame_bboxes(grid, frames))
+
+
+def _aligned_box(grid: OutputGrid, boxes: np.ndarray) -> tuple[int, int, int, int]:
+    """Region-aligned box covering ``(ymin, ymax, xmin, xmax)`` rows (NaN rows: frames off the grid)."""
+    arr = boxes[np.isfinite(boxes[:, 0])]
+    if not len(arr):
         return (0, 0, 0, 0)
-    arr = np.asarray(boxes)
     chunk = grid.chunk
     y0 = max(0, math.floor(arr[:, 0].min() / chunk) * chunk)
     x0 = max(0, math.floor(arr[:, 2].min() / chunk) * chunk)
@@ -115,6 +119,7 @@ def layers_from_batches(
 ) -> list[LayerPlan]:
     """One layer per classic tile batch, each with its own tile grid."""
     layers = []
+    boxes = frame_bboxes(grid, frames)
     for batch in batches.batches:
         members = list(batch.frames)
         reference = frames[_reference_frame(frames, members)]
@@ -130,7 +135,7 @@ def layers_from_batches(
                 kind="tile",
                 frames=batch.stack_frames,
                 salvage=batch.salvage,
-                box=region_box(grid, [frames[i] for i in members]),
+                box=_aligned_box(grid, boxes[members]),
                 grid=tile_grid,
             )
         )
@@ -139,13 +144,14 @@ def layers_from_batches(
 
 def layers_from_sds(frames: Sequence[FrameInfo], grid: OutputGrid, sds: SdsPlan) -> list[LayerPlan]:
     """One layer per SDS batch, stacked directly on the global grid."""
+    boxes = frame_bboxes(grid, frames)
     return [
         LayerPlan(
             id=index,
             kind="batch",
             frames=batch.frames,
             salvage=False,
-            box=region_box(grid, [frames[i] for i in batch.frames]),
+            box=_aligned_box(grid, boxes[list(batch.frames)]),
             coverage_fraction=batch.coverage_fraction,
         )
         for index, batch in enumerate(sds.batches)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 from .frames import FrameInfo
-from .grid import OutputGrid
+from .grid import OutputGrid, frame_bboxes
 
 __all__ = ["assign_frames_to_regions"]
 
@@ -38,9 +38,8 @@ def assign_frames_to_regions(
     ny, nx = grid.n_regions
     chunk = grid.chunk
     table: dict[tuple[int, int], list[int]] = {}
-    for index, frame in enumerate(frames):
-        box = grid.frame_bbox(frame)
-        if box is None:
+    for index, box in enumerate(frame_bboxes(grid, frames).tolist()):
+        if not math.isfinite(box[0]):
             continue
         ymin, ymax, xmin, xmax = box
         iy0 = max(0, math.floor((ymin - margin_px) / chunk))

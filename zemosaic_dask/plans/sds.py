@@ -39,7 +39,7 @@ from ..messages import msg as format_message
 from .footprints import (
     CoverageCells,
     coverage_cells_for_grid,
-    frame_footprint_pixels,
+    frame_footprints_pixels,
     rasterize_polygon_spans,
     spans_to_cells,
 )
@@ -326,22 +326,29 @@ def merge_undercovered(
     out: list[SdsBatch] = []
     pending: tuple[int, ...] = ()
     merged = 0
+    # ``covered`` holds the cells of ``pending`` and grows with it (never recounted from scratch).
+    covered[:] = False
     for batch in batches:
         if not pending and batch.coverage_fraction >= policy.coverage_threshold:
             out.append(batch)
             continue
         merged += 1 if pending else 0
         pending += batch.frames
-        fraction = _fraction(_covered_count(footprints, pending, covered), total)
+        for k in batch.frames:
+            covered[footprints[k]] = True
+        fraction = _fraction(int(np.count_nonzero(covered)), total)
         if fraction >= policy.coverage_threshold:
             out.append(SdsBatch(pending, fraction, "merged-coverage" if merged else batch.closed_by))
             pending, merged = (), 0
+            covered[:] = False
     if pending:
         if out:
+            for k in out[-1].frames:
+                covered[footprints[k]] = True
             frames = out[-1].frames + pending
-            out[-1] = SdsBatch(frames, _fraction(_covered_count(footprints, frames, covered), total), "merged-leftover")
+            out[-1] = SdsBatch(frames, _fraction(int(np.count_nonzero(covered)), total), "merged-leftover")
         else:
-            fraction = _fraction(_covered_count(footprints, pending, covered), total)
+            fraction = _fraction(int(np.count_nonzero(covered)), total)
             out.append(SdsBatch(pending, fraction, "merged-coverage" if merged else batches[-1].closed_by))
     if len(out) < len(batches):
         logger.info(
@@ -404,11 +411,9 @@ def plan_sds_batches(
         )
     )
     cells = coverage_cells_for_grid(grid)
-    wcs = grid.wcs
     footprints: dict[int, np.ndarray] = {}
     excluded: list[tuple[int, str]] = []
-    for i, frame in enumerate(frames):
-        polygon = frame_footprint_pixels(frame, grid, wcs)
+    for i, (frame, polygon) in enumerate(zip(frames, frame_footprints_pixels(frames, grid), strict=True)):
         reason = "no usable WCS" if polygon is None else None
         if polygon is not None:
             marked = rasterize_polygon_spans(polygon, cells)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .footprints import frame_footprint_pixels, rasterize_polygon
+from .footprints import frame_footprints_pixels, rasterize_polygon_spans
 from .frames import FrameInfo
 from .grid import OutputGrid
 from .sds import SdsPlan
@@ -126,14 +126,19 @@ def plan_layer_counts(plan: SdsPlan, frames: Sequence[FrameInfo], grid: OutputGr
         ``plan.cells.shape`` int32 counts; ``sds_masked_fraction(counts, keep)`` predicts the
         share of the field the coverage mask will remove.
     """
-    counts = np.zeros(plan.cells.size, dtype=np.int32)
-    wcs = grid.wcs
-    covered = np.zeros(plan.cells.size, dtype=bool)
+    counts = np.zeros(plan.cells.shape, dtype=np.int32)
+    polygons = frame_footprints_pixels(frames, grid)
+    spans: dict[int, np.ndarray] = {}
     for batch in plan.batches:
-        covered[:] = False
+        # The batch's union through a per-row difference array: O(runs + cells) per batch.
+        edges = np.zeros((plan.cells.shape[0], plan.cells.shape[1] + 1), dtype=np.int32)
         for index in batch.frames:
-            polygon = frame_footprint_pixels(frames[index], grid, wcs)
-            if polygon is not None:
-                covered[rasterize_polygon(polygon, plan.cells)] = True
-        counts += covered
-    return counts.reshape(plan.cells.shape)
+            if polygons[index] is None:
+                continue
+            if index not in spans:
+                spans[index] = rasterize_polygon_spans(polygons[index], plan.cells)
+            runs = spans[index]
+            np.add.at(edges, (runs[:, 0], runs[:, 1]), 1)
+            np.add.at(edges, (runs[:, 0], runs[:, 2]), -1)
+        counts += np.cumsum(edges, axis=1)[:, :-1] > 0
+    return counts
