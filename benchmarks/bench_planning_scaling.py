@@ -106,10 +106,8 @@ def wide_frames(n: int, seed: int = 0) -> list[FrameInfo]:
 def _steps(mode: str) -> list[tuple[str, Callable[[dict[str, Any]], Any]]]:
     """The planning steps of ``mode``, each a function of a shared state dictionary."""
     from zemosaic_dask.config import default_config
+    from zemosaic_dask.config.policies import assembly_targets, batch_policy, grouping_policy, sds_policy
     from zemosaic_dask.plans import (
-        BatchPolicy,
-        GroupingPolicy,
-        SdsPolicy,
         plan_master_groups,
         plan_output_grid,
         plan_sds_batches,
@@ -121,10 +119,9 @@ def _steps(mode: str) -> list[tuple[str, Callable[[dict[str, Any]], Any]]]:
     from zemosaic_dask.plans.overlaps import find_overlapping_pairs
     from zemosaic_dask.plans.regions import assign_frames_to_regions
     from zemosaic_dask.plans.sds_mask import plan_layer_counts
-    from zemosaic_dask.plans.sections import assembly_targets, resources_from_workers
+    from zemosaic_dask.plans.sections import resources_from_workers
 
     config = default_config()
-    c, s = config.classic, config.sds
 
     def screen(st: dict[str, Any]) -> None:
         st["frames"], _ = screen_frames(st["frames"])
@@ -147,12 +144,8 @@ def _steps(mode: str) -> list[tuple[str, Callable[[dict[str, Any]], Any]]]:
         st["regions"] = len(assign_frames_to_regions(st["grid"], st["frames"]))
 
     def groups(st: dict[str, Any]) -> None:
-        policy = GroupingPolicy.from_values(
-            c.cluster_panel_threshold, c.max_raw_per_master_tile, c.min_raw_per_master_tile
-        )
-        st["batch_policy"] = BatchPolicy.from_values(
-            c.batch_overlap_pct, c.allow_batch_duplication, c.target_stack, c.min_safe_stack
-        )
+        policy = grouping_policy(config)
+        st["batch_policy"] = batch_policy(config)
         st["groups"] = plan_master_groups(st["frames"], policy, split_oversized=not st["batch_policy"].overlap_frac > 0)
 
     def batches(st: dict[str, Any]) -> None:
@@ -164,7 +157,7 @@ def _steps(mode: str) -> list[tuple[str, Callable[[dict[str, Any]], Any]]]:
         )
 
     def sds(st: dict[str, Any]) -> None:
-        policy = SdsPolicy.from_values(s.coverage_threshold, s.min_batch_size, s.target_batch_size)
+        policy = sds_policy(config)
         st["sds"] = plan_sds_batches(st["frames"], st["grid"], policy)
 
     def sds_layers(st: dict[str, Any]) -> None:
