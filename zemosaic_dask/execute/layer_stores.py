@@ -41,8 +41,7 @@ def layer_stores(plan: MosaicPlan, store: MosaicStore, *, restart: bool = False)
     """Create (or reopen) the stores of every layer of the plan."""
     fingerprint = plan.fingerprint()
     out = []
-    for data in plan.sections.get("layers", []):
-        layer = LayerPlan.from_dict(data)
+    for layer in plan.layers:
         tile = None
         if layer.grid is not None:
             tile = _open(MosaicStore(store.url, f"tiles/{layer.id}"), layer.grid, plan.n_channels, fingerprint, restart)

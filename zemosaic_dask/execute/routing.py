@@ -30,8 +30,7 @@ class ExecutionResult:
 
 def assembly_plan_of(plan: MosaicPlan) -> AssemblyPlan | None:
     """The plan's :class:`AssemblyPlan` (ZeMosaic's "Phase 5 plan"), or None for an older plan."""
-    data = plan.sections.get("assembly_plan")
-    return AssemblyPlan.from_dict(data) if data else None
+    return plan.assembly
 
 
 def unit_chunk_bytes(assembly: AssemblyPlan | None) -> int | None:

@@ -9,7 +9,6 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..plans.layers import LayerPlan
 from ..plans.mosaic import MosaicPlan
 
 __all__ = ["write_plan_preview"]
@@ -32,7 +31,7 @@ def write_plan_preview(path: str | os.PathLike[str], plan: MosaicPlan, *, max_si
     image = Image.new("RGB", size, (12, 12, 20))
     draw = ImageDraw.Draw(image, "RGBA")
     wcs = plan.grid.wcs
-    layers = [LayerPlan.from_dict(d) for d in plan.sections.get("layers", [])]
+    layers = plan.layers
     groups = [(layer.id, layer.distinct) for layer in layers] or [(0, tuple(range(len(plan.frames))))]
     for position, (layer_id, members) in enumerate(groups):
         colour = _colour(position, len(groups)) if layers else (170, 170, 170)

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .assembly import AssemblyPlan
 from .frames import FrameInfo, FrameRejection
 from .grid import OutputGrid
+from .layers import LayerPlan
 
 __all__ = ["MODES", "MosaicPlan", "code_version"]
 
@@ -73,6 +75,17 @@ class MosaicPlan:
     config: dict[str, Any] = field(default_factory=dict)
     fallback: str | None = None
     sections: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def layers(self) -> tuple[LayerPlan, ...]:
+        """The ``layers`` section parsed once: classic master tiles or SDS batch mosaics (empty in Mosaic-First)."""
+        return tuple(LayerPlan.from_dict(d) for d in self.sections.get("layers", ()))
+
+    @functools.cached_property
+    def assembly(self) -> AssemblyPlan | None:
+        """The ``assembly_plan`` section parsed once (ZeMosaic's "Phase 5 plan"); None for an older plan."""
+        data = self.sections.get("assembly_plan")
+        return AssemblyPlan.from_dict(data) if data else None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the plan as JSON-ready data."""

@@ -16,7 +16,7 @@ from ..errors import PlanError
 from .assembly import AssemblyTargets, ClusterResources, WorkerResources, plan_assembly
 from .batches import BatchPolicy, plan_classic_batches
 from .groups import GroupingPolicy
-from .layers import LayerPlan, layers_from_batches, layers_from_sds
+from .layers import layers_from_batches, layers_from_sds
 from .mosaic import MosaicPlan
 from .sds import SdsPolicy, plan_sds_batches
 
@@ -56,7 +56,7 @@ class PlanningPolicies:
 
 def batches_view(plan: MosaicPlan) -> list[dict[str, Any]]:
     """The batches of a plan as ``zemosaic-dask plan --json`` shows them."""
-    layers = [LayerPlan.from_dict(d) for d in plan.sections.get("layers", [])]
+    layers = plan.layers
     out = []
     for layer in layers:
         distinct = layer.distinct
