@@ -7,6 +7,7 @@ products. Every stage's duration goes into ``report.json``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -37,6 +38,7 @@ from .plans.frames import FrameInfo, FrameRejection
 from .plans.grid import plan_output_grid
 from .plans.modes import select_mode
 from .plans.mosaic import MosaicPlan
+from .plans.quality_gate import QualityGatePolicy, gate_frames
 from .runtime import execute_plan
 
 __all__ = [
@@ -130,7 +132,10 @@ def plan_mosaic(
     frames, screened = screen_frames(frames)
     for rejection in screened:
         log.warning(msg("frame_rejected", path=rejection.path, reason=rejection.reason))
-    rejected = [*rejected, *screened]
+    gate = gate_frames(frames, QualityGatePolicy.from_config(config))
+    for rejection in gate.rejected:
+        log.warning(msg("frame_rejected", path=rejection.path, reason=rejection.reason))
+    frames, rejected = list(gate.kept), [*rejected, *screened, *gate.rejected]
     if not frames:
         raise PlanError(
             f"no usable input frame ({len(rejected)} rejected); see the reasons above", reason="no usable frames"
@@ -157,7 +162,8 @@ def plan_mosaic(
         n_channels=n_channels,
         config=config.to_dict(),
     )
-    return plan_sections(plan, config, resources)
+    plan = plan_sections(plan, config, resources)
+    return dataclasses.replace(plan, sections={**plan.sections, "quality_gate": gate.to_dict()})
 
 
 def make_plan(inputs: Sequence[str | os.PathLike[str]], config: ZeMosaicConfig) -> MosaicPlan:
@@ -184,6 +190,7 @@ def _ingest_options(config: ZeMosaicConfig, out: Path | None = None) -> IngestOp
         plate_solve=config.ingest.plate_solve,
         solve_timeout_s=config.ingest.solve_timeout_s,
         wcs_cache_dir=str(out / "wcs-cache") if out is not None else None,
+        measure_quality=config.quality.enabled,
     )
 
 
@@ -425,6 +432,7 @@ def _run(inputs, out, config, handle, plan, show_progress, timings, report, star
             "requested_mode": config.mode,
             "fallback": executed.fallback,
             "inputs": {"used": [f.path for f in plan.frames], "rejected": [r.to_dict() for r in plan.rejected]},
+            "quality_gate": plan.sections.get("quality_gate"),
             "timings": timings.stages,
             "regions": {"total": executed.regions, "reused": reused},
             **executed.report,
