@@ -7,6 +7,7 @@ products. Every stage's duration goes into ``report.json``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 from . import __version__
 from .clusters import ClusterHandle, ClusterOptions, open_cluster
 from .config import ZeMosaicConfig, config_of_plan, load_config
-from .config.policies import cluster_options, ingest_options, planning_policies
+from .config.policies import cluster_options, ingest_options, planning_policies, quality_gate_policy
 from .errors import OutputError, PlanError
 from .execute import Timings, cluster_resources, compute, execute_plan, plan_sections
 from .graph.ingest import build_ingest_graph
@@ -36,6 +37,7 @@ from .plans.frames import FrameInfo, FrameRejection
 from .plans.grid import plan_output_grid
 from .plans.modes import select_mode
 from .plans.mosaic import MosaicPlan
+from .plans.quality_gate import gate_frames
 
 __all__ = [
     "PRODUCT_NAMES",
@@ -90,7 +92,10 @@ def plan_mosaic(
     frames, screened = screen_frames(frames)
     for rejection in screened:
         log.warning(msg("frame_rejected", path=rejection.path, reason=rejection.reason))
-    rejected = [*rejected, *screened]
+    gate = gate_frames(frames, quality_gate_policy(config))
+    for rejection in gate.rejected:
+        log.warning(msg("frame_rejected", path=rejection.path, reason=rejection.reason))
+    frames, rejected = list(gate.kept), [*rejected, *screened, *gate.rejected]
     if not frames:
         raise PlanError(
             f"no usable input frame ({len(rejected)} rejected); see the reasons above", reason="no usable frames"
@@ -115,7 +120,8 @@ def plan_mosaic(
         n_channels=n_channels,
         config=config.to_dict(),
     )
-    return plan_sections(plan, planning_policies(config, n_channels), resources, preplan=config.sds.preplan)
+    plan = plan_sections(plan, planning_policies(config, n_channels), resources, preplan=config.sds.preplan)
+    return dataclasses.replace(plan, sections={**plan.sections, "quality_gate": gate.to_dict()})
 
 
 def make_plan(inputs: Sequence[str | os.PathLike[str]], config: ZeMosaicConfig) -> MosaicPlan:
@@ -350,6 +356,7 @@ def _run(inputs, out, config, handle, plan, show_progress, timings, report, star
             "requested_mode": config.mode,
             "fallback": executed.fallback,
             "inputs": {"used": [f.path for f in plan.frames], "rejected": [r.to_dict() for r in plan.rejected]},
+            "quality_gate": plan.sections.get("quality_gate"),
             "timings": timings.stages,
             "regions": {"total": executed.regions, "reused": reused},
             **executed.report,

@@ -468,6 +468,13 @@ def plan(inputs: tuple[str, ...], as_json: bool, plan_file: str | None, preview:
     show_default=True,
     help="bayer: raw GRBG int16 frames; chw: float32 RGB cubes; mono: float32 green frames.",
 )
+@click.option(
+    "--degraded",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Share of frames taken through clouds, trailed or out of focus (the three in turn), for example 0.15.",
+)
 def simulate(
     output: str,
     n_frames: int,
@@ -480,6 +487,7 @@ def simulate(
     order: str,
     panels: tuple[int, int],
     layout: str,
+    degraded: float,
 ) -> None:
     """Write simulated Seestar S50 frames, their truth sky and star list into OUTPUT."""
     from .simulation import GalaxyModel, SimulationConfig
@@ -497,7 +505,15 @@ def simulate(
                 galaxy=GalaxyModel() if galaxy else None, nebulosity=nebulosity or 0.0, vignetting=vignetting
             )
         result = simulate_seestar(
-            output, n_frames, seed, scale=scale, panels=panels, layout=layout, config=config, order=order
+            output,
+            n_frames,
+            seed,
+            scale=scale,
+            panels=panels,
+            layout=layout,
+            config=config,
+            order=order,
+            degraded=degraded,
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from err

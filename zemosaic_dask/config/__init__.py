@@ -40,6 +40,7 @@ from .sections import (
     LoggingConfig,
     MappingConfig,
     OutputConfig,
+    QualityConfig,
     SdsConfig,
     StackConfig,
     TwoPassConfig,
@@ -59,6 +60,7 @@ __all__ = [
     "LoggingConfig",
     "MappingConfig",
     "OutputConfig",
+    "QualityConfig",
     "SdsConfig",
     "StackConfig",
     "TwoPassConfig",
@@ -86,6 +88,7 @@ class ZeMosaicConfig:
     assembly: AssemblyConfig
     calibration: CalibrationConfig
     background: BackgroundConfig
+    quality: QualityConfig
     two_pass: TwoPassConfig
     output: OutputConfig
     cluster: ClusterConfig

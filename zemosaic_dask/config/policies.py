@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..plans.assembly import AssemblyTargets
 from ..plans.batches import BatchPolicy
 from ..plans.groups import GroupingPolicy
+from ..plans.quality_gate import QualityGatePolicy
 from ..plans.sds import SdsPolicy
 from ..plans.sections import PlanningPolicies
 from ..tasks.stacking import StackOptions
@@ -34,6 +35,7 @@ __all__ = [
     "cluster_options",
     "grouping_policy",
     "planning_policies",
+    "quality_gate_policy",
     "ingest_options",
     "sds_policy",
     "stack_options",
@@ -167,6 +169,22 @@ def sds_policy(config: Any) -> SdsPolicy:
     return SdsPolicy.from_values(s.coverage_threshold, s.min_batch_size, s.target_batch_size)
 
 
+def quality_gate_policy(config: ZeMosaicConfig) -> QualityGatePolicy:
+    """The per-frame quality gate, from the ``quality`` section (salvage groups as the ``classic`` master tiles)."""
+    q, c = config.quality, config.classic
+    return QualityGatePolicy(
+        enabled=q.enabled,
+        max_fwhm_ratio=q.max_fwhm_ratio,
+        max_elongation=q.max_elongation,
+        min_transparency=q.min_transparency,
+        max_noise_ratio=q.max_noise_ratio,
+        min_stars_ratio=q.min_stars_ratio,
+        salvage=q.salvage,
+        min_safe_stack=c.min_safe_stack,
+        group_threshold_deg=c.cluster_panel_threshold,
+    )
+
+
 def planning_policies(config: ZeMosaicConfig, n_channels: int) -> PlanningPolicies:
     """Everything planning takes from the configuration, for a mosaic of ``n_channels`` channels."""
     return PlanningPolicies(
@@ -187,6 +205,7 @@ def ingest_options(config: ZeMosaicConfig, wcs_cache_dir: str | None = None) -> 
         plate_solve=config.ingest.plate_solve,
         solve_timeout_s=config.ingest.solve_timeout_s,
         wcs_cache_dir=wcs_cache_dir,
+        measure_quality=config.quality.enabled,
     )
 
 

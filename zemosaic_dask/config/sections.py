@@ -20,6 +20,7 @@ __all__ = [
     "LoggingConfig",
     "MappingConfig",
     "OutputConfig",
+    "QualityConfig",
     "SdsConfig",
     "StackConfig",
     "TwoPassConfig",
@@ -208,6 +209,20 @@ class BackgroundConfig(_Section):
 
 
 @dataclass(frozen=True)
+class QualityConfig(_Section):
+    """The per-frame quality gate (``zemosaic.quality``)."""
+
+    section: ClassVar[str] = "quality"
+    enabled: bool
+    max_fwhm_ratio: float
+    max_elongation: float
+    min_transparency: float
+    max_noise_ratio: float
+    min_stars_ratio: float
+    salvage: bool
+
+
+@dataclass(frozen=True)
 class TwoPassConfig(_Section):
     """Two-pass coverage renormalisation (``zemosaic.two-pass``)."""
 
@@ -291,6 +306,7 @@ SECTIONS: dict[str, type[_Section]] = {
         AssemblyConfig,
         CalibrationConfig,
         BackgroundConfig,
+        QualityConfig,
         TwoPassConfig,
         OutputConfig,
         ClusterConfig,

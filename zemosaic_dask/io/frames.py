@@ -20,8 +20,10 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..errors import FrameError
 from ..messages import msg
+from ..plans.frame_quality import FrameQuality
 from ..plans.frames import SEESTAR_TOKENS, FrameInfo, FrameRejection
 from ..tasks.debayer import BAYER_PATTERNS
+from ..tasks.star_quality import measure_frame_quality
 from .fingerprint import file_fingerprint, frame_changed
 from .plate_solve import NO_SOLVER, find_solver, hints_from_header, solve_frame
 from .raw_rows import raw_layout, read_rows
@@ -55,7 +57,9 @@ class IngestOptions:
     ``plate_solve`` is ``auto`` (solve frames without a WCS when ``solve-field`` is
     installed), ``never`` or ``always`` (re-solve every frame, keeping the header WCS when
     the solve fails); solutions are cached in ``wcs_cache_dir`` (``<output>/wcs-cache``),
-    and frames without a WCS are not solved when it is None.
+    and frames without a WCS are not solved when it is None. ``measure_quality`` measures
+    each frame's stars, FWHM, elongation and noise (:class:`FrameQuality`) for the quality
+    gate (``zemosaic.quality.enabled``).
     """
 
     default_bayer_pattern: str = "GRBG"
@@ -63,6 +67,7 @@ class IngestOptions:
     plate_solve: str = "auto"
     solve_timeout_s: float = 60.0
     wcs_cache_dir: str | None = None
+    measure_quality: bool = True
 
 
 def shift_bayer_pattern(pattern: str, dy: int, dx: int) -> str:
@@ -309,6 +314,19 @@ def _channel_statistics(data: np.ndarray, layout: str, pattern: str | None) -> d
     return {"background": tuple(backgrounds), "noise": tuple(noises), "p25": tuple(p25), "p90": tuple(p90)}
 
 
+def _frame_quality(data: np.ndarray, layout: str, wcs: WCS) -> FrameQuality:
+    """The frame's star-based quality, its brightest stars placed on the sky."""
+    measures = measure_frame_quality(data, layout)
+    stars: tuple[tuple[float, float, float], ...] = ()
+    if len(measures.bright):
+        ra, dec = wcs.all_pix2world(measures.bright[:, 0], measures.bright[:, 1], 0)
+        stars = tuple(
+            (round(float(r), 7), round(float(d), 7), round(float(f), 1))
+            for r, d, f in zip(ra, dec, measures.bright[:, 2], strict=True)
+        )
+    return FrameQuality(measures.n_stars, measures.fwhm_px, measures.elongation, measures.noise, stars)
+
+
 def inspect_frame(path: str, options: IngestOptions | None = None) -> FrameInfo | FrameRejection:
     """Read a frame's header and pixels once and describe it, or say why it is unusable.
 
@@ -395,6 +413,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
         pixel_scale=scale,
         **statistics,
         wcs_source=wcs_source,
+        quality=_frame_quality(data, layout, wcs) if options.measure_quality else None,
     )
     return dataclasses.replace(info.with_sky_geometry(wcs), **dataclasses.asdict(fingerprint))
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from astropy.wcs import WCS
 
+from .frame_quality import FrameQuality
+
 __all__ = ["FrameInfo", "FrameRejection", "frame_wcs", "is_seestar"]
 
 SEESTAR_TOKENS = ("seestar", "s50", "s30")
@@ -82,6 +84,9 @@ class FrameInfo:
         Modification time of the file (``os.stat().st_mtime_ns``) when it was ingested.
     content_hash : str
         BLAKE2b (16-byte digest, hex) of the file's bytes ("" when not recorded).
+    quality : FrameQuality or None
+        Stars, FWHM, elongation and noise measured at ingest for the quality gate (None
+        when not measured, as in plans written before it was).
     """
 
     path: str
@@ -106,6 +111,7 @@ class FrameInfo:
     size: int = 0
     mtime_ns: int = 0
     content_hash: str = ""
+    quality: FrameQuality | None = None
 
     @property
     def n_channels(self) -> int:
@@ -125,6 +131,7 @@ class FrameInfo:
         data["noise"] = list(self.noise)
         data["p25"] = list(self.p25)
         data["p90"] = list(self.p90)
+        data["quality"] = None if self.quality is None else self.quality.to_dict()
         return data
 
     @classmethod
@@ -140,6 +147,8 @@ class FrameInfo:
         values["sky_border"] = tuple((float(ra), float(dec)) for ra, dec in values.get("sky_border", ()))
         values["size"] = int(values.get("size", 0))
         values["mtime_ns"] = int(values.get("mtime_ns", 0))
+        quality = values.get("quality")
+        values["quality"] = None if quality is None else FrameQuality.from_dict(quality)
         return cls(**values)
 
     def with_sky_geometry(self, wcs: WCS | None = None) -> FrameInfo:

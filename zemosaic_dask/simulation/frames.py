@@ -20,6 +20,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 
+from .degraded import CLOUD_FLUX_FACTOR, CLOUD_SKY_FACTOR, DEFOCUS_FACTOR, TRAIL_SAMPLES, trail_offsets
 from .render import cutout_radius, sample_star_cutouts, scatter
 from .sky import Pointing, SimulationConfig, StarField
 from .skyglow import FrameSky, skyglow_planes, vignetting_map
@@ -56,7 +57,9 @@ def bayer_channel_map(shape: tuple[int, int]) -> np.ndarray:
 class FrameSpec:
     """Everything that makes one frame different from the others.
 
-    ``sky`` is None for the constant sky of ``config.sky_level``.
+    ``sky`` is None for the constant sky of ``config.sky_level``. ``degradation`` is None
+    for a good frame, else ``{"kind": "clouds" | "trailing" | "defocus", "angle_deg": ...}``
+    (see :mod:`.degraded`); ``fwhm_px`` is the seeing, :attr:`psf_fwhm_px` what is rendered.
     """
 
     pointing: Pointing
@@ -64,10 +67,32 @@ class FrameSpec:
     gradient: dict[str, list[float]]
     trail: dict[str, float] | None
     sky: FrameSky | None = None
+    degradation: dict[str, float | str] | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"good"`` or the kind of degradation."""
+        return "good" if self.degradation is None else str(self.degradation["kind"])
+
+    @property
+    def psf_fwhm_px(self) -> float:
+        """FWHM of the rendered PSF: the seeing, doubled when the frame is out of focus."""
+        return self.fwhm_px * (DEFOCUS_FACTOR if self.kind == "defocus" else 1.0)
+
+    @property
+    def sky_factor(self) -> float:
+        """Sky background relative to a clear frame (brighter through clouds)."""
+        return CLOUD_SKY_FACTOR if self.kind == "clouds" else 1.0
+
+    @property
+    def flux_factor(self) -> float:
+        """Transmission of the sky's light (stars and extended emission)."""
+        return CLOUD_FLUX_FACTOR if self.kind == "clouds" else 1.0
 
     def sky_levels(self, config: SimulationConfig) -> tuple[float, float, float]:
         """Mean sky level of this frame per channel (R, G, B) in ADU."""
-        return config.sky_level if self.sky is None else self.sky.levels
+        levels = config.sky_level if self.sky is None else self.sky.levels
+        return tuple(float(v) * self.sky_factor for v in levels)  # type: ignore[return-value]
 
     @property
     def index(self) -> int:
@@ -153,15 +178,15 @@ def render_expected_signal(
     """
     height, width = shape
     realistic = spec.sky is not None and spec.sky.light_pollution is not None
-    glow = skyglow_planes(shape, spec.sky) if realistic else None
+    glow = skyglow_planes(shape, spec.sky) * spec.sky_factor if realistic else None
     if extended is not None:
+        extended = extended * spec.flux_factor
         glow = extended if glow is None else glow + extended
     vignette = spec.sky.vignetting if spec.sky is not None else 0.0
     x, y = wcs.all_world2pix(stars.ra, stars.dec, 0)
-    reach = cutout_radius(spec.fwhm_px)
+    reach = cutout_radius(spec.psf_fwhm_px)
     near = (x > -reach) & (x < width - 1 + reach) & (y > -reach) & (y < height - 1 + reach)
-    index, weight = sample_star_cutouts(x[near], y[near], shape, spec.fwhm_px)
-    fluxes = stars.fluxes[near]
+    index, weight, fluxes = _star_cutouts(x[near], y[near], stars.fluxes[near] * spec.flux_factor, shape, spec)
     extra = _trail_image(shape, spec.trail) if spec.trail is not None else 0.0
     positions, amplitudes = hot_pixels
     if layout == "bayer":
@@ -189,6 +214,24 @@ def render_expected_signal(
             out[k] *= vignetting_map(shape, vignette)
         out[k][positions[:, 0], positions[:, 1]] += amplitudes
     return out[0] if layout == "mono" else out
+
+
+def _star_cutouts(
+    x: np.ndarray, y: np.ndarray, fluxes: np.ndarray, shape: tuple[int, int], spec: FrameSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut-outs of every star through the frame's PSF, with the flux of each cut-out.
+
+    A trailed frame draws each star as :data:`~.degraded.TRAIL_SAMPLES` copies of a
+    ``1 / TRAIL_SAMPLES`` flux along its trail.
+    """
+    if spec.kind != "trailing":
+        index, weight = sample_star_cutouts(x, y, shape, spec.psf_fwhm_px)
+        return index, weight, fluxes
+    dx, dy = trail_offsets(spec.psf_fwhm_px, float(spec.degradation["angle_deg"]))  # type: ignore[index]
+    xs = (x[None, :] + dx[:, None]).ravel()
+    ys = (y[None, :] + dy[:, None]).ravel()
+    index, weight = sample_star_cutouts(xs, ys, shape, spec.psf_fwhm_px)
+    return index, weight / TRAIL_SAMPLES, np.tile(fluxes, (TRAIL_SAMPLES, 1))
 
 
 def simulate_frame_pixels(expected: np.ndarray, config: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
@@ -244,7 +287,7 @@ def frame_header(spec: FrameSpec, wcs: WCS, config: SimulationConfig, layout: st
             header[f"CD{i + 1}_{j + 1}"] = float(cd[i, j])
     header["RADESYS"] = "ICRS"
     header["EQUINOX"] = 2000.0
-    header["FWHM"] = (spec.fwhm_px, "[px] simulated PSF FWHM")
+    header["FWHM"] = (spec.psf_fwhm_px, "[px] simulated PSF FWHM")
     return header
 
 

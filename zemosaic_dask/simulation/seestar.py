@@ -12,7 +12,9 @@ Files written into the output folder:
 - ``extended.fits`` (only with a galaxy or nebula): the extended emission alone, same grid;
 - ``stars.csv``: ``ra, dec, flux_r, flux_g, flux_b``, one row per star, fluxes in ADU per
   frame (sum over native pixels);
-- ``simulation.json``: every parameter needed to check a mosaic against the truth.
+- ``simulation.json``: every parameter needed to check a mosaic against the truth, including
+  ``degraded`` (frame index -> ``{"kind", "angle_deg"}``) for the frames taken through
+  clouds, trailed or out of focus (:mod:`.degraded`).
 
 The same seed gives the same bytes.
 """
@@ -34,6 +36,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from .degraded import sample_degradations
 from .extended import ExtendedEmission, make_extended_emission
 from .frames import (
     LAYOUTS,
@@ -220,6 +223,7 @@ class _Session:
             "gradients": [spec.gradient for spec in self.specs],
             "trail_frames": self.trail_frames,
             "trails": {str(spec.index): spec.trail for spec in self.specs if spec.trail is not None},
+            "degraded": {str(spec.index): spec.degradation for spec in self.specs if spec.degradation is not None},
             "hot_pixels": {
                 "fraction": self.hot_fraction,
                 "positions": self.hot[0].tolist(),
@@ -273,6 +277,7 @@ def simulate_seestar(
     stars: Mapping[str, Any] | np.ndarray | None = None,
     config: SimulationConfig | None = None,
     order: str = "interleaved",
+    degraded: float = 0.0,
 ) -> SimulationResult:
     """Write a simulated Seestar S50 mosaic session and its ground truth into ``out_dir``.
 
@@ -308,6 +313,9 @@ def simulate_seestar(
         Acquisition order of the panels (see :func:`~.sky.panel_sequence`): frame ``i`` on
         panel ``i % n_panels``, every frame of one panel before the next, or a seeded random
         order. Files are numbered in acquisition order in every case.
+    degraded : float
+        Share of frames taken through clouds, trailed or out of focus (the three in turn,
+        see :mod:`.degraded`), for example 0.15; 0 for none.
 
     Returns
     -------
@@ -327,6 +335,7 @@ def simulate_seestar(
     layout_rng, star_rng, hot_rng, trail_rng = streams[:4]
     # Drawn after the streams above, so that the default sky keeps its bytes.
     sky_rng, order_rng, extended_rng = (np.random.default_rng(s) for s in seeds.spawn(3))
+    degradations = sample_degradations(n_frames, degraded, np.random.default_rng(seeds.spawn(1)[0]))
     n_panels = int(panels[0]) * int(panels[1])
     panel_of = panel_sequence(n_frames, max(n_panels, 1), order, order_rng)
     pointings = plan_pointings(n_frames, shape, panels, config, layout_rng, panel_of)
@@ -359,6 +368,7 @@ def simulate_seestar(
             gradient=sample_gradient(shape, sigma, config, rng),
             trail=sample_trail(shape, config, rng) if pointing.index in trail_frames else None,
             sky=None if easy else sky,
+            degradation=degradations.get(pointing.index),
         )
         wcs = pointing.wcs(shape, config.pixel_scale_arcsec)
         emission = extended.render(wcs, shape) if extended is not None else None
