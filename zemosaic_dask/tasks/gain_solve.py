@@ -467,14 +467,21 @@ class _Links:
 def _layer_sky(
     n_tiles: int, ii: np.ndarray, jj: np.ndarray, level_i: np.ndarray, level_j: np.ndarray, rms: np.ndarray
 ) -> np.ndarray:
-    """Median sky level and noise of each layer over its pairs (in its own units): ``(n_tiles, 2)``."""
+    """Median sky level and noise of each layer over its pairs (in its own units): ``(n_tiles, 2)``.
+
+    One sort per column, then each layer's middle value (the mean of the two middle ones for an
+    even count, as :func:`numpy.median`), so thousands of layers cost no per-layer call.
+    """
     out = np.full((n_tiles, 2), np.nan)
     nodes = np.concatenate([ii, jj])
-    values = np.stack([np.concatenate([level_i, level_j]), np.concatenate([rms, rms])], axis=1)
-    order = np.argsort(nodes, kind="stable")
-    keys, starts = np.unique(nodes[order], return_index=True)
-    for k, group in zip(keys, np.split(values[order], starts[1:]), strict=True):
-        out[k] = np.median(group, axis=0)
+    counts = np.bincount(nodes, minlength=n_tiles)
+    present = np.flatnonzero(counts)
+    starts = np.concatenate([[0], np.cumsum(counts)])[present]
+    low = starts + (counts[present] - 1) // 2
+    high = starts + counts[present] // 2
+    for column, values in enumerate((np.concatenate([level_i, level_j]), np.concatenate([rms, rms]))):
+        ordered = values[np.lexsort((values, nodes))]
+        out[present, column] = np.where(low == high, ordered[low], (ordered[low] + ordered[high]) / 2)
     return out
 
 
