@@ -21,7 +21,8 @@ from scipy.ndimage import gaussian_filter
 
 from zemosaic_dask.io.diagnostics import PAIR_DIAGNOSTIC_COLUMNS, write_pair_diagnostics
 from zemosaic_dask.plans.overlaps import box_slices, find_overlapping_pairs, overlap_box
-from zemosaic_dask.tasks.gain_solve import solve_tile_corrections
+from zemosaic_dask.plans.pair_graph import select_overlapping_pairs
+from zemosaic_dask.tasks.gain_solve import MAX_DETOURS, _closure_weights, solve_tile_corrections
 from zemosaic_dask.tasks.intertile import PairFit, apply_affine_correction, fit_pair_affine
 
 SKY = 500.0
@@ -332,3 +333,79 @@ def test_exact_fits_give_exact_corrections_at_scale():
     # mean-gain: the corrections are the planted gains' inverses over their geometric mean.
     expected = np.exp(np.log(gains).mean(axis=0)) / gains
     np.testing.assert_allclose(corrections.gain_array, expected, rtol=1e-9)
+
+
+def deep_session_fits(rng, boxes, pairs, gains, offsets, noise=0.003, bad=None):
+    """Pair fits of layers ``G_k truth + O_k`` (sky level 500), each gain measured to ``noise``."""
+    fits = []
+    for i, j in pairs:
+        a = gains[j] / gains[i] * (1.0 + rng.normal(0.0, noise, gains.shape[1]))
+        if (i, j) == bad:
+            a = a * 1.25
+        b = offsets[j] + gains[j] / gains[i] * (SKY - offsets[i]) - a * SKY + rng.normal(0.0, 0.5, gains.shape[1])
+        fits.append(PairFit(i, j, tuple(a), tuple(b), 900, (15.0,) * len(a), (SKY,) * len(a), None, (noise,) * len(a)))
+    return fits
+
+
+@pytest.fixture(scope="module")
+def deep_session():
+    """120 layers of one field (every layer overlaps every other one), with planted gains and offsets."""
+    rng = np.random.default_rng(60)
+    n = 120
+    centres = np.round(rng.normal(0.0, 40.0, (n, 2))).astype(int)
+    boxes = [(int(y), int(y) + 540, int(x), int(x) + 960) for y, x in centres]
+    gains = rng.uniform(0.8, 1.2, (n, 2))
+    offsets = rng.uniform(-25.0, 25.0, (n, 2))
+    return boxes, gains, offsets
+
+
+def test_bounded_pairs_recover_a_deep_session_as_well_as_every_pair(deep_session):
+    """Pair gains measured to 0.3 %: every pair (7,140) recovers every layer's gain and offset
+    within 0.3 %, the bounded selection (k = 8, about 560 pairs) within 0.6 % (each layer is
+    measured by ~8 pairs instead of 119: the statistical price of the bound, set by k)."""
+    boxes, gains, offsets = deep_session
+    full = find_overlapping_pairs(boxes)
+    bounded = select_overlapping_pairs(boxes, k=8)
+    assert len(full) == len(boxes) * (len(boxes) - 1) // 2 and len(bounded) < 10 * len(boxes)
+    errors = {}
+    for name, pairs in (("full", full), ("bounded", bounded)):
+        corrections = solve_tile_corrections(
+            len(boxes), deep_session_fits(np.random.default_rng(1), boxes, pairs, gains, offsets)
+        )
+        assert not corrections.unconnected and not corrections.clamped
+        gain_error, offset_error = recovery_errors(corrections, gains, offsets, corrections.anchor)
+        errors[name] = max(np.abs(gain_error).max(), np.abs(offset_error).max())
+    assert errors["full"] < 0.003 and errors["bounded"] < 0.006, errors
+
+
+def test_bad_pair_is_down_weighted_on_a_dense_graph(deep_session):
+    """Layers with far more pairs than the closure check's detours: one wrong pair still starts down-weighted."""
+    boxes, gains, offsets = deep_session
+    pairs = find_overlapping_pairs(boxes)
+    assert len(pairs) / len(boxes) * 2 > 4 * MAX_DETOURS  # every layer has many more pairs than detours
+    bad = pairs[len(pairs) // 2]
+    fits = deep_session_fits(np.random.default_rng(2), boxes, pairs, gains, offsets, bad=bad)
+    corrections = solve_tile_corrections(len(boxes), fits)
+    weights = {(r["i"], r["j"]): r["weight"] for r in corrections.pair_residuals if r["channel"] == 0}
+    assert weights[bad] < 0.1
+    assert np.median([w for key, w in weights.items() if key != bad]) == 1.0
+    gain_error, _ = recovery_errors(corrections, gains, offsets, corrections.anchor)
+    assert np.abs(gain_error).max() < 0.003
+
+
+def test_closure_weights_check_every_common_neighbour_up_to_the_detour_bound(small_grid):
+    """The 7x7 grid has at most 8 pairs per layer: the bounded check sees every triangle (bit for bit);
+    with one detour per layer it sees fewer triangles and the weights change."""
+    boxes, _, _, _, fits = small_grid
+    fits = list(fits)
+    bad = next(k for k, f in enumerate(fits) if (f.i, f.j) == (24, 25))
+    fits[bad] = corrupt(fits[bad], 1.25, 60.0)
+    ii, jj = np.array([f.i for f in fits]), np.array([f.j for f in fits])
+    rhs = np.log([f.gain[0] for f in fits])
+    sigma = np.array([f.gain_error[0] / f.gain[0] for f in fits])
+    every = _closure_weights(ii, jj, rhs, sigma, 1.5, max_detours=len(fits))
+    bounded = _closure_weights(ii, jj, rhs, sigma, 1.5)
+    np.testing.assert_array_equal(bounded, every)
+    assert every[bad] < 0.1 and np.median(every) == 1.0
+    one = _closure_weights(ii, jj, rhs, sigma, 1.5, max_detours=1)
+    assert np.any(one != every)

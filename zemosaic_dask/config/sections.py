@@ -193,6 +193,7 @@ class CalibrationConfig(_Section):
     clip_sigma: float
     max_iterations: int
     anchor: str
+    pair_neighbours: int | None
     heartbeat_s: float
 
 

@@ -21,7 +21,7 @@ from ..config.policies import StageOptions
 from ..graph.background import build_sky_blocks_graph
 from ..plans.frames import FrameInfo
 from ..plans.mosaic import MosaicPlan
-from ..plans.overlaps import find_overlapping_pairs
+from ..plans.pair_graph import select_overlapping_pairs
 from ..tasks.background_solve import (
     PairPoints,
     frame_gradients,
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 FramePlanes = tuple[tuple[tuple[float, float, float, float], ...], ...]
 
 
-def _overlapping(plan: MosaicPlan, cell: int) -> list[tuple[int, int]]:
+def _overlapping(plan: MosaicPlan, cell: int, neighbours: int | None) -> list[tuple[int, int]]:
     boxes = []
     for frame in plan.frames:
         bbox = plan.grid.frame_bbox(frame)
@@ -50,7 +50,7 @@ def _overlapping(plan: MosaicPlan, cell: int) -> list[tuple[int, int]]:
             boxes.append((0, 0, 0, 0))
             continue
         boxes.append((int(bbox[0]), int(bbox[1]) + 1, int(bbox[2]), int(bbox[3]) + 1))
-    return find_overlapping_pairs(boxes, min_overlap_px=cell)
+    return select_overlapping_pairs(boxes, k=neighbours, min_overlap_px=cell)
 
 
 def _gains(cells: list[SkyCells], overlaps: list[tuple[int, int]], noise: tuple[float, ...]) -> GainSolution:
@@ -95,7 +95,7 @@ def solve_frame_backgrounds(
     measured = compute(handle, graph, label="background", show_progress=show_progress)
     cells = [m[0] for m in measured]
     affines = [m[1] for m in measured]
-    overlaps = _overlapping(plan, settings.block_px)
+    overlaps = _overlapping(plan, settings.block_px, options.calibration.pair_neighbours)
     gains = GainSolution(np.ones((len(cells), plan.n_channels)), 0, np.zeros(plan.n_channels))
     if settings.gains and typical:
         gains = _gains(cells, overlaps, typical)

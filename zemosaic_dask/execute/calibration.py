@@ -12,7 +12,8 @@ import dask
 from ..config.sections import CalibrationConfig
 from ..graph.intertile import build_intertile_graph
 from ..io.diagnostics import write_pair_diagnostics
-from ..plans.overlaps import find_overlapping_pairs, overlap_box
+from ..plans.overlaps import overlap_box
+from ..plans.pair_graph import select_overlapping_pairs
 from ..progress import MonotoneProgress, TerminalBar, watch_futures
 from ..tasks.gain_solve import solve_tile_corrections
 from ..tasks.intertile import PairFit
@@ -24,10 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def pair_jobs(stores: list[Any], c: CalibrationConfig) -> list[PairJob]:
-    """One job per pair of layers whose boxes overlap (grid-bucket index, not all pairs)."""
+    """One job per selected pair of overlapping layers (each layer's largest overlaps, all layers linked)."""
     boxes = [entry.layer.box for entry in stores]
     jobs = []
-    for i, j in find_overlapping_pairs(boxes, min_overlap_px=8):
+    for i, j in select_overlapping_pairs(boxes, k=c.pair_neighbours, min_overlap_px=8):
         box = overlap_box(boxes[i], boxes[j])
         if box is None:
             continue

@@ -1,0 +1,273 @@
+"""A bounded set of overlapping pairs: each box's strongest overlaps, with every link kept.
+
+:func:`~zemosaic_dask.plans.overlaps.find_overlapping_pairs` returns every overlapping pair.
+For a deep session (thousands of frames of one field, each overlapping all the others) that is
+``N (N - 1) / 2`` pairs: 319,600 for 4,000 frames, each one a fit and a row of the global solve.
+The solve needs far fewer: each box with a handful of well-measured links, and the graph of
+links as connected as the full overlap graph (a box the full graph reaches must stay reachable,
+or its gain and offset could not be solved).
+
+:func:`select_overlapping_pairs` keeps, for each box, the ``k`` overlapping boxes with the
+largest overlap area, then adds the largest-area overlaps that join what those links leave
+apart, so that the selected graph has the connected components of the full one. Pairs per box
+are bounded, hence ``O(N k)`` pairs. When no box has more than ``k`` overlapping neighbours
+the selection *is* the full pair set, so small runs are unchanged.
+
+Candidates come from the grid-bucket index of :mod:`~zemosaic_dask.plans.overlaps`; a box whose
+cells hold more than ``max_candidates`` entries (a deep stack) is compared only with the
+``max_candidates`` boxes whose centres are nearest to its own (a k-d tree), so no bucket's
+pairs are ever all enumerated. Links that the limited candidates might miss are recovered by
+checking, bucket by bucket, whether boxes of different components overlap (pruned by the
+components' bounding boxes). Pure numpy/scipy; no dask, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from statistics import median
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+__all__ = ["DEFAULT_PAIR_NEIGHBOURS", "select_overlapping_pairs"]
+
+#: Default number of strongest overlaps kept per box (``zemosaic.calibration.pair-neighbours``).
+DEFAULT_PAIR_NEIGHBOURS = 8
+
+
+class _Forest:
+    """Union-find over box indices (path halving, union by index for determinism)."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, a: int) -> int:
+        parent = self.parent
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(self, a: int, b: int) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        self.parent[max(ra, rb)] = min(ra, rb)
+        return True
+
+    def labels(self, members: np.ndarray) -> np.ndarray:
+        return np.array([self.find(int(m)) for m in members], dtype=np.int64)
+
+
+def select_overlapping_pairs(
+    boxes: Sequence[Sequence[int]],
+    *,
+    k: int | None = DEFAULT_PAIR_NEIGHBOURS,
+    min_overlap_px: int = 1,
+    cell: int | None = None,
+    max_candidates: int = 64,
+) -> list[tuple[int, int]]:
+    """Select at most about ``k`` overlapping partners per box, keeping the overlap graph connected.
+
+    Parameters
+    ----------
+    boxes : sequence of tuple of int
+        ``(y0, y1, x0, x1)`` half-open boxes of the output grid; an empty box overlaps nothing.
+    k : int or None, optional
+        Overlaps kept per box, the largest by area (ties to the lower index). A pair is
+        selected when either of its boxes keeps it, so a box may end up in more than ``k``
+        pairs, but the total is at most ``N k`` plus the ``N - 1`` links of the forest. None
+        selects every overlapping pair.
+    min_overlap_px : int, optional
+        Smallest overlap, in pixels along each axis, for a pair to count (as in
+        :func:`~zemosaic_dask.plans.overlaps.find_overlapping_pairs`).
+    cell : int, optional
+        Side of the bucket index's cells; defaults to the median of the boxes' longer sides.
+    max_candidates : int, optional
+        A box whose cells hold more entries than this is compared only with the boxes whose
+        centres are the ``max_candidates`` nearest to its own.
+
+    Returns
+    -------
+    list of tuple of int
+        ``(i, j)`` pairs with ``i < j``, sorted; a subset of the full overlapping pairs with
+        the same connected components, the same for the same boxes. Equal to
+        :func:`~zemosaic_dask.plans.overlaps.find_overlapping_pairs` when no box overlaps more
+        than ``k`` others.
+
+    Raises
+    ------
+    ValueError
+        When ``k``, ``min_overlap_px``, ``cell`` or ``max_candidates`` is below 1.
+
+    Examples
+    --------
+    >>> stack = [(0, 100, x, x + 100) for x in range(0, 10)]
+    >>> len(select_overlapping_pairs(stack, k=2)) < 45
+    True
+    >>> select_overlapping_pairs([(0, 10, 0, 10), (0, 10, 7, 17), (0, 10, 20, 30)], k=2)
+    [(0, 1)]
+    """
+    for name, value in (("k", k), ("min_overlap_px", min_overlap_px), ("max_candidates", max_candidates)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    array = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    valid = np.flatnonzero((array[:, 1] > array[:, 0]) & (array[:, 3] > array[:, 2]))
+    if len(valid) < 2:
+        return []
+    if cell is None:
+        cell = max(1, int(median(np.maximum(array[valid, 1] - array[valid, 0], array[valid, 3] - array[valid, 2]))))
+    elif cell < 1:
+        raise ValueError(f"cell must be >= 1 pixel, got {cell}")
+    buckets = _buckets(array, valid, cell)
+    index = _Candidates(array, valid, buckets, max_candidates)
+    forest = _Forest(len(array))
+    selected: set[tuple[int, int]] = set()
+    spare: list[np.ndarray] = []  # overlaps seen but not kept: rows (i, j, area)
+    for i in valid.tolist():
+        partners, areas = index.overlaps(i, min_overlap_px)
+        order = np.lexsort((partners, -areas))
+        for j in partners[order[:k] if k is not None else order].tolist():
+            selected.add((i, j) if i < j else (j, i))
+            forest.union(i, j)
+        if k is not None and len(order) > k:
+            rest = order[k:]
+            spare.append(np.stack([np.full(len(rest), i), partners[rest], areas[rest]], axis=1))
+    if spare:
+        selected |= _join_components(np.concatenate(spare), forest)
+    if index.crowded:
+        selected |= _join_missed_overlaps(array, buckets, index.crowded, forest, min_overlap_px)
+    return sorted(selected)
+
+
+def _buckets(array: np.ndarray, valid: np.ndarray, cell: int) -> dict[tuple[int, int], list[int]]:
+    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for k in valid.tolist():
+        y0, y1, x0, x1 = (int(v) for v in array[k])
+        for cy in range(y0 // cell, (y1 - 1) // cell + 1):
+            for cx in range(x0 // cell, (x1 - 1) // cell + 1):
+                buckets[(cy, cx)].append(k)
+    return buckets
+
+
+class _Candidates:
+    """Each box's overlapping candidates: its buckets' members, or its nearest centres when crowded."""
+
+    def __init__(
+        self, array: np.ndarray, valid: np.ndarray, buckets: dict[tuple[int, int], list[int]], limit: int
+    ) -> None:
+        self.array = array
+        self.cells: dict[int, list[list[int]]] = defaultdict(list)
+        for members in buckets.values():
+            for k in members:
+                self.cells[k].append(members)
+        self.crowded = {k for k in valid.tolist() if sum(len(m) for m in self.cells[k]) > limit}
+        self.nearest: dict[int, np.ndarray] = {}
+        if self.crowded:
+            ordered = sorted(self.crowded)
+            position = np.searchsorted(valid, ordered)
+            centres = _scaled_centres(array[valid])
+            _, nearest = cKDTree(centres).query(centres[position], k=min(limit + 1, len(valid)), p=1)
+            rows = valid[np.asarray(nearest).reshape(len(ordered), -1)]
+            self.nearest = dict(zip(ordered, rows, strict=True))
+
+    def overlaps(self, i: int, min_overlap_px: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates of box ``i`` that overlap it by ``min_overlap_px``, and the overlap areas."""
+        if i in self.nearest:
+            partners = self.nearest[i]
+        else:
+            partners = np.unique(np.concatenate([np.asarray(m, dtype=np.int64) for m in self.cells[i]]))
+        partners = partners[partners != i]
+        box, others = self.array[i], self.array[partners]
+        dy = np.minimum(box[1], others[:, 1]) - np.maximum(box[0], others[:, 0])
+        dx = np.minimum(box[3], others[:, 3]) - np.maximum(box[2], others[:, 2])
+        hit = (dy >= min_overlap_px) & (dx >= min_overlap_px)
+        return partners[hit], (dy * dx)[hit]
+
+
+def _scaled_centres(boxes: np.ndarray) -> np.ndarray:
+    """Box centres in units of the median box height and width.
+
+    Two boxes of size ``h x w`` offset by ``(dy, dx)`` share ``(h - |dy|) (w - |dx|)`` pixels,
+    about ``h w (1 - |dy| / h - |dx| / w)``: the nearest centres in this scale and the city-block
+    metric are the largest overlaps.
+    """
+    height = max(float(np.median(boxes[:, 1] - boxes[:, 0])), 1.0)
+    width = max(float(np.median(boxes[:, 3] - boxes[:, 2])), 1.0)
+    return np.stack([(boxes[:, 0] + boxes[:, 1]) / (2 * height), (boxes[:, 2] + boxes[:, 3]) / (2 * width)], axis=1)
+
+
+def _join_components(spare: np.ndarray, forest: _Forest) -> set[tuple[int, int]]:
+    """The largest-area overlaps among ``spare`` that join components (Kruskal's maximum forest)."""
+    roots = np.array([forest.find(v) for v in range(len(forest.parent))], dtype=np.int64)
+    spare = spare[roots[spare[:, 0]] != roots[spare[:, 1]]]
+    low, high = np.minimum(spare[:, 0], spare[:, 1]), np.maximum(spare[:, 0], spare[:, 1])
+    added: set[tuple[int, int]] = set()
+    for p in np.lexsort((high, low, -spare[:, 2])).tolist():
+        if forest.union(int(low[p]), int(high[p])):
+            added.add((int(low[p]), int(high[p])))
+    return added
+
+
+def _join_missed_overlaps(
+    array: np.ndarray,
+    buckets: dict[tuple[int, int], list[int]],
+    crowded: set[int],
+    forest: _Forest,
+    min_overlap_px: int,
+) -> set[tuple[int, int]]:
+    """Links between components that overlap in a bucket holding a crowded box (its candidates were limited).
+
+    Within such a bucket, the members of one component are tested against the others only
+    where the component's bounding box reaches them, so two stacks apart cost one comparison
+    per box; of the overlaps found, the largest joins the two components.
+    """
+    added: set[tuple[int, int]] = set()
+    for key in sorted(buckets):
+        members = np.asarray(buckets[key], dtype=np.int64)
+        if len(members) < 2 or not crowded.intersection(members.tolist()):
+            continue
+        labels = forest.labels(members)
+        apart: set[int] = set()  # components that overlap no other one in this bucket
+        while len(np.unique(labels)) > 1:
+            open_labels = [int(v) for v in np.unique(labels) if int(v) not in apart]
+            if not open_labels:
+                break
+            inside = labels == open_labels[0]
+            edge = _largest_cross_overlap(array, members[inside], members[~inside], min_overlap_px)
+            if edge is None:
+                apart.add(open_labels[0])
+                continue
+            forest.union(*edge)
+            added.add(edge)
+            labels = forest.labels(members)
+    return added
+
+
+def _largest_cross_overlap(
+    array: np.ndarray, group: np.ndarray, others: np.ndarray, min_overlap_px: int
+) -> tuple[int, int] | None:
+    """The pair of largest overlap area between ``group`` and ``others`` (None when they share no pixel)."""
+    if not len(others):
+        return None
+    g, o = array[group], array[others]
+    reach = (
+        (np.minimum(g[:, 1].max(), o[:, 1]) - np.maximum(g[:, 0].min(), o[:, 0]) >= min_overlap_px)
+        & (np.minimum(g[:, 3].max(), o[:, 3]) - np.maximum(g[:, 2].min(), o[:, 2]) >= min_overlap_px)
+    )  # fmt: skip
+    others, o = others[reach], o[reach]
+    best: tuple[int, int, int] | None = None  # (-area, i, j)
+    chunk = max(1, 4_000_000 // len(group))
+    for start in range(0, len(others), chunk):
+        part = o[start : start + chunk]
+        dy = np.minimum(g[:, None, 1], part[None, :, 1]) - np.maximum(g[:, None, 0], part[None, :, 0])
+        dx = np.minimum(g[:, None, 3], part[None, :, 3]) - np.maximum(g[:, None, 2], part[None, :, 2])
+        area = np.where((dy >= min_overlap_px) & (dx >= min_overlap_px), dy * dx, 0)
+        if not area.any():
+            continue
+        a, b = np.unravel_index(int(np.argmax(area)), area.shape)
+        i, j = int(group[a]), int(others[start + b])
+        candidate = (-int(area[a, b]), min(i, j), max(i, j))
+        best = candidate if best is None else min(best, candidate)
+    return None if best is None else (best[1], best[2])
