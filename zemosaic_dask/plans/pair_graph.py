@@ -33,7 +33,7 @@ from scipy.spatial import cKDTree
 __all__ = ["DEFAULT_PAIR_NEIGHBOURS", "select_overlapping_pairs"]
 
 #: Default number of strongest overlaps kept per box (``zemosaic.calibration.pair-neighbours``).
-DEFAULT_PAIR_NEIGHBOURS = 8
+DEFAULT_PAIR_NEIGHBOURS = 16
 
 
 class _Forest:
