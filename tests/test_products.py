@@ -170,7 +170,9 @@ def test_a_failed_band_leaves_no_product_behind(tmp_path, client):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mosaic.zarr"]
 
 
-@pytest.mark.parametrize(("factor", "cuts"), [(3, [0, 7, 8, 40, 61]), (5, [0, 5, 23, 24, 61]), (64, [0, 30, 61])])
+@pytest.mark.parametrize(
+    ("factor", "cuts"), [(1, [0, 7, 61]), (3, [0, 7, 8, 40, 61]), (5, [0, 5, 23, 24, 61]), (64, [0, 30, 61])]
+)
 def test_block_sums_of_bands_cut_anywhere_add_up_to_the_block_means(factor, cuts):
     rng = np.random.default_rng(8)
     image = rng.normal(10, 3, (2, 61, 47)).astype(np.float32)

@@ -70,23 +70,27 @@ def band_block_sums(band: np.ndarray, factor: int, y0: int) -> BandBlocks:
     finite = np.isfinite(band)
     if not finite.any():
         return BandBlocks(first, None, None)
+    if factor == 1:
+        return BandBlocks(first, np.where(finite, band, np.float32(0.0)), finite.astype(np.float32))
     channels, height, width = band.shape
     top = y0 - first * factor  # rows of the first block above the band
     n_rows, n_columns = math.ceil((top + height) / factor), math.ceil(width / factor)
-    # Zeros around the band (and in place of NaN) add nothing, so every block is a whole one.
-    values = np.zeros((channels, n_rows * factor, n_columns * factor), dtype=np.float32)
+    # Zero rows around the band (and zeros in place of NaN) add nothing, so every block row is whole.
+    values = np.zeros((channels, n_rows * factor, width), dtype=np.float32)
     counts = np.zeros(values.shape, dtype=bool)
-    np.copyto(values[:, top : top + height, :width], band, where=finite)
-    counts[:, top : top + height, :width] = finite
+    np.copyto(values[:, top : top + height], band, where=finite)
+    counts[:, top : top + height] = finite
 
     def blocks(padded: np.ndarray, dtype: type) -> np.ndarray:
-        columns = padded[:, :, 0::factor].astype(dtype)  # strided adds: long vector operations
+        rows = padded[:, 0::factor].astype(dtype)  # whole rows first: long contiguous additions
         for k in range(1, factor):
-            columns += padded[:, :, k::factor]
-        rows = columns[:, 0::factor].copy()
+            rows += padded[:, k::factor]
+        columns = np.zeros((channels, n_rows, n_columns * factor), dtype=dtype)
+        columns[:, :, :width] = rows
+        out = columns[:, :, 0::factor].copy()
         for k in range(1, factor):
-            rows += columns[:, k::factor]
-        return rows
+            out += columns[:, :, k::factor]
+        return out
 
     return BandBlocks(first, blocks(values, np.float32), blocks(counts, np.int32).astype(np.float32))
 
