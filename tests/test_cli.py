@@ -60,6 +60,7 @@ def test_run_writes_the_output_contract(seestar_set, tmp_path):
     report = json.loads((out / "report.json").read_text())
     for key in ("inputs", "mode", "fallback", "timings", "assembly_plan", "dashboard"):
         assert key in report, key
+    assert report["products"]["fits"] == "written" and report["products"]["parallel"] is True  # written by the worker
     assert "Mosaic written to" in (out / "zemosaic.log").read_text()
     from PIL import Image
 

@@ -451,3 +451,12 @@ def test_config_is_frozen_and_validated_on_replace():
         dataclasses.replace(cfg.sds, min_batch_size=0)
     assert dataclasses.replace(cfg.sds, min_batch_size=2).min_batch_size == 2
     assert hash(cfg) == hash(load_config())
+
+
+def test_fits_size_limit_is_read_and_checked(monkeypatch):
+    assert load_config().output.fits_max_pixels == 1_000_000_000
+    monkeypatch.setenv("DASK_ZEMOSAIC__OUTPUT__FITS_MAX_PIXELS", "5000")
+    assert load_config().output.fits_max_pixels == 5000
+    monkeypatch.setenv("DASK_ZEMOSAIC__OUTPUT__FITS_MAX_PIXELS", "0")
+    with pytest.raises(ConfigError, match="zemosaic.output.fits-max-pixels"):
+        load_config()

@@ -342,13 +342,16 @@ def _run(inputs, out, config, handle, plan, show_progress, timings, report, star
     write_json(out / "plan.json", plan.to_dict())
     executed = execute_plan(plan, store, handle, timings=timings, show_progress=show_progress)
     with timings.stage("products"):
-        write_mosaic_products(
+        products = write_mosaic_products(
             out,
             store,
             plan.grid,
+            client=handle.client,
             extra_header={"ZMMODE": executed.mode},
             preview_max_side=config.output.preview_max_side,
             preview_stretch=config.output.preview_stretch,
+            fits_max_pixels=config.output.fits_max_pixels,
+            show_progress=show_progress,
         )
     report.update(
         {
@@ -360,6 +363,7 @@ def _run(inputs, out, config, handle, plan, show_progress, timings, report, star
             "timings": timings.stages,
             "regions": {"total": executed.regions, "reused": reused},
             **executed.report,
+            "products": products,
         }
     )
     report["workers"] = _worker_summary(handle)

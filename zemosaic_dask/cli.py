@@ -544,7 +544,8 @@ def demo(output: str, n_frames: int, scale: float, seed: int, progress: bool, **
     result = run_mosaic(frames, Path(output) / "mosaic", config=config, show_progress=progress)
     report = result.report
     click.echo(f"mode: {report['mode']}   frames: {len(report['inputs']['used'])}   time: {report['seconds']:.1f} s")
-    click.echo(f"mosaic: {result.output / 'mosaic.fits'}   preview: {result.output / 'preview.png'}")
+    mosaic = "mosaic.fits" if report.get("products", {}).get("fits") != "skipped" else "mosaic.zarr"
+    click.echo(f"mosaic: {result.output / mosaic}   preview: {result.output / 'preview.png'}")
 
 
 @main.command(name="config")

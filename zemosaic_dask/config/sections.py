@@ -244,6 +244,7 @@ class OutputConfig(_Section):
     preview_max_side: int
     preview_stretch: str
     write_aesthetic: bool
+    fits_max_pixels: int
 
     def _check(self) -> None:
         if self.write_aesthetic:

@@ -1,37 +1,42 @@
-"""Output products: FITS images streamed from the Zarr store, the PNG preview, JSON files.
+"""Output products: FITS images written from the Zarr store in parallel bands, the PNG preview, JSON files.
 
-Every product is written under a temporary name and renamed into place, so a crash
-never leaves a ``mosaic.fits`` that looks complete but is not.
+The client writes the FITS headers and sizes the files; one task per band of chunk rows
+(on the Dask workers, or in turn here without a client) reads its rows from the store
+once, writes them at their byte offsets and returns its preview block sums. Every
+product is written under a temporary name and renamed into place, so a crash never
+leaves a ``mosaic.fits`` that looks complete but is not.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
 from PIL import Image
 
+from ..messages import msg
 from ..plans.grid import OutputGrid
+from .fits_layout import FitsPlane, create_fits_file, image_header
+from .product_bands import PreviewBlocks, ProductBand, write_product_band
 from .store import MosaicStore, iter_row_bands
 
 __all__ = [
     "preview_factor",
-    "write_coverage_fits",
     "write_json",
-    "write_mosaic_fits",
     "write_mosaic_products",
     "write_preview_png",
 ]
 
-_FITS_BLOCK = 2880
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -52,124 +57,6 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     target = Path(path)
     with _atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-
-
-def _image_header(grid: OutputGrid, shape: tuple[int, ...], *, extension: bool, name: str | None = None) -> fits.Header:
-    header = fits.Header()
-    if extension:
-        header["XTENSION"] = "IMAGE"
-    else:
-        header["SIMPLE"] = True
-    header["BITPIX"] = -32 if name != "ALPHA" else 8
-    header["NAXIS"] = len(shape)
-    for axis, length in enumerate(reversed(shape), start=1):
-        header[f"NAXIS{axis}"] = length
-    if extension:
-        header["PCOUNT"] = 0
-        header["GCOUNT"] = 1
-    else:
-        header["EXTEND"] = True
-    if name:
-        header["EXTNAME"] = name
-    header.extend(grid.wcs.to_header(relax=True), update=True)
-    return header
-
-
-def _stream(path: Path, header: fits.Header, bands: Iterator[np.ndarray]) -> None:
-    hdu = fits.StreamingHDU(str(path), header)
-    try:
-        for band in bands:
-            hdu.write(band)
-    finally:
-        hdu.close()
-
-
-def write_mosaic_fits(
-    path: str | os.PathLike[str],
-    store: MosaicStore,
-    grid: OutputGrid,
-    *,
-    rows: int = 512,
-    extra_header: dict[str, Any] | None = None,
-    band_hook: Callable[[np.ndarray], None] | None = None,
-) -> None:
-    """Write ``mosaic.fits``: float32 (C,H,W) or (H,W) science image plus an ``ALPHA`` extension.
-
-    The store is read once, ``rows`` rows of every channel at a time, so the writer never
-    holds the whole mosaic in memory; each channel's rows are written at their place in
-    the file. ``band_hook`` receives every ``(C, rows, W)`` float32 band in order (the
-    preview is built from them, without reading the store again).
-    """
-    target = Path(path)
-    mosaic = store.array("mosaic", mode="r")
-    n_channels, height, width = mosaic.shape
-    shape = (height, width) if n_channels == 1 else (n_channels, height, width)
-    header = _image_header(grid, shape, extension=False)
-    header["BUNIT"] = ("ADU", "linear, same units as the input frames")
-    for key, value in (extra_header or {}).items():
-        header[key] = value
-
-    def alpha() -> Iterator[np.ndarray]:
-        for y0, y1 in iter_row_bands(height, rows):
-            yield np.asarray(store.read_rows("alpha", y0, y1), dtype=np.uint8)
-
-    with _atomic_path(target) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(header.tostring().encode("ascii"))  # padded to whole 2880-byte blocks
-            start = handle.tell()
-            for y0, y1 in iter_row_bands(height, rows):
-                band = np.asarray(mosaic[:, y0:y1, :], dtype=np.float32)
-                for channel in range(n_channels):
-                    handle.seek(start + (channel * height + y0) * width * 4)
-                    handle.write(band[channel].astype(">f4").tobytes())
-                if band_hook is not None:
-                    band_hook(band)
-            size = n_channels * height * width * 4
-            handle.seek(start + size)
-            handle.write(b"\0" * (-size % _FITS_BLOCK))
-        _stream(tmp, _image_header(grid, (height, width), extension=True, name="ALPHA"), alpha())
-
-
-def write_coverage_fits(path: str | os.PathLike[str], store: MosaicStore, grid: OutputGrid, *, rows: int = 512) -> None:
-    """Write ``mosaic_coverage.fits``: float32 (H,W) sum of weights on the mosaic's WCS."""
-    target = Path(path)
-    height, width = grid.shape
-    header = _image_header(grid, (height, width), extension=False)
-    header["BUNIT"] = ("weight", "sum of the frames' footprint weights")
-
-    def bands() -> Iterator[np.ndarray]:
-        for y0, y1 in iter_row_bands(height, rows):
-            yield np.asarray(store.read_rows("coverage", y0, y1), dtype=">f4")
-
-    with _atomic_path(target) as tmp:
-        _stream(tmp, header, bands())
-
-
-def _block_mean(band: np.ndarray, factor: int) -> np.ndarray:
-    """NaN-aware mean over ``factor`` x ``factor`` blocks of a (C, h, W) band (partial blocks at the edges)."""
-    channels, height, width = band.shape
-    out_h, out_w = math.ceil(height / factor), math.ceil(width / factor)
-    finite = np.isfinite(band)
-    values = np.where(finite, band, np.float32(0.0))
-    weights = finite.astype(np.float32)
-    sums = np.zeros((channels, height, out_w), dtype=np.float32)
-    counts = np.zeros((channels, height, out_w), dtype=np.float32)
-    for k in range(min(factor, width)):  # columns k, k + factor, ... of every block
-        part = slice(k, None, factor)
-        n = values[:, :, part].shape[2]
-        sums[:, :, :n] += values[:, :, part]
-        counts[:, :, :n] += weights[:, :, part]
-    block_sums = np.zeros((channels, out_h, out_w), dtype=np.float32)
-    block_counts = np.zeros((channels, out_h, out_w), dtype=np.float32)
-    for k in range(min(factor, height)):
-        part = slice(k, None, factor)
-        n = sums[:, part].shape[1]
-        block_sums[:, :n] += sums[:, part]
-        block_counts[:, :n] += counts[:, part]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(block_counts > 0, block_sums / np.maximum(block_counts, 1), np.float32(np.nan)).astype(
-            np.float32
-        )
 
 
 _STRETCH_SAMPLES = 500_000
@@ -227,35 +114,58 @@ def write_preview_png(path: str | os.PathLike[str], small: np.ndarray, *, stretc
     return rgba.shape[0], rgba.shape[1]
 
 
-class _PreviewBlocks:
-    """Block means of the mosaic's row bands, computed on a thread of their own as bands arrive.
+def _create_fits_products(
+    out: Path, stack: ExitStack, grid: OutputGrid, n_channels: int, extra_header: dict[str, Any] | None
+) -> tuple[FitsPlane, FitsPlane, FitsPlane]:
+    """Create ``mosaic.fits`` and ``mosaic_coverage.fits`` under temporary names: headers, sized files.
 
-    Bands need not hold whole blocks: rows left over from one band are carried into the
-    next. At most two bands wait at any time, so memory stays bounded.
+    The files are renamed into place when ``stack`` closes without an error, removed otherwise.
     """
+    height, width = grid.shape
+    shape = (height, width) if n_channels == 1 else (n_channels, height, width)
+    primary = image_header(grid, shape, extension=False)
+    primary["BUNIT"] = ("ADU", "linear, same units as the input frames")
+    for key, value in (extra_header or {}).items():
+        primary[key] = value
+    alpha = image_header(grid, (height, width), extension=True, name="ALPHA")
+    coverage = image_header(grid, (height, width), extension=False)
+    coverage["BUNIT"] = ("weight", "sum of the frames' footprint weights")
+    image = {"channels": n_channels, "height": height, "width": width, "dtype": ">f4"}
+    plane = {"channels": 1, "height": height, "width": width}
+    mosaic_tmp = stack.enter_context(_atomic_path(out / "mosaic.fits"))
+    mosaic_plane, alpha_plane = create_fits_file(mosaic_tmp, [(primary, image), (alpha, {**plane, "dtype": "u1"})])
+    coverage_tmp = stack.enter_context(_atomic_path(out / "mosaic_coverage.fits"))
+    (coverage_plane,) = create_fits_file(coverage_tmp, [(coverage, {**plane, "dtype": ">f4"})])
+    return mosaic_plane, alpha_plane, coverage_plane
 
-    def __init__(self, factor: int) -> None:
-        self.factor = factor
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="zemosaic-preview")
-        self._pending: list[Future[np.ndarray]] = []
-        self._carry: np.ndarray | None = None
 
-    def add(self, band: np.ndarray) -> None:
-        rows = band if self._carry is None else np.concatenate([self._carry, band], axis=1)
-        whole = rows.shape[1] - rows.shape[1] % self.factor
-        self._carry = rows[:, whole:] if whole < rows.shape[1] else None
-        if whole:
-            if len(self._pending) >= 2:
-                self._pending[-2].result()
-            self._pending.append(self._pool.submit(_block_mean, rows[:, :whole], self.factor))
+def _run_bands(jobs: list[ProductBand], client: Any, preview: PreviewBlocks, show_progress: bool) -> None:
+    """Run every band (on the client's workers, or here in turn) and add their blocks to ``preview``.
 
-    def image(self) -> np.ndarray:
-        if self._carry is not None:
-            self._pending.append(self._pool.submit(_block_mean, self._carry, self.factor))
-        try:
-            return np.concatenate([part.result() for part in self._pending], axis=1)
-        finally:
-            self._pool.shutdown()
+    The first failed band's exception is raised once every band has finished.
+    """
+    if client is None:
+        for job in jobs:
+            preview.add(write_product_band(job))
+        return
+    from ..progress import MonotoneProgress, TerminalBar, watch_futures
+
+    token = uuid.uuid4().hex[:8]
+    futures = {
+        job.y0: client.submit(write_product_band, job, key=f"products-band-{job.y0}-{token}", pure=False)
+        for job in jobs
+    }
+    log.info("products: %d band task(s)", len(futures))
+    bar = TerminalBar(sys.stderr, "products") if show_progress else None
+    progress = MonotoneProgress(
+        len(futures), label="products", heartbeat_s=60.0, on_update=bar, message="stage_heartbeat"
+    )
+    outcomes = watch_futures(futures, progress)
+    failures = [outcome for outcome in outcomes.values() if isinstance(outcome, BaseException)]
+    if failures:
+        raise failures[0]
+    for y0 in futures:
+        preview.add(outcomes[y0])
 
 
 def write_mosaic_products(
@@ -263,24 +173,70 @@ def write_mosaic_products(
     store: MosaicStore,
     grid: OutputGrid,
     *,
+    client: Any = None,
     extra_header: dict[str, Any] | None = None,
     preview_max_side: int = 3200,
     preview_stretch: str = "asinh",
-) -> None:
+    fits_max_pixels: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
     """Write ``mosaic.fits``, ``mosaic_coverage.fits`` and ``preview.png`` into ``output``.
 
-    The mosaic is read from the store once, in bands of whole chunk rows: each band is
-    written into the FITS file and handed to the preview's block means (long side at most
-    ``preview_max_side``), computed on another thread; the coverage file is written
-    meanwhile on a third.
+    Parameters
+    ----------
+    output : path-like
+        The output folder; the Dask workers must see it (as they see the store).
+    store : MosaicStore
+        The final store.
+    grid : OutputGrid
+        Its grid (shape, chunk rows, WCS).
+    client : distributed.Client, optional
+        Runs one task per band of chunk rows on the workers; None writes the bands here, in turn.
+    extra_header : dict, optional
+        Keywords added to the primary header of ``mosaic.fits``.
+    preview_max_side : int
+        Longest side of ``preview.png``.
+    preview_stretch : str
+        ``"asinh"`` or ``"linear"``.
+    fits_max_pixels : int, optional
+        Above ``H * W`` pixels the FITS products are skipped with a warning (the store stays
+        the product) and only the preview is written; None: no limit.
+    show_progress : bool
+        Draw a progress bar on stderr (with a client).
+
+    Returns
+    -------
+    dict
+        What was written, for ``report.json``: ``fits`` (``"written"`` or ``"skipped"``),
+        ``fits_max_pixels``, ``pixels``, ``bands`` and ``parallel``.
     """
     out = Path(output)
     height, width = grid.shape
-    blocks = _PreviewBlocks(preview_factor((height, width), preview_max_side))
-    with ThreadPoolExecutor(1, thread_name_prefix="zemosaic-coverage") as pool:
-        coverage = pool.submit(write_coverage_fits, out / "mosaic_coverage.fits", store, grid, rows=grid.chunk)
-        write_mosaic_fits(
-            out / "mosaic.fits", store, grid, rows=grid.chunk, extra_header=extra_header, band_hook=blocks.add
+    n_channels = int(store.array("mosaic", mode="r").shape[0])
+    factor = preview_factor((height, width), preview_max_side)
+    write_fits = fits_max_pixels is None or height * width <= fits_max_pixels
+    summary: dict[str, Any] = {
+        "fits": "written" if write_fits else "skipped",
+        "fits_max_pixels": fits_max_pixels,
+        "pixels": height * width,
+        "parallel": client is not None,
+    }
+    if not write_fits:
+        log.warning(
+            msg(
+                "fits_too_large",
+                width=width,
+                height=height,
+                pixels=height * width,
+                limit=fits_max_pixels,
+                store=store.url,
+            )
         )
-        write_preview_png(out / "preview.png", blocks.image(), stretch=preview_stretch)
-        coverage.result()
+    with ExitStack() as stack:
+        planes = _create_fits_products(out, stack, grid, n_channels, extra_header) if write_fits else (None,) * 3
+        jobs = [ProductBand(store, y0, y1, *planes, factor) for y0, y1 in iter_row_bands(height, grid.chunk)]
+        summary["bands"] = len(jobs)
+        preview = PreviewBlocks(n_channels, (height, width), factor)
+        _run_bands(jobs, client, preview, show_progress)
+        write_preview_png(out / "preview.png", preview.image(), stretch=preview_stretch)
+    return summary

@@ -1,0 +1,151 @@
+"""One band of whole chunk rows of the products: read once from the store, written into the FITS files.
+
+:func:`write_product_band` is what one products task does on a worker (or in the client
+when there is none): it reads the band's rows of ``mosaic``, ``alpha`` and ``coverage``,
+writes them at their byte offsets in the prepared FITS files, and returns the band's
+preview block sums, so the preview needs no second read of the store.
+:class:`PreviewBlocks` adds those sums up into the block-mean image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fits_layout import FitsPlane, write_plane_rows
+from .store import MosaicStore
+
+__all__ = ["BandBlocks", "PreviewBlocks", "ProductBand", "band_block_sums", "write_product_band"]
+
+
+@dataclass(frozen=True)
+class ProductBand:
+    """Rows ``[y0:y1]`` of the products; a plane left as None is not written.
+
+    Attributes
+    ----------
+    store : MosaicStore
+        The final store (``mosaic``, ``alpha``, ``coverage``).
+    y0, y1 : int
+        The band's rows, whole chunk rows of the store.
+    mosaic, alpha, coverage : FitsPlane or None
+        Where the arrays' pixels go in the FITS files (None: FITS products not written).
+    preview_factor : int
+        Side of the preview's blocks, in mosaic pixels.
+    """
+
+    store: MosaicStore
+    y0: int
+    y1: int
+    mosaic: FitsPlane | None
+    alpha: FitsPlane | None
+    coverage: FitsPlane | None
+    preview_factor: int
+
+
+@dataclass(frozen=True)
+class BandBlocks:
+    """Sums and counts of the finite pixels of one band over the preview's blocks.
+
+    ``sums`` and ``counts`` are ``(C, n, w)`` float32 for block rows ``first:first+n``, or
+    None when the band holds no finite pixel. A block cut by a band boundary gets partial
+    sums from both bands.
+    """
+
+    first: int
+    sums: np.ndarray | None
+    counts: np.ndarray | None
+
+
+def band_block_sums(band: np.ndarray, factor: int, y0: int) -> BandBlocks:
+    """Sums and counts of the finite values of a ``(C, h, W)`` band starting at mosaic row ``y0``.
+
+    Blocks are ``factor`` x ``factor`` pixels on the whole mosaic's lattice (block row
+    ``y // factor``); partial blocks at the right edge and the band's ends are summed over
+    the pixels present.
+    """
+    first = y0 // factor
+    finite = np.isfinite(band)
+    if not finite.any():
+        return BandBlocks(first, None, None)
+    if factor == 1:
+        return BandBlocks(first, np.where(finite, band, np.float32(0.0)), finite.astype(np.float32))
+    channels, height, width = band.shape
+    top = y0 - first * factor  # rows of the first block above the band
+    n_rows, n_columns = math.ceil((top + height) / factor), math.ceil(width / factor)
+    # Zero rows around the band (and zeros in place of NaN) add nothing, so every block row is whole.
+    values = np.zeros((channels, n_rows * factor, width), dtype=np.float32)
+    counts = np.zeros(values.shape, dtype=bool)
+    np.copyto(values[:, top : top + height], band, where=finite)
+    counts[:, top : top + height] = finite
+
+    def blocks(padded: np.ndarray, dtype: type) -> np.ndarray:
+        rows = padded[:, 0::factor].astype(dtype)  # whole rows first: long contiguous additions
+        for k in range(1, factor):
+            rows += padded[:, k::factor]
+        columns = np.zeros((channels, n_rows, n_columns * factor), dtype=dtype)
+        columns[:, :, :width] = rows
+        out = columns[:, :, 0::factor].copy()
+        for k in range(1, factor):
+            out += columns[:, :, k::factor]
+        return out
+
+    return BandBlocks(first, blocks(values, np.float32), blocks(counts, np.int32).astype(np.float32))
+
+
+def _has_bytes(values: np.ndarray) -> bool:
+    """True when any byte differs from zero (``-0.0`` included): zeros are holes of the file already."""
+    return bool(np.ascontiguousarray(values).view(np.uint8).any())
+
+
+def write_product_band(job: ProductBand) -> BandBlocks:
+    """Read the band from the store once, write it into the FITS files, return its preview blocks.
+
+    An empty band (never written: NaN, zero coverage and alpha) costs a NaN write into
+    ``mosaic.fits`` only; zero rows of ``alpha`` and ``coverage`` stay holes of the files.
+    """
+    store, y0, y1 = job.store, job.y0, job.y1
+    image = np.asarray(store.read_rows("mosaic", y0, y1), dtype=np.float32)
+    if job.mosaic is not None:
+        write_plane_rows(job.mosaic, y0, image)
+    for name, plane in (("alpha", job.alpha), ("coverage", job.coverage)):
+        if plane is not None:
+            rows = store.read_rows(name, y0, y1)
+            if _has_bytes(rows):
+                write_plane_rows(plane, y0, rows)
+    return band_block_sums(image, job.preview_factor, y0)
+
+
+class PreviewBlocks:
+    """The preview's block means, accumulated from :class:`BandBlocks` in any order.
+
+    Parameters
+    ----------
+    channels : int
+        Channels of the mosaic.
+    shape : tuple of int
+        ``(H, W)`` of the mosaic.
+    factor : int
+        Block side in mosaic pixels.
+    """
+
+    def __init__(self, channels: int, shape: tuple[int, int], factor: int) -> None:
+        size = (channels, math.ceil(shape[0] / factor), math.ceil(shape[1] / factor))
+        self._sums = np.zeros(size, dtype=np.float32)
+        self._counts = np.zeros(size, dtype=np.float32)
+
+    def add(self, blocks: BandBlocks) -> None:
+        """Add one band's sums and counts."""
+        if blocks.sums is None or blocks.counts is None:
+            return
+        rows = slice(blocks.first, blocks.first + blocks.sums.shape[1])
+        self._sums[:, rows] += blocks.sums
+        self._counts[:, rows] += blocks.counts
+
+    def image(self) -> np.ndarray:
+        """``(C, h, w)`` float32 means of the finite pixels of each block (NaN where none)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = self._sums / np.maximum(self._counts, 1)
+        return np.where(self._counts > 0, means, np.float32(np.nan)).astype(np.float32)
