@@ -23,3 +23,17 @@ def seestar_set(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("seestar")
     result = simulate_seestar(folder, 32, 7, scale=0.25)
     return folder, [str(p) for p in result.frames]
+
+
+@pytest.fixture
+def cpu_and_gpu_workers():
+    """A cluster of one plain worker and one advertising ``GPU=1`` (without a GPU: units fall back to the CPU)."""
+    from distributed import Scheduler, SpecCluster, Worker
+
+    workers = {
+        "cpu-worker": {"cls": Worker, "options": {"nthreads": 1}},
+        "gpu-worker": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    with SpecCluster(workers=workers, scheduler=scheduler) as cluster:
+        yield cluster

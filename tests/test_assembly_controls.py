@@ -16,8 +16,7 @@ import time
 
 import dask
 import numpy as np
-import pytest
-from distributed import Client, Scheduler, SpecCluster, Worker, get_task_stream
+from distributed import Client, get_task_stream
 from e2e import Mosaic
 
 from zemosaic_dask.api import make_plan
@@ -64,17 +63,6 @@ def test_units_in_flight_follow_the_plan():
     assert units_in_flight(plan) == 3
     assert units_in_flight(dataclasses.replace(plan, use_gpu=True, gpu_workers=2, gpu_max_chunk_bytes=1 << 20)) == 2
     assert units_in_flight(None) is None
-
-
-@pytest.fixture
-def cpu_and_gpu_workers():
-    workers = {
-        "cpu-worker": {"cls": Worker, "options": {"nthreads": 1}},
-        "gpu-worker": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
-    }
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
-    with SpecCluster(workers=workers, scheduler=scheduler) as cluster:
-        yield cluster
 
 
 def test_two_pass_units_are_routed_and_banded_by_the_same_assembly_plan(seestar_set, tmp_path, cpu_and_gpu_workers):

@@ -347,3 +347,26 @@ def test_solves_a_seestar_frame_rendered_from_real_tycho2_stars(tmp_path, monkey
     assert isinstance(again, FrameInfo) and again.wcs_header == info.wcs_header
     fresh = IngestOptions(wcs_cache_dir=str(tmp_path / "other-cache"))
     assert inspect_frame(str(frame), fresh).reason == "no WCS and no plate solver"
+
+
+def test_plan_solves_frames_without_wcs_as_run_does(fake_solver, tmp_path, monkeypatch, caplog):
+    from zemosaic_dask.api import make_plan
+    from zemosaic_dask.config import load_config
+    from zemosaic_dask.errors import PlanError
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index in range(3):
+        _frame_without_wcs(inputs / f"frame_{index}.fits", OBJECT=f"field {index}")
+    config = load_config(overrides={"mode": "mosaic-first"})
+    cache = tmp_path / "out" / "wcs-cache"
+    plan = make_plan([str(inputs)], config, wcs_cache_dir=cache)
+    assert [f.wcs_source for f in plan.frames] == ["solved"] * 3 and not plan.rejected
+    assert len(list(cache.iterdir())) == 3 and len(_calls(fake_solver)) == 3
+    make_plan([str(inputs)], config, wcs_cache_dir=cache)
+    assert len(_calls(fake_solver)) == 3  # the second plan (or the run beside it) reads the same cache
+    monkeypatch.setenv("FAKE_SOLVER_MODE", "crash")
+    with pytest.raises(PlanError, match="no usable input frame"):
+        make_plan([str(inputs)], config, wcs_cache_dir=tmp_path / "other-cache")
+    reasons = [r.getMessage() for r in caplog.records if "plate solving failed" in r.getMessage()]
+    assert len(reasons) == 3 and all("index files not found" in r for r in reasons)

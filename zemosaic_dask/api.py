@@ -43,6 +43,7 @@ __all__ = [
     "PRODUCT_NAMES",
     "RunResult",
     "check_plan_frames",
+    "default_wcs_cache",
     "discard_state",
     "ingest",
     "make_plan",
@@ -124,18 +125,36 @@ def plan_mosaic(
     return dataclasses.replace(plan, sections={**plan.sections, "quality_gate": gate.to_dict()})
 
 
-def make_plan(inputs: Sequence[str | os.PathLike[str]], config: ZeMosaicConfig) -> MosaicPlan:
+def make_plan(
+    inputs: Sequence[str | os.PathLike[str]],
+    config: ZeMosaicConfig,
+    *,
+    wcs_cache_dir: str | os.PathLike[str] | None = None,
+) -> MosaicPlan:
     """Scan, ingest and plan without computing a mosaic (``zemosaic-dask plan``).
 
-    Ingest runs on the configured scheduler when one is given, else in this process.
+    Ingest runs on the configured scheduler when one is given, else in this process. Frames
+    without a WCS are plate-solved as ``run`` solves them (same setting, timeout and cache
+    format); the solutions are cached in ``wcs_cache_dir`` (by default the user's cache,
+    :func:`default_wcs_cache`), so the run that follows does not solve them again.
     """
+    cache = str(wcs_cache_dir) if wcs_cache_dir is not None else str(default_wcs_cache())
     attach = config.cluster.scheduler or config.cluster.scheduler_file
     options = cluster_options(config) if attach else ClusterOptions(kind="synchronous")
     with open_cluster(options) as handle:
         files, missing = scan_inputs(inputs, extensions=config.ingest.extensions, recursive=config.ingest.recursive)
-        frames, rejected = ingest(files, ingest_options(config), handle, show_progress=False)
+        frames, rejected = ingest(files, ingest_options(config, cache), handle, show_progress=False)
         rejected = [FrameRejection(p, r) for p, r in missing] + rejected
         return plan_mosaic(frames, rejected, config, resources=cluster_resources(handle))
+
+
+def default_wcs_cache() -> Path:
+    """The plate-solving cache of ``plan`` without an output: ``$XDG_CACHE_HOME/zemosaic-dask/wcs-cache``.
+
+    Entries are named by the frame's content hash, so one cache serves every session.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "zemosaic-dask" / "wcs-cache"
 
 
 def run_mosaic(

@@ -361,8 +361,10 @@ def plan(inputs: tuple[str, ...], as_json: bool, plan_file: str | None, preview:
     from .logs import run_logging
 
     config = _load(params)
+    # Solutions go where the run beside the plan will look: <folder of plan.json>/wcs-cache.
+    cache = Path(plan_file).resolve().parent / "wcs-cache" if plan_file else None
     with run_logging(None, config.logging.level):
-        mosaic_plan = make_plan(inputs, config)
+        mosaic_plan = make_plan(inputs, config, wcs_cache_dir=cache)
     from .io.products import write_json
     from .plans.sections import batches_view
 

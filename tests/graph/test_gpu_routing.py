@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from distributed import Client, Scheduler, SpecCluster, Worker, get_task_stream
+from distributed import Client, get_task_stream
 from e2e import Mosaic
 
 from zemosaic_dask.api import run_mosaic
@@ -85,17 +85,6 @@ def test_gpu_error_reruns_the_unit_on_cpu(small_job, fakecupy, caplog):
 
     with pytest.raises(RuntimeError, match="plain bug"):
         run_with_gpu_fallback("x", buggy, use_gpu=True, namespace=lambda: fakecupy)
-
-
-@pytest.fixture
-def cpu_and_gpu_workers():
-    workers = {
-        "cpu-worker": {"cls": Worker, "options": {"nthreads": 1}},
-        "gpu-worker": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
-    }
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
-    with SpecCluster(workers=workers, scheduler=scheduler) as cluster:
-        yield cluster
 
 
 def test_gpu_tasks_run_only_on_the_gpu_worker(seestar_set, tmp_path, cpu_and_gpu_workers):
