@@ -22,7 +22,8 @@ from scipy.ndimage import gaussian_filter
 from zemosaic_dask.io.diagnostics import PAIR_DIAGNOSTIC_COLUMNS, write_pair_diagnostics
 from zemosaic_dask.plans.overlaps import box_slices, find_overlapping_pairs, overlap_box
 from zemosaic_dask.plans.pair_graph import select_overlapping_pairs
-from zemosaic_dask.tasks.gain_solve import MAX_DETOURS, _closure_weights, solve_tile_corrections
+from zemosaic_dask.tasks.closure_weights import MAX_DETOURS, closure_weights
+from zemosaic_dask.tasks.gain_solve import solve_tile_corrections
 from zemosaic_dask.tasks.intertile import PairFit, apply_affine_correction, fit_pair_affine
 
 SKY = 500.0
@@ -403,9 +404,9 @@ def test_closure_weights_check_every_common_neighbour_up_to_the_detour_bound(sma
     ii, jj = np.array([f.i for f in fits]), np.array([f.j for f in fits])
     rhs = np.log([f.gain[0] for f in fits])
     sigma = np.array([f.gain_error[0] / f.gain[0] for f in fits])
-    every = _closure_weights(ii, jj, rhs, sigma, 1.5, max_detours=len(fits))
-    bounded = _closure_weights(ii, jj, rhs, sigma, 1.5)
+    every = closure_weights(ii, jj, rhs, sigma, 1.5, max_detours=len(fits))
+    bounded = closure_weights(ii, jj, rhs, sigma, 1.5)
     np.testing.assert_array_equal(bounded, every)
     assert every[bad] < 0.1 and np.median(every) == 1.0
-    one = _closure_weights(ii, jj, rhs, sigma, 1.5, max_detours=1)
+    one = closure_weights(ii, jj, rhs, sigma, 1.5, max_detours=1)
     assert np.any(one != every)
