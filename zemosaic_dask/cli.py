@@ -46,6 +46,7 @@ FLAG_KEYS: dict[str, str] = {
     "log_level": "logging.level",
     "lang": "logging.lang",
     "use_gpu": "assembly.use-gpu",
+    "altaz_cleanup": "altaz.cleanup",
     "jobs": "cluster.jobs",
     "gpu_per_job": "cluster.gpu-per-job",
 }
@@ -290,6 +291,11 @@ def stacking_flags(func):  # noqa: ANN001, ANN201
             help="JSON list of lists of frame paths to use as SDS batches (sds.preplan).",
         ),
         click.option("--use-gpu", type=click.Choice(["auto", "true", "false"]), help="GPU use (assembly.use-gpu)."),
+        click.option(
+            "--altaz-cleanup",
+            type=click.Choice(["auto", "true", "false"]),
+            help="Mask the low-coverage edge wedges of alt-az sessions; auto: when EQMODE says alt-az (altaz.cleanup).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -375,6 +381,7 @@ def plan(inputs: tuple[str, ...], as_json: bool, plan_file: str | None, preview:
         "grid": mosaic_plan.grid.to_dict(),
         "batches": batches_view(mosaic_plan),
         "assembly_plan": mosaic_plan.sections.get("assembly_plan"),
+        "altaz": mosaic_plan.sections.get("altaz"),
     }
     if plan_file:
         write_json(plan_file, mosaic_plan.to_dict())
@@ -407,6 +414,9 @@ def plan(inputs: tuple[str, ...], as_json: bool, plan_file: str | None, preview:
         click.echo(f"  {batch['kind']} {batch['id']}: {batch['distinct_frames']} frame(s){dup}{extra}{salvage}")
     assembly = view["assembly_plan"] or {}
     click.echo("assembly plan: " + ", ".join(f"{k}={v}" for k, v in assembly.items() if not k.endswith("reason")))
+    altaz = view["altaz"] or {}
+    if altaz:
+        click.echo(f"alt-az edge cleanup: {'on' if altaz['enabled'] else 'off'} ({altaz['reason']})")
 
 
 @main.command()
