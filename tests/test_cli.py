@@ -138,3 +138,11 @@ def test_config_and_simulate_and_french_messages(tmp_path):
     )
     log = (tmp_path / "out" / "zemosaic.log").read_text()
     assert "Mosaïque écrite" in log or "écrite" in log
+
+
+def test_altaz_cleanup_flag_reaches_the_plan(seestar_set):
+    _, frames = seestar_set
+    view = json.loads(cli("plan", *frames[:4], "--json", "--altaz-cleanup", "auto").stdout)
+    assert view["altaz"]["enabled"] is True and view["altaz"]["mounts"]["altaz"] == 4
+    text = cli("plan", *frames[:4]).stdout
+    assert "alt-az edge cleanup: off (zemosaic.altaz.cleanup is false)" in text

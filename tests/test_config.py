@@ -220,6 +220,7 @@ ZEMOSAIC_ALIASES = {
     "two_pass_cov_sigma_px": ("two-pass.sigma-px", 80, 80.0),
     "two_pass_cov_gain_clip": ("two-pass.gain-clip", [0.9, 1.1], [0.9, 1.1]),
     "use_gpu_phase5": ("assembly.use-gpu", False, False),
+    "altaz_cleanup_enabled": ("altaz.cleanup", True, True),
     "assembly_process_workers": ("cluster.n-workers", 4, 4),
     "force_seestar_mode": ("ingest.force-seestar", True, True),
     "preplan_master_groups": ("sds.preplan", "groups.json", "groups.json"),

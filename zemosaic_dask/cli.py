@@ -166,6 +166,7 @@ def plan(inputs: tuple[str, ...], as_json: bool, plan_file: str | None, preview:
         "grid": mosaic_plan.grid.to_dict(),
         "batches": batches_view(mosaic_plan),
         "assembly_plan": mosaic_plan.sections.get("assembly_plan"),
+        "altaz": mosaic_plan.sections.get("altaz"),
     }
     if plan_file:
         write_json(plan_file, mosaic_plan.to_dict())
@@ -198,6 +199,9 @@ def plan(inputs: tuple[str, ...], as_json: bool, plan_file: str | None, preview:
         click.echo(f"  {batch['kind']} {batch['id']}: {batch['distinct_frames']} frame(s){dup}{extra}{salvage}")
     assembly = view["assembly_plan"] or {}
     click.echo("assembly plan: " + ", ".join(f"{k}={v}" for k, v in assembly.items() if not k.endswith("reason")))
+    altaz = view["altaz"] or {}
+    if altaz:
+        click.echo(f"alt-az edge cleanup: {'on' if altaz['enabled'] else 'off'} ({altaz['reason']})")
 
 
 @main.command()

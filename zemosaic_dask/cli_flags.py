@@ -45,6 +45,7 @@ FLAG_KEYS: dict[str, str] = {
     "log_level": "logging.level",
     "lang": "logging.lang",
     "use_gpu": "assembly.use-gpu",
+    "altaz_cleanup": "altaz.cleanup",
     "jobs": "cluster.jobs",
     "gpu_per_job": "cluster.gpu-per-job",
 }
@@ -227,6 +228,11 @@ def stacking_flags(func):  # noqa: ANN001, ANN201
             help="JSON list of lists of frame paths to use as SDS batches (sds.preplan).",
         ),
         click.option("--use-gpu", type=click.Choice(["auto", "true", "false"]), help="GPU use (assembly.use-gpu)."),
+        click.option(
+            "--altaz-cleanup",
+            type=click.Choice(["auto", "true", "false"]),
+            help="Mask the low-coverage edge wedges of alt-az sessions; auto: when EQMODE says alt-az (altaz.cleanup).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)

@@ -30,6 +30,7 @@ from ..plans.mosaic import NON_PIXEL_CONFIG
 from .schema import coerce_value, full_key, load_schema, normalise_name
 from .sections import (
     SECTIONS,
+    AltazConfig,
     AssemblyConfig,
     BackgroundConfig,
     CalibrationConfig,
@@ -49,6 +50,7 @@ from .sections import (
 from .sources import Layer, collect_settings, defaults_layer, package_defaults, unknown_key_error
 
 __all__ = [
+    "AltazConfig",
     "AssemblyConfig",
     "BackgroundConfig",
     "CalibrationConfig",
@@ -90,6 +92,7 @@ class ZeMosaicConfig:
     background: BackgroundConfig
     quality: QualityConfig
     two_pass: TwoPassConfig
+    altaz: AltazConfig
     output: OutputConfig
     cluster: ClusterConfig
     logging: LoggingConfig

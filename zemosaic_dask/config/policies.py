@@ -1,7 +1,7 @@
 """The one place where configuration becomes the options that planning and execution take.
 
 Planning takes policies (:func:`grouping_policy`, :func:`batch_policy`, :func:`sds_policy`,
-:func:`assembly_targets`); execution takes one :class:`StageOptions` built by
+:func:`assembly_targets`, :func:`altaz_policy`); execution takes one :class:`StageOptions` built by
 :func:`stage_options` from a plan's own settings (:func:`stage_options_of_plan`), never from
 the configuration in effect when the plan runs, so ``plan.json`` is what runs.
 """
@@ -12,12 +12,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..plans.altaz import AltazPolicy
 from ..plans.assembly import AssemblyTargets
 from ..plans.batches import BatchPolicy
 from ..plans.groups import GroupingPolicy
 from ..plans.quality_gate import QualityGatePolicy
 from ..plans.sds import SdsPolicy
 from ..plans.sections import PlanningPolicies
+from ..tasks.altaz_edges import EdgeCleanupOptions
 from ..tasks.stacking import StackOptions
 from ..units.frame_window import FrameWindowOptions
 from . import ZeMosaicConfig, config_of_plan, default_config
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "StageOptions",
+    "altaz_cleanup_options",
+    "altaz_policy",
     "assembly_targets",
     "batch_policy",
     "cluster_options",
@@ -69,6 +73,10 @@ class StageOptions:
         Fraction of the deepest batch count below which an SDS pixel is masked.
     assembly_targets : AssemblyTargets
         For a plan saved without an assembly plan: the targets to derive one from the workers.
+    altaz : EdgeCleanupOptions
+        Thresholds and widths of the alt-az edge mask.
+    altaz_policy : AltazPolicy
+        For a plan saved without an ``altaz`` section: the setting to decide the cleanup from.
     """
 
     stack: StackOptions
@@ -79,6 +87,8 @@ class StageOptions:
     two_pass: TwoPassConfig
     sds_min_coverage_keep: float
     assembly_targets: AssemblyTargets
+    altaz: EdgeCleanupOptions
+    altaz_policy: AltazPolicy
 
 
 def stack_options(config: ZeMosaicConfig) -> StackOptions:
@@ -126,6 +136,25 @@ def stage_options(config: ZeMosaicConfig, n_channels: int) -> StageOptions:
         two_pass=config.two_pass,
         sds_min_coverage_keep=config.sds.min_coverage_keep,
         assembly_targets=assembly_targets(config, n_channels),
+        altaz=altaz_cleanup_options(config),
+        altaz_policy=altaz_policy(config),
+    )
+
+
+def altaz_policy(config: ZeMosaicConfig) -> AltazPolicy:
+    """Whether to clean the alt-az edges (``auto``, true, false), from the ``zemosaic.altaz`` section."""
+    return AltazPolicy(cleanup=config.altaz.cleanup)
+
+
+def altaz_cleanup_options(config: ZeMosaicConfig) -> EdgeCleanupOptions:
+    """Thresholds and widths of the alt-az edge mask, from the ``zemosaic.altaz`` section."""
+    a = config.altaz
+    return EdgeCleanupOptions(
+        min_coverage=a.min_coverage,
+        min_coverage_fraction=a.min_coverage_fraction,
+        opening_px=a.opening_px,
+        margin_px=a.margin_px,
+        decay_px=a.decay_px,
     )
 
 
@@ -192,6 +221,7 @@ def planning_policies(config: ZeMosaicConfig, n_channels: int) -> PlanningPolici
         batching=batch_policy(config),
         sds=sds_policy(config),
         assembly=assembly_targets(config, n_channels),
+        altaz=altaz_policy(config),
     )
 
 

@@ -10,6 +10,7 @@ from .schema import coerce_value, full_key, load_schema
 
 __all__ = [
     "SECTIONS",
+    "AltazConfig",
     "AssemblyConfig",
     "BackgroundConfig",
     "CalibrationConfig",
@@ -237,6 +238,19 @@ class TwoPassConfig(_Section):
 
 
 @dataclass(frozen=True)
+class AltazConfig(_Section):
+    """Alt-az edge cleanup of the assembled mosaic (``zemosaic.altaz``)."""
+
+    section: ClassVar[str] = "altaz"
+    cleanup: str | bool
+    min_coverage: float
+    min_coverage_fraction: float
+    opening_px: int
+    margin_px: int
+    decay_px: int
+
+
+@dataclass(frozen=True)
 class OutputConfig(_Section):
     """Products besides ``mosaic.fits`` (``zemosaic.output``)."""
 
@@ -310,6 +324,7 @@ SECTIONS: dict[str, type[_Section]] = {
         BackgroundConfig,
         QualityConfig,
         TwoPassConfig,
+        AltazConfig,
         OutputConfig,
         ClusterConfig,
         LoggingConfig,

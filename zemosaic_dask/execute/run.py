@@ -1,4 +1,4 @@
-"""Executing a :class:`MosaicPlan`: the background model, then the plan's mode.
+"""Executing a :class:`MosaicPlan`: the background model, the plan's mode, then the alt-az edge cleanup.
 
 Execution takes the plan alone: its options come from the plan's recorded settings
 (:func:`~zemosaic_dask.config.policies.stage_options_of_plan`), its worker counts and byte
@@ -18,6 +18,7 @@ from ..errors import ResumeError
 from ..io.store import MosaicStore
 from ..messages import msg
 from ..plans.mosaic import MosaicPlan
+from .altaz import clean_altaz_edges
 from .background import solve_frame_backgrounds
 from .compute import Timings
 from .layered import execute_layers
@@ -38,7 +39,9 @@ def execute_plan(
     and removed from every frame in every mode. An SDS execution that fails for any reason
     is logged, recorded as the fallback and replaced by Mosaic-First over all frames: SDS
     never crashes a run. A store made by another run (:class:`ResumeError`) and I/O errors
-    are raised instead: no mode change can fix them.
+    are raised instead: no mode change can fix them. The alt-az edge cleanup
+    (:mod:`~zemosaic_dask.execute.altaz`) then runs on the final store in every mode, when
+    the plan's ``altaz`` section says so.
     """
     options = stage_options_of_plan(plan)
     with timings.stage("background"):
@@ -61,4 +64,6 @@ def execute_plan(
             result = execute_mosaic_first(plan, options, store, handle, **context)
             result.fallback = f"sds execution failed: {reason}"
     result.report["background"] = background
+    with timings.stage("altaz-cleanup"):
+        result.report["altaz"] = clean_altaz_edges(plan, options, store, handle, show_progress=show_progress)
     return result

@@ -234,6 +234,12 @@ def _validate_wcs(wcs: WCS, height: int, width: int) -> float:
 _EXPOSURE_KEYWORDS = ("EXPTIME", "EXPOSURE")
 
 
+def _mount_mode(header: fits.Header) -> str:
+    """``EQMODE`` (0 alt-az, 1 equatorial) or ``MOUNT`` as text; "" when neither is there (0 is kept)."""
+    value = header.get("EQMODE", header.get("MOUNT"))
+    return "" if value is None else str(value).strip()
+
+
 def _exposure(path: str, header: fits.Header) -> tuple[float, str]:
     """Exposure in seconds and, when the header's value is not a number, why it is unknown.
 
@@ -409,7 +415,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
         exposure_note=exposure_note,
         date_obs=str(header.get("DATE-OBS", "") or ""),
         instrument=instrument,
-        mount_mode=str(header.get("EQMODE", header.get("MOUNT", "")) or ""),
+        mount_mode=_mount_mode(header),
         pixel_scale=scale,
         **statistics,
         wcs_source=wcs_source,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PlanError
+from .altaz import AltazPolicy, plan_altaz_cleanup
 from .assembly import AssemblyTargets, ClusterResources, WorkerResources, plan_assembly
 from .batches import BatchPolicy, plan_classic_batches
 from .groups import GroupingPolicy
@@ -52,6 +53,7 @@ class PlanningPolicies:
     batching: BatchPolicy
     sds: SdsPolicy
     assembly: AssemblyTargets
+    altaz: AltazPolicy = AltazPolicy()
 
 
 def batches_view(plan: MosaicPlan) -> list[dict[str, Any]]:
@@ -95,7 +97,7 @@ def plan_mode_sections(
     preplan: Sequence[Sequence[str]] | None = None,
     sds_error_message: Any = None,
 ) -> MosaicPlan:
-    """Add the assembly plan and the mode's groups, batches and layers to ``plan``.
+    """Add the assembly plan, the mode's groups, batches and layers, and the alt-az cleanup decision to ``plan``.
 
     An SDS plan that cannot be built (a :class:`PlanError`) turns the plan into a
     Mosaic-First plan whose ``fallback`` names the reason; the run never fails for it.
@@ -115,4 +117,5 @@ def plan_mode_sections(
     n_inputs = len(sections.get("layers", ())) or len(plan.frames)
     assembly = plan_assembly(resources, plan.grid, n_inputs, policies.assembly)
     sections["assembly_plan"] = assembly.to_dict()
+    sections["altaz"] = plan_altaz_cleanup(plan.frames, policies.altaz).to_dict()
     return dataclasses.replace(plan, mode=mode, fallback=fallback, sections=sections)
