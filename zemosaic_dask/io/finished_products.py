@@ -1,8 +1,8 @@
 """Finished products beside the linear mosaic: ``mosaic_display.fits``, ``mosaic_aesthetic.fits`` and ``.png``.
 
 The products pass over the store (:mod:`.products`) returns, besides the preview blocks,
-a regular lattice of the mosaic's pixels (every ``stride``-th row and column, at most
-about 4 million positions). On the client, that sample gives every whole-mosaic
+a regular lattice of the mosaic's pixels (every ``stride``-th row and column, a divisor of the sky block,
+about 400,000 positions or more). On the client, that sample gives every whole-mosaic
 statistic: the display stretch's percentiles, the sky model's block medians, the colour
 gains and the aesthetic stretch. One task per band of chunk rows then writes both FITS
 images on the workers; the client finally streams the aesthetic FITS into a 16-bit PNG.
@@ -44,7 +44,7 @@ __all__ = ["FinishingOptions", "FinishingPlan", "LatticeSample", "fit_finishing"
 
 log = logging.getLogger(__name__)
 
-SAMPLE_POSITIONS = 4_000_000
+SAMPLE_POSITIONS = 400_000
 
 
 @dataclass(frozen=True)
