@@ -137,5 +137,10 @@ def test_unsupported_settings_are_refused_at_load():
 
     with pytest.raises(ConfigError, match="radial-weight"):
         load_config(overrides={"stack.radial-weight": True})
-    with pytest.raises(ConfigError, match="write-aesthetic"):
-        load_config(overrides={"output.write-aesthetic": True})
+    with pytest.raises(ConfigError, match="display-stretch"):
+        load_config(overrides={"output.display-stretch": "log"})
+    # the aesthetic product is written now: the key is accepted and reaches the products' options
+    from zemosaic_dask.config.policies import finishing_options
+
+    options = finishing_options(load_config(overrides={"output.write-aesthetic": True}))
+    assert options.write_aesthetic and not options.write_display and options.enabled

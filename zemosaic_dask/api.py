@@ -21,7 +21,13 @@ from typing import Any
 from . import __version__
 from .clusters import ClusterHandle, ClusterOptions, open_cluster
 from .config import ZeMosaicConfig, config_of_plan, load_config
-from .config.policies import cluster_options, ingest_options, planning_policies, quality_gate_policy
+from .config.policies import (
+    cluster_options,
+    finishing_options,
+    ingest_options,
+    planning_policies,
+    quality_gate_policy,
+)
 from .errors import OutputError, PlanError
 from .execute import Timings, cluster_resources, compute, execute_plan, plan_sections
 from .graph.ingest import build_ingest_graph
@@ -56,7 +62,15 @@ log = logging.getLogger(__name__)
 
 PRODUCT_NAMES = ("mosaic.fits", "mosaic_coverage.fits", "preview.png", "mosaic.zarr", "plan.json", "report.json")
 #: Products written at the end of a run from the store (removed when a new run starts building).
-FINAL_PRODUCTS = ("mosaic.fits", "mosaic_coverage.fits", "preview.png", "report.json")
+FINAL_PRODUCTS = (
+    "mosaic.fits",
+    "mosaic_coverage.fits",
+    "preview.png",
+    "mosaic_display.fits",
+    "mosaic_aesthetic.fits",
+    "mosaic_aesthetic.png",
+    "report.json",
+)
 #: Diagnostics of a run that --restart removes with the store.
 STATE_FILES = ("background_frames.csv", "intertile_pairs.csv")
 
@@ -370,6 +384,7 @@ def _run(inputs, out, config, handle, plan, show_progress, timings, report, star
             preview_max_side=config.output.preview_max_side,
             preview_stretch=config.output.preview_stretch,
             fits_max_pixels=config.output.fits_max_pixels,
+            finishing=finishing_options(config),
             show_progress=show_progress,
         )
     report.update(

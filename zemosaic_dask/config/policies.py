@@ -27,6 +27,7 @@ from .sections import BackgroundConfig, CalibrationConfig, TwoPassConfig
 
 if TYPE_CHECKING:
     from ..clusters import ClusterOptions
+    from ..io.finished_products import FinishingOptions
     from ..io.frames import IngestOptions
     from ..plans.mosaic import MosaicPlan
 
@@ -37,6 +38,7 @@ __all__ = [
     "assembly_targets",
     "batch_policy",
     "cluster_options",
+    "finishing_options",
     "grouping_policy",
     "planning_policies",
     "quality_gate_policy",
@@ -258,4 +260,18 @@ def cluster_options(config: ZeMosaicConfig) -> ClusterOptions:
         jobs=c.jobs,
         gpu_per_job=c.gpu_per_job,
         worker_timeout=c.worker_timeout_s,
+    )
+
+
+def finishing_options(config: ZeMosaicConfig) -> FinishingOptions:
+    """The finished products to write beside ``mosaic.fits`` (``zemosaic.output``)."""
+    from ..io.finished_products import FinishingOptions
+
+    o = config.output
+    return FinishingOptions(
+        write_display=o.write_display,
+        display_stretch=o.display_stretch,
+        write_aesthetic=o.write_aesthetic,
+        background_block_px=o.aesthetic_block_px,
+        fill_radius_px=o.aesthetic_fill_radius_px,
     )

@@ -257,15 +257,12 @@ class OutputConfig(_Section):
     section: ClassVar[str] = "output"
     preview_max_side: int
     preview_stretch: str
+    write_display: bool
+    display_stretch: str
     write_aesthetic: bool
+    aesthetic_block_px: int
+    aesthetic_fill_radius_px: int
     fits_max_pixels: int
-
-    def _check(self) -> None:
-        if self.write_aesthetic:
-            raise ConfigError(
-                "zemosaic.output.write-aesthetic: true is not supported yet (no aesthetic product is written); "
-                "set zemosaic.output.write-aesthetic: false"
-            )
 
 
 @dataclass(frozen=True)

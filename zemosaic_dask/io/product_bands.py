@@ -34,6 +34,9 @@ class ProductBand:
         Where the arrays' pixels go in the FITS files (None: FITS products not written).
     preview_factor : int
         Side of the preview's blocks, in mosaic pixels.
+    sample_stride : int
+        Step of the lattice of pixels returned for the finished products' statistics
+        (rows and columns that are multiples of it); 0: none.
     """
 
     store: MosaicStore
@@ -43,6 +46,7 @@ class ProductBand:
     alpha: FitsPlane | None
     coverage: FitsPlane | None
     preview_factor: int
+    sample_stride: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,16 @@ class BandBlocks:
 
     ``sums`` and ``counts`` are ``(C, n, w)`` float32 for block rows ``first:first+n``, or
     None when the band holds no finite pixel. A block cut by a band boundary gets partial
-    sums from both bands.
+    sums from both bands. ``sample`` holds the band's pixels on the lattice of
+    :attr:`ProductBand.sample_stride` (``(C, n, ceil(W / stride))``, first lattice row
+    ``sample_first``), or None.
     """
 
     first: int
     sums: np.ndarray | None
     counts: np.ndarray | None
+    sample: np.ndarray | None = None
+    sample_first: int = 0
 
 
 def band_block_sums(band: np.ndarray, factor: int, y0: int) -> BandBlocks:
@@ -115,7 +123,13 @@ def write_product_band(job: ProductBand) -> BandBlocks:
             rows = store.read_rows(name, y0, y1)
             if _has_bytes(rows):
                 write_plane_rows(plane, y0, rows)
-    return band_block_sums(image, job.preview_factor, y0)
+    blocks = band_block_sums(image, job.preview_factor, y0)
+    if job.sample_stride <= 0:
+        return blocks
+    stride = job.sample_stride
+    first = -(-y0 // stride)
+    sample = np.ascontiguousarray(image[:, first * stride - y0 :: stride, ::stride])
+    return BandBlocks(blocks.first, blocks.sums, blocks.counts, sample, first)
 
 
 class PreviewBlocks:

@@ -13,10 +13,7 @@ import json
 import logging
 import math
 import os
-import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +22,10 @@ from PIL import Image
 
 from ..messages import msg
 from ..plans.grid import OutputGrid
+from .band_tasks import atomic_path, run_band_tasks
+from .finished_products import FinishingOptions, LatticeSample, write_finished_products
 from .fits_layout import FitsPlane, create_fits_file, image_header
-from .product_bands import PreviewBlocks, ProductBand, write_product_band
+from .product_bands import BandBlocks, PreviewBlocks, ProductBand, write_product_band
 from .store import MosaicStore, iter_row_bands
 
 __all__ = [
@@ -39,23 +38,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    tmp = path.with_name(f".{path.name}.partial")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     target = Path(path)
-    with _atomic_path(target) as tmp:
+    with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
 
 
@@ -109,7 +95,7 @@ def write_preview_png(path: str | os.PathLike[str], small: np.ndarray, *, stretc
     rgba[..., :3] = np.moveaxis(np.round(stretched * 255.0), 0, -1).astype(np.uint8)
     rgba[..., 3] = np.where(alpha, 255, 0).astype(np.uint8)
     target = Path(path)
-    with _atomic_path(target) as tmp:
+    with atomic_path(target) as tmp:
         Image.fromarray(rgba).save(tmp, format="PNG", compress_level=1)  # a quick look: speed over size
     return rgba.shape[0], rgba.shape[1]
 
@@ -132,40 +118,11 @@ def _create_fits_products(
     coverage["BUNIT"] = ("weight", "sum of the frames' footprint weights")
     image = {"channels": n_channels, "height": height, "width": width, "dtype": ">f4"}
     plane = {"channels": 1, "height": height, "width": width}
-    mosaic_tmp = stack.enter_context(_atomic_path(out / "mosaic.fits"))
+    mosaic_tmp = stack.enter_context(atomic_path(out / "mosaic.fits"))
     mosaic_plane, alpha_plane = create_fits_file(mosaic_tmp, [(primary, image), (alpha, {**plane, "dtype": "u1"})])
-    coverage_tmp = stack.enter_context(_atomic_path(out / "mosaic_coverage.fits"))
+    coverage_tmp = stack.enter_context(atomic_path(out / "mosaic_coverage.fits"))
     (coverage_plane,) = create_fits_file(coverage_tmp, [(coverage, {**plane, "dtype": ">f4"})])
     return mosaic_plane, alpha_plane, coverage_plane
-
-
-def _run_bands(jobs: list[ProductBand], client: Any, preview: PreviewBlocks, show_progress: bool) -> None:
-    """Run every band (on the client's workers, or here in turn) and add their blocks to ``preview``.
-
-    The first failed band's exception is raised once every band has finished.
-    """
-    if client is None:
-        for job in jobs:
-            preview.add(write_product_band(job))
-        return
-    from ..progress import MonotoneProgress, TerminalBar, watch_futures
-
-    token = uuid.uuid4().hex[:8]
-    futures = {
-        job.y0: client.submit(write_product_band, job, key=f"products-band-{job.y0}-{token}", pure=False)
-        for job in jobs
-    }
-    log.info("products: %d band task(s)", len(futures))
-    bar = TerminalBar(sys.stderr, "products") if show_progress else None
-    progress = MonotoneProgress(
-        len(futures), label="products", heartbeat_s=60.0, on_update=bar, message="stage_heartbeat"
-    )
-    outcomes = watch_futures(futures, progress)
-    failures = [outcome for outcome in outcomes.values() if isinstance(outcome, BaseException)]
-    if failures:
-        raise failures[0]
-    for y0 in futures:
-        preview.add(outcomes[y0])
 
 
 def write_mosaic_products(
@@ -178,6 +135,7 @@ def write_mosaic_products(
     preview_max_side: int = 3200,
     preview_stretch: str = "asinh",
     fits_max_pixels: int | None = None,
+    finishing: FinishingOptions | None = None,
     show_progress: bool = False,
 ) -> dict[str, Any]:
     """Write ``mosaic.fits``, ``mosaic_coverage.fits`` and ``preview.png`` into ``output``.
@@ -208,7 +166,8 @@ def write_mosaic_products(
     -------
     dict
         What was written, for ``report.json``: ``fits`` (``"written"`` or ``"skipped"``),
-        ``fits_max_pixels``, ``pixels``, ``bands`` and ``parallel``.
+        ``fits_max_pixels``, ``pixels``, ``bands``, ``parallel``, and ``finished`` when finished
+        products were asked for (the files written and their fitted parameters).
     """
     out = Path(output)
     height, width = grid.shape
@@ -234,9 +193,27 @@ def write_mosaic_products(
         )
     with ExitStack() as stack:
         planes = _create_fits_products(out, stack, grid, n_channels, extra_header) if write_fits else (None,) * 3
-        jobs = [ProductBand(store, y0, y1, *planes, factor) for y0, y1 in iter_row_bands(height, grid.chunk)]
+        finish = finishing is not None and finishing.enabled and write_fits
+        stride = finishing.lattice_stride((height, width)) if finish and finishing is not None else 0
+        sample = LatticeSample(n_channels, (height, width), stride) if stride else None
+        jobs = [
+            ProductBand(store, y0, y1, *planes, factor, sample_stride=stride)
+            for y0, y1 in iter_row_bands(height, grid.chunk)
+        ]
         summary["bands"] = len(jobs)
         preview = PreviewBlocks(n_channels, (height, width), factor)
-        _run_bands(jobs, client, preview, show_progress)
+
+        def collect(blocks: BandBlocks) -> None:
+            preview.add(blocks)
+            if sample is not None:
+                sample.add(blocks)
+
+        run_band_tasks(write_product_band, jobs, client, collect, label="products", show_progress=show_progress)
         write_preview_png(out / "preview.png", preview.image(), stretch=preview_stretch)
+    if sample is not None and finishing is not None:
+        summary["finished"] = write_finished_products(
+            out, store, grid, sample, finishing, client=client, show_progress=show_progress
+        )
+    elif finishing is not None and finishing.enabled:
+        summary["finished"] = {"written": [], "skipped": "fits_max_pixels"}
     return summary
