@@ -187,7 +187,7 @@ def cluster_flags(func):  # noqa: ANN001, ANN201
         ),
         click.option(
             "--log-level",
-            type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+            type=SchemaChoice("logging.level"),
             help="Log level (logging.level).",
         ),
         click.option("--lang", type=SchemaChoice("logging.lang"), help="Language of messages (logging.lang)."),
@@ -227,10 +227,10 @@ def stacking_flags(func):  # noqa: ANN001, ANN201
             type=click.Path(exists=True, dir_okay=False),
             help="JSON list of lists of frame paths to use as SDS batches (sds.preplan).",
         ),
-        click.option("--use-gpu", type=click.Choice(["auto", "true", "false"]), help="GPU use (assembly.use-gpu)."),
+        click.option("--use-gpu", type=SchemaChoice("assembly.use-gpu"), help="GPU use (assembly.use-gpu)."),
         click.option(
             "--altaz-cleanup",
-            type=click.Choice(["auto", "true", "false"]),
+            type=SchemaChoice("altaz.cleanup"),
             help="Mask the low-coverage edge wedges of alt-az sessions; auto: when EQMODE says alt-az (altaz.cleanup).",
         ),
     ]

@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import IO, Any
 
 from .messages import msg
 
-__all__ = ["MonotoneProgress", "TerminalBar", "exception_of", "render_bar", "watch_futures"]
+__all__ = [
+    "MonotoneProgress",
+    "TerminalBar",
+    "exception_of",
+    "render_bar",
+    "stage_progress",
+    "results_or_first_error",
+    "watch_futures",
+]
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +230,21 @@ class TerminalBar:
         end = "\n" if done >= total else ""
         self._stream.write("\r" + render_bar(done, total, eta, label=self._label) + end)
         self._stream.flush()
+
+
+def stage_progress(count: int, label: str, show_progress: bool) -> MonotoneProgress:
+    """The progress of a stage of ``count`` tasks: a terminal bar when asked, a heartbeat line every minute."""
+    bar = TerminalBar(sys.stderr, label) if show_progress else None
+    return MonotoneProgress(count, label=label, heartbeat_s=60.0, on_update=bar, message="stage_heartbeat")
+
+
+def results_or_first_error(outcomes: Mapping[Hashable, Any], keys: Iterable[Hashable]) -> list[Any]:
+    """The results of ``keys`` in order, or the first failed task's exception raised (after all finished)."""
+    ordered = [outcomes[key] for key in keys]
+    for outcome in ordered:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return ordered
 
 
 def watch_futures(

@@ -197,13 +197,13 @@ def test_two_pass_uses_the_assembly_plan_object(caplog):
     caplog.set_level(logging.INFO, logger="zemosaic_dask")
     plan = plan_assembly(ClusterResources((cpu_worker(),)), GRID, 10, AssemblyTargets())
     fallback = plan_assembly(ClusterResources((cpu_worker(threads=1),)), GRID, 1, AssemblyTargets())
-    assert select_two_pass_plan(plan, fallback) is plan
+    assert select_two_pass_plan(plan, lambda: pytest.fail("derived although the plan has one")) is plan
     match = _line(caplog.messages[-1])
     assert match and match.group(1) == "AssemblyPlan"
     assert int(match.group(2)) == plan.cpu_workers and match.group(3) == "False"
     assert float(match.group(4)) == pytest.approx(plan.max_chunk_bytes / MiB, abs=0.05)
     assert int(match.group(6)) == plan.rows_per_chunk
-    assert select_two_pass_plan(None, fallback) is fallback
+    assert select_two_pass_plan(None, lambda: fallback) is fallback
     assert _line(caplog.messages[-1]).group(1) == "fallback"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from typing import Any
 
 import dask
 
-from ..progress import MonotoneProgress, TerminalBar, exception_of, watch_futures
+from ..progress import MonotoneProgress, exception_of, results_or_first_error, stage_progress, watch_futures
 
 __all__ = ["Timings", "compute"]
 
@@ -70,18 +69,14 @@ def compute(
     if handle.client is None:
         return list(dask.compute(*tasks, scheduler="synchronous"))
     log.info("%s: %d task(s)", label, len(tasks))
-    bar = TerminalBar(sys.stderr, label) if show_progress else None
-    progress = MonotoneProgress(len(tasks), label=label, heartbeat_s=60.0, on_update=bar, message="stage_heartbeat")
+    progress = stage_progress(len(tasks), label, show_progress)
     if max_in_flight is not None and max_in_flight < min(len(tasks), _total_threads(handle.client)):
         log.info("%s: at most %d task(s) at a time (assembly plan)", label, max_in_flight)
         outcomes = _windowed(handle.client, list(tasks), max(1, int(max_in_flight)), progress)
     else:
         futures = handle.client.compute(list(tasks), optimize_graph=False)
         outcomes = watch_futures(dict(enumerate(futures)), progress)
-    for index in range(len(tasks)):
-        if isinstance(outcomes[index], BaseException):
-            raise outcomes[index]
-    return [outcomes[index] for index in range(len(tasks))]
+    return results_or_first_error(outcomes, range(len(tasks)))
 
 
 def _total_threads(client: Any) -> int:

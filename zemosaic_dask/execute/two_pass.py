@@ -56,8 +56,7 @@ def renormalise(
     A plan saved without an assembly section gets one derived now from the workers (logged
     and reported as ``"plan": "fallback"``).
     """
-    fallback = assembly if assembly is not None else derived_assembly_plan(plan, options.assembly_targets, handle)
-    chosen = select_two_pass_plan(assembly, fallback)
+    chosen = select_two_pass_plan(assembly, lambda: derived_assembly_plan(plan, options.assembly_targets, handle))
     passes = two_pass_jobs(jobs, options, plan.grid.shape, chosen)
     use_gpu = bool(passes and passes[0].use_gpu)
     resources = {"GPU": 1} if use_gpu else None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,16 +54,11 @@ def run_band_tasks(
         for job in jobs:
             collect(function(job))
         return
-    from ..progress import MonotoneProgress, TerminalBar, watch_futures
+    from ..progress import results_or_first_error, stage_progress, watch_futures
 
     token = uuid.uuid4().hex[:8]
     futures = {job.y0: client.submit(function, job, key=f"{label}-band-{job.y0}-{token}", pure=False) for job in jobs}
     log.info("%s: %d band task(s)", label, len(futures))
-    bar = TerminalBar(sys.stderr, label) if show_progress else None
-    progress = MonotoneProgress(len(futures), label=label, heartbeat_s=60.0, on_update=bar, message="stage_heartbeat")
-    outcomes = watch_futures(futures, progress)
-    failures = [outcome for outcome in outcomes.values() if isinstance(outcome, BaseException)]
-    if failures:
-        raise failures[0]
-    for y0 in futures:
-        collect(outcomes[y0])
+    outcomes = watch_futures(futures, stage_progress(len(futures), label, show_progress))
+    for result in results_or_first_error(outcomes, futures):
+        collect(result)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -390,12 +390,17 @@ def region_side_for_budget(max_chunk_bytes: int, n_channels: int, depth: int) ->
     return max(REGION_QUANTUM, side // REGION_QUANTUM * REGION_QUANTUM)
 
 
-def select_two_pass_plan(assembly_plan: AssemblyPlan | None, fallback: AssemblyPlan) -> AssemblyPlan:
-    """Return the assembly plan for two-pass renormalisation (``fallback`` only when there is none).
+def select_two_pass_plan(
+    assembly_plan: AssemblyPlan | None, derive_fallback: Callable[[], AssemblyPlan]
+) -> AssemblyPlan:
+    """Return the assembly plan for two-pass renormalisation; ``derive_fallback()`` only when there is none.
 
     Logs one ``[TwoPass] plan=...`` line naming which plan was taken and its values.
     """
-    chosen, source = (assembly_plan, "AssemblyPlan") if assembly_plan is not None else (fallback, "fallback")
+    if assembly_plan is not None:
+        chosen, source = assembly_plan, "AssemblyPlan"
+    else:
+        chosen, source = derive_fallback(), "fallback"
     logger.info(format_message("two_pass_plan", source=source, **chosen.log_fields()))
     return chosen
 
