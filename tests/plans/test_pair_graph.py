@@ -89,6 +89,15 @@ def test_property_subset_same_components_and_full_when_k_covers_every_neighbour(
     assert select_overlapping_pairs(boxes, k=None, max_candidates=limit) == full
 
 
+def test_crowded_cells_still_give_every_pair_when_k_covers_it():
+    """Boxes whose nearest centres miss an overlap (a long box among short ones) are compared in full."""
+    boxes = [(152, 272, 32, 152), (152, 272, 32, 152), (59, 127, 202, 220), (271, 391, 151, 271)]
+    full = find_overlapping_pairs(boxes)
+    assert full == [(0, 1), (0, 3), (1, 3)]
+    assert select_overlapping_pairs(boxes, k=None, max_candidates=2) == full
+    assert select_overlapping_pairs(boxes, k=2, max_candidates=1) == full
+
+
 def test_grid_of_tiles_with_eight_neighbours_is_unchanged():
     """A classic tile grid: interior tiles overlap 8 others, so k = 8 keeps every pair (small runs unchanged)."""
     step, size, n = 48, 64, 9

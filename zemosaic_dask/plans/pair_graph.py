@@ -86,7 +86,8 @@ def select_overlapping_pairs(
         Side of the bucket index's cells; defaults to the median of the boxes' longer sides.
     max_candidates : int, optional
         A box whose cells hold more entries than this is compared only with the boxes whose
-        centres are the ``max_candidates`` nearest to its own.
+        centres are the ``max_candidates`` nearest to its own, as long as at least ``k`` of those
+        overlap it; otherwise (and always when ``k`` is None) with every member of its cells.
 
     Returns
     -------
@@ -126,7 +127,7 @@ def select_overlapping_pairs(
     selected: set[tuple[int, int]] = set()
     spare: list[np.ndarray] = []  # overlaps seen but not kept: rows (i, j, area)
     for i in valid.tolist():
-        partners, areas = index.overlaps(i, min_overlap_px)
+        partners, areas = index.overlaps(i, min_overlap_px, want=k)
         order = np.lexsort((partners, -areas))
         for j in partners[order[:k] if k is not None else order].tolist():
             selected.add((i, j) if i < j else (j, i))
@@ -172,12 +173,21 @@ class _Candidates:
             rows = valid[np.asarray(nearest).reshape(len(ordered), -1)]
             self.nearest = dict(zip(ordered, rows, strict=True))
 
-    def overlaps(self, i: int, min_overlap_px: int) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates of box ``i`` that overlap it by ``min_overlap_px``, and the overlap areas."""
+    def overlaps(self, i: int, min_overlap_px: int, want: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates of box ``i`` that overlap it by ``min_overlap_px``, and the overlap areas.
+
+        A crowded box's nearest centres are enough when at least ``want`` of them overlap it (a
+        deep stack); when fewer do, or ``want`` is None (every pair), its buckets' members are
+        all compared, so a box with at most ``want`` overlaps always gets every one of them.
+        """
         if i in self.nearest:
-            partners = self.nearest[i]
-        else:
-            partners = np.unique(np.concatenate([np.asarray(m, dtype=np.int64) for m in self.cells[i]]))
+            partners, areas = self._overlapping(i, self.nearest[i], min_overlap_px)
+            if want is not None and len(partners) >= want:
+                return partners, areas
+        members = np.unique(np.concatenate([np.asarray(m, dtype=np.int64) for m in self.cells[i]]))
+        return self._overlapping(i, members, min_overlap_px)
+
+    def _overlapping(self, i: int, partners: np.ndarray, min_overlap_px: int) -> tuple[np.ndarray, np.ndarray]:
         partners = partners[partners != i]
         box, others = self.array[i], self.array[partners]
         dy = np.minimum(box[1], others[:, 1]) - np.maximum(box[0], others[:, 0])
