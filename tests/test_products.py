@@ -181,5 +181,7 @@ def test_block_sums_of_bands_cut_anywhere_add_up_to_the_block_means(factor, cuts
     blocks = PreviewBlocks(2, (61, 47), factor)
     for y0, y1 in zip(cuts[:-1], cuts[1:], strict=True):
         blocks.add(band_block_sums(image[:, y0:y1], factor, y0))
-    np.testing.assert_allclose(blocks.image(), block_mean(image, factor), rtol=1e-5)
+    np.testing.assert_allclose(blocks.take_image(), block_mean(image, factor), rtol=1e-5)
+    with pytest.raises(RuntimeError, match="already taken"):
+        blocks.take_image()
     assert band_block_sums(np.full((2, 4, 47), np.nan, np.float32), factor, 8).sums is None

@@ -147,19 +147,30 @@ class PreviewBlocks:
 
     def __init__(self, channels: int, shape: tuple[int, int], factor: int) -> None:
         size = (channels, math.ceil(shape[0] / factor), math.ceil(shape[1] / factor))
-        self._sums = np.zeros(size, dtype=np.float32)
-        self._counts = np.zeros(size, dtype=np.float32)
+        self._sums: np.ndarray | None = np.zeros(size, dtype=np.float32)
+        self._counts: np.ndarray | None = np.zeros(size, dtype=np.float32)
 
     def add(self, blocks: BandBlocks) -> None:
         """Add one band's sums and counts."""
         if blocks.sums is None or blocks.counts is None:
             return
+        if self._sums is None or self._counts is None:
+            raise RuntimeError("the preview's block means were already taken")
         rows = slice(blocks.first, blocks.first + blocks.sums.shape[1])
         self._sums[:, rows] += blocks.sums
         self._counts[:, rows] += blocks.counts
 
-    def image(self) -> np.ndarray:
-        """``(C, h, w)`` float32 means of the finite pixels of each block (NaN where none)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = self._sums / np.maximum(self._counts, 1)
-        return np.where(self._counts > 0, means, np.float32(np.nan)).astype(np.float32)
+    def take_image(self) -> np.ndarray:
+        """``(C, h, w)`` float32 means of the finite pixels of each block (NaN where none).
+
+        The means are computed in place of the sums, and the accumulators are released: a
+        large preview is not held twice while it is stretched. Call it once, after the
+        last :meth:`add`.
+        """
+        if self._sums is None or self._counts is None:
+            raise RuntimeError("the preview's block means were already taken")
+        means, counts = self._sums, self._counts
+        self._sums = self._counts = None
+        np.divide(means, np.maximum(counts, np.float32(1)), out=means)
+        means[counts == 0] = np.float32(np.nan)
+        return means

@@ -92,7 +92,9 @@ def write_preview_png(path: str | os.PathLike[str], small: np.ndarray, *, stretc
     if small.shape[0] == 1:
         stretched = np.repeat(stretched, 3, axis=0)
     rgba = np.empty(small.shape[1:] + (4,), dtype=np.uint8)
-    rgba[..., :3] = np.moveaxis(np.round(stretched * 255.0), 0, -1).astype(np.uint8)
+    stretched *= np.float32(255.0)  # in place, a channel at a time below: a large preview is not copied whole
+    for channel in range(3):
+        rgba[..., channel] = np.round(stretched[channel])
     rgba[..., 3] = np.where(alpha, 255, 0).astype(np.uint8)
     target = Path(path)
     with atomic_path(target) as tmp:
@@ -209,7 +211,7 @@ def write_mosaic_products(
                 sample.add(blocks)
 
         run_band_tasks(write_product_band, jobs, client, collect, label="products", show_progress=show_progress)
-        write_preview_png(out / "preview.png", preview.image(), stretch=preview_stretch)
+        write_preview_png(out / "preview.png", preview.take_image(), stretch=preview_stretch)
     if sample is not None and finishing is not None:
         summary["finished"] = write_finished_products(
             out, store, grid, sample, finishing, client=client, show_progress=show_progress
