@@ -168,8 +168,7 @@ def _steps(mode: str) -> list[tuple[str, Callable[[dict[str, Any]], Any]]]:
 
     def assembly(st: dict[str, Any]) -> None:
         resources = resources_from_workers([], fallback_threads=16, fallback_memory=64 << 30)
-        n_inputs = len(st.get("layers", ())) or len(st["frames"])
-        plan_assembly(resources, st["grid"], n_inputs, assembly_targets(config, 3))
+        plan_assembly(resources, st["grid"], assembly_targets(config, 3))
 
     common = [("screen", screen), ("grid", grid)]
     specific = {

@@ -154,9 +154,9 @@ def test_units_routed_to_gpus_get_the_gpu_byte_budget():
     grid = OutputGrid(crval=(10.0, 20.0), pixel_scale=2.4, crpix=(1.0, 1.0), shape=(3000, 5000))
     cpu = WorkerResources("cpu", 4, 8 * 2**30)
     gpu = WorkerResources("gpu", 2, 32 * 2**30, gpus=1, gpu_memory_bytes=16 * 2**30)
-    on_gpus = plan_assembly(ClusterResources((cpu, gpu)), grid, 10, AssemblyTargets(n_channels=3))
+    on_gpus = plan_assembly(ClusterResources((cpu, gpu)), grid, AssemblyTargets(n_channels=3))
     assert on_gpus.use_gpu and on_gpus.gpu_max_chunk_bytes != on_gpus.max_chunk_bytes
     assert unit_chunk_bytes(on_gpus) == on_gpus.gpu_max_chunk_bytes
-    on_cpus = plan_assembly(ClusterResources((cpu,)), grid, 10, AssemblyTargets(n_channels=3))
+    on_cpus = plan_assembly(ClusterResources((cpu,)), grid, AssemblyTargets(n_channels=3))
     assert not on_cpus.use_gpu and unit_chunk_bytes(on_cpus) == on_cpus.max_chunk_bytes
     assert unit_chunk_bytes(None) is None

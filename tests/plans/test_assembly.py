@@ -56,17 +56,18 @@ targets = st.builds(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(workers, min_size=1, max_size=6), targets, st.integers(0, 50), st.integers(1, 20000))
-def test_plan_never_exceeds_worker_or_gpu_memory(pool, config, n_inputs, width):
-    grid = OutputGrid(crval=(0.0, 0.0), pixel_scale=1.0, crpix=(1.0, 1.0), shape=(4000, width))
+@given(st.lists(workers, min_size=1, max_size=6), targets, st.integers(1, 4000), st.integers(1, 20000))
+def test_plan_never_exceeds_worker_or_gpu_memory(pool, config, height, width):
+    grid = OutputGrid(crval=(0.0, 0.0), pixel_scale=1.0, crpix=(1.0, 1.0), shape=(height, width))
     resources = ClusterResources(tuple(pool))
-    plan = plan_assembly(resources, grid, n_inputs, config)
+    plan = plan_assembly(resources, grid, config)
     for w in pool:
         if w.memory_limit_bytes:
             assert plan.max_chunk_bytes * w.nthreads <= w.memory_limit_bytes
     assert 1 <= plan.max_chunk_bytes <= config.max_chunk_bytes
     threads = sum(w.nthreads for w in pool)
-    assert 1 <= plan.cpu_workers <= max(1, min(threads, n_inputs or threads))
+    regions = grid.n_regions[0] * grid.n_regions[1]
+    assert 1 <= plan.cpu_workers <= min(threads, regions)
     row_bytes = width * (config.n_channels + 1) * 4
     assert 1 <= plan.rows_per_chunk <= grid.shape[0]
     assert plan.rows_per_chunk * row_bytes <= plan.max_chunk_bytes or plan.rows_per_chunk == 1
@@ -93,55 +94,57 @@ def test_plan_never_exceeds_worker_or_gpu_memory(pool, config, n_inputs, width):
         "gpu_rows_per_chunk",
     }
     assert AssemblyPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
-    assert plan_assembly(ClusterResources(tuple(reversed(pool))), grid, n_inputs, config) == plan
+    assert plan_assembly(ClusterResources(tuple(reversed(pool))), grid, config) == plan
 
 
 def test_cpu_chunk_from_worker_memory():
     config = AssemblyTargets()
     # 8 GiB x 0.5 / 4 threads = 1 GiB, capped at 256 MiB.
-    assert plan_assembly(ClusterResources((cpu_worker(),)), GRID, 10, config).max_chunk_bytes == 256 * MiB
+    assert plan_assembly(ClusterResources((cpu_worker(),)), GRID, config).max_chunk_bytes == 256 * MiB
     # 1 GiB x 0.5 / 8 threads = 64 MiB.
-    plan = plan_assembly(ClusterResources((cpu_worker(threads=8, memory=GiB),)), GRID, 10, config)
+    plan = plan_assembly(ClusterResources((cpu_worker(threads=8, memory=GiB),)), GRID, config)
     assert plan.max_chunk_bytes == 64 * MiB
     assert plan.rows_per_chunk == (64 * MiB) // (5000 * 4 * 4)
     # 16 MiB / 8 threads: the 4 MiB minimum would overflow the worker, so 2 MiB per thread.
-    plan = plan_assembly(ClusterResources((cpu_worker(threads=8, memory=16 * MiB),)), GRID, 10, config)
+    plan = plan_assembly(ClusterResources((cpu_worker(threads=8, memory=16 * MiB),)), GRID, config)
     assert plan.max_chunk_bytes == 2 * MiB
     # The tightest worker decides.
     pool = (cpu_worker("big", 4, 64 * GiB), cpu_worker("small", 16, 2 * GiB))
-    assert plan_assembly(ClusterResources(pool), GRID, 10, config).max_chunk_bytes == GiB // 16
+    assert plan_assembly(ClusterResources(pool), GRID, config).max_chunk_bytes == GiB // 16
 
 
-def test_cpu_workers_follow_threads_load_and_inputs():
+def test_cpu_workers_follow_threads_load_and_the_grid_regions():
     pool = ClusterResources((cpu_worker("a", 8), cpu_worker("b", 8)))
-    assert plan_assembly(pool, GRID, 100, AssemblyTargets(cpu_load=0.5)).cpu_workers == 8
-    plan = plan_assembly(pool, GRID, 3, AssemblyTargets())
-    assert plan.cpu_workers == 3 and "3 input" in plan.reason("cpu_workers")
+    assert plan_assembly(pool, GRID, AssemblyTargets(cpu_load=0.5)).cpu_workers == 8
+    assert plan_assembly(pool, GRID, AssemblyTargets()).cpu_workers == 16  # 6 x 10 regions: every thread
+    small = OutputGrid(crval=(10.0, 20.0), pixel_scale=2.4, crpix=(1.0, 1.0), shape=(600, 1400))
+    plan = plan_assembly(pool, small, AssemblyTargets())  # 2 x 3 regions of 512 px: 6 units at most
+    assert plan.cpu_workers == 6 and "6 region" in plan.reason("cpu_workers")
 
 
 def test_gpu_decisions():
     config = AssemblyTargets()
-    plan = plan_assembly(ClusterResources((cpu_worker(),)), GRID, 10, config)
+    plan = plan_assembly(ClusterResources((cpu_worker(),)), GRID, config)
     assert not plan.use_gpu and "no worker advertises a GPU" in plan.reason("use_gpu")
-    big = plan_assembly(ClusterResources((gpu_worker(vram=80 * GiB),)), GRID, 10, config)
+    big = plan_assembly(ClusterResources((gpu_worker(vram=80 * GiB),)), GRID, config)
     assert big.use_gpu and big.gpu_workers == 1 and big.gpu_max_chunk_bytes == 512 * MiB
     # 3 GiB card: (3 - 1.5) GiB x 0.7 = 1075 MiB, but a small card is clamped to 64 MiB.
-    small = plan_assembly(ClusterResources((gpu_worker(vram=3 * GiB),)), GRID, 10, config)
+    small = plan_assembly(ClusterResources((gpu_worker(vram=3 * GiB),)), GRID, config)
     assert small.use_gpu and small.gpu_max_chunk_bytes == 64 * MiB
     # 5 GiB card under a high cap: (5 - 1.5) GiB x 0.7 = 2.45 GiB.
     mid = plan_assembly(
-        ClusterResources((gpu_worker(vram=5 * GiB),)), GRID, 10, AssemblyTargets(gpu_max_chunk_bytes=8 * GiB)
+        ClusterResources((gpu_worker(vram=5 * GiB),)), GRID, AssemblyTargets(gpu_max_chunk_bytes=8 * GiB)
     )
     assert mid.gpu_max_chunk_bytes == int((5 * GiB - int(1.5 * GiB)) * 0.7)
-    tiny = plan_assembly(ClusterResources((gpu_worker(vram=GiB), cpu_worker())), GRID, 10, config)
+    tiny = plan_assembly(ClusterResources((gpu_worker(vram=GiB), cpu_worker())), GRID, config)
     assert not tiny.use_gpu and "reserve" in tiny.reason("use_gpu")
-    forced = plan_assembly(ClusterResources((gpu_worker(),)), GRID, 10, AssemblyTargets(force_cpu=True))
+    forced = plan_assembly(ClusterResources((gpu_worker(),)), GRID, AssemblyTargets(force_cpu=True))
     assert not forced.use_gpu and "force_cpu" in forced.reason("use_gpu")
 
 
 def test_no_workers_is_a_plan_error():
     with pytest.raises(PlanError):
-        plan_assembly(ClusterResources(()), GRID, 3, AssemblyTargets())
+        plan_assembly(ClusterResources(()), GRID, AssemblyTargets())
 
 
 def test_targets_validation():
@@ -195,8 +198,8 @@ def _line(message):
 
 def test_two_pass_uses_the_assembly_plan_object(caplog):
     caplog.set_level(logging.INFO, logger="zemosaic_dask")
-    plan = plan_assembly(ClusterResources((cpu_worker(),)), GRID, 10, AssemblyTargets())
-    fallback = plan_assembly(ClusterResources((cpu_worker(threads=1),)), GRID, 1, AssemblyTargets())
+    plan = plan_assembly(ClusterResources((cpu_worker(),)), GRID, AssemblyTargets())
+    fallback = plan_assembly(ClusterResources((cpu_worker(threads=1),)), GRID, AssemblyTargets())
     assert select_two_pass_plan(plan, lambda: pytest.fail("derived although the plan has one")) is plan
     match = _line(caplog.messages[-1])
     assert match and match.group(1) == "AssemblyPlan"
@@ -209,8 +212,8 @@ def test_two_pass_uses_the_assembly_plan_object(caplog):
 
 def test_two_pass_gpu_follows_the_plan(caplog):
     caplog.set_level(logging.INFO, logger="zemosaic_dask")
-    cpu_plan = plan_assembly(ClusterResources((cpu_worker(),)), GRID, 10, AssemblyTargets())
-    gpu_plan = plan_assembly(ClusterResources((gpu_worker(),)), GRID, 10, AssemblyTargets())
+    cpu_plan = plan_assembly(ClusterResources((cpu_worker(),)), GRID, AssemblyTargets())
+    gpu_plan = plan_assembly(ClusterResources((gpu_worker(),)), GRID, AssemblyTargets())
     caplog.clear()
     assert two_pass_use_gpu(gpu_plan, True) is True
     assert two_pass_use_gpu(gpu_plan, False) is False

@@ -130,27 +130,30 @@ def combine_jobs(
     noise: tuple[float, ...] | None = None,
     sky: tuple[float, ...] | None = None,
 ) -> list[CombineJob]:
-    """One combination job per global region reached by a layer (box intersection).
+    """One combination job per global region that a layer's frames reach.
 
-    ``noise`` and ``sky`` (per channel: the frames' typical pixel noise and sky level) let
-    a ``noise_clip`` rejection across layers judge each layer pixel by the noise its
-    coverage gives it.
+    A layer holds data only where its frames do: a region inside a layer's bounding box but
+    reached by none of its frames (a sparse SDS batch spread over a wide field, a classic
+    tile's corner) gets no job, so an empty region is never scheduled and stays unwritten
+    (NaN, zero coverage) in ``out``. ``noise`` and ``sky`` (per channel: the frames' typical
+    pixel noise and sky level) let a ``noise_clip`` rejection across layers judge each
+    layer pixel by the noise its coverage gives it.
     """
     by_id = {i.id: i for i in inputs}
     extra: dict[str, Any] = {"max_bytes": int(max_bytes)} if max_bytes else {}
     if noise is not None:
         extra.update(noise=tuple(noise), sky=tuple(sky) if sky is not None else None)
+    reached = assign_frames_to_regions(plan.grid, plan.frames)
+    layers_of_frame: dict[int, list[int]] = {}
+    for position, entry in enumerate(stores):
+        for index in entry.layer.distinct:
+            layers_of_frame.setdefault(index, []).append(position)
     jobs = []
-    for region in plan.grid.regions():
-        members = tuple(
-            by_id[e.layer.id]
-            for e in stores
-            if e.layer.box[0] < region.y1
-            and e.layer.box[1] > region.y0
-            and e.layer.box[2] < region.x1
-            and e.layer.box[3] > region.x0
-        )
-        if members:
+    for key in sorted(reached):
+        positions = sorted({p for index in reached[key] for p in layers_of_frame.get(index, ())})
+        if positions:
+            members = tuple(by_id[stores[p].layer.id] for p in positions)
+            region = plan.grid.region(*key)
             jobs.append(CombineJob(region, members, out, plan.n_channels, stack, rewrite=rewrite, **extra))
     return jobs
 

@@ -50,5 +50,4 @@ def plan_sections(
 
 def derived_assembly_plan(plan: MosaicPlan, targets: Any, handle: Any) -> AssemblyPlan:
     """An :class:`AssemblyPlan` derived from the cluster's workers now, for a plan saved without one."""
-    n_inputs = len(plan.layers) or len(plan.frames)
-    return plan_assembly(cluster_of(cluster_resources(handle)), plan.grid, n_inputs, targets)
+    return plan_assembly(cluster_of(cluster_resources(handle)), plan.grid, targets)

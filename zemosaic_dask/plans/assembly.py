@@ -295,9 +295,7 @@ def _rows(chunk_bytes: int, grid: OutputGrid, n_channels: int) -> int:
     return max(1, min(int(grid.shape[0]), chunk_bytes // max(1, row_bytes)))
 
 
-def plan_assembly(
-    resources: ClusterResources, grid: OutputGrid, n_inputs: int, config: AssemblyTargets
-) -> AssemblyPlan:
+def plan_assembly(resources: ClusterResources, grid: OutputGrid, config: AssemblyTargets) -> AssemblyPlan:
     """Derive the assembly plan from the cluster's resources and the configured targets.
 
     Parameters
@@ -305,9 +303,8 @@ def plan_assembly(
     resources : ClusterResources
         Workers with their threads, memory limits and GPUs.
     grid : OutputGrid
-        The global grid (its width sets the bytes per row).
-    n_inputs : int
-        Number of inputs to assemble (tiles or batch mosaics); workers never exceed it.
+        The global grid (its width sets the bytes per row; its regions are the units every
+        stage runs, so no more workers are planned than it has regions).
     config : AssemblyTargets
         Targets, caps and GPU switches.
 
@@ -327,14 +324,15 @@ def plan_assembly(
             "the cluster has no worker threads to assemble with; start workers or check the scheduler address",
             reason="no workers",
         )
-    n_inputs = max(0, int(n_inputs))
+    ny, nx = grid.n_regions
+    n_units = max(1, ny * nx)
     reasons: dict[str, str] = {}
     threads = resources.total_threads
     cpu_workers = max(1, math.floor(threads * config.cpu_load))
     reasons["cpu_workers"] = f"floor({threads} thread(s) x cpu_load {config.cpu_load}) = {cpu_workers}"
-    if n_inputs and cpu_workers > n_inputs:
-        cpu_workers = n_inputs
-        reasons["cpu_workers"] += f", capped by {n_inputs} input(s)"
+    if cpu_workers > n_units:
+        cpu_workers = n_units
+        reasons["cpu_workers"] += f", capped by {n_units} region(s) of the grid"
     max_chunk, reasons["max_chunk_bytes"] = _cpu_chunk(resources, config)
     rows = _rows(max_chunk, grid, config.n_channels)
     reasons["rows_per_chunk"] = f"{_mib(max_chunk)} / row of {grid.shape[1]} px x {config.n_channels + 1} planes"
@@ -350,7 +348,7 @@ def plan_assembly(
         gpu_chunk, why = _gpu_chunk(resources, config)
         use_gpu = gpu_chunk > 0
         if use_gpu:
-            gpu_workers = min(gpu_count, n_inputs) if n_inputs else gpu_count
+            gpu_workers = min(gpu_count, n_units)
             gpu_rows = _rows(gpu_chunk, grid, config.n_channels)
     reasons["use_gpu"] = why if not use_gpu else f"{gpu_count} GPU(s) advertised and usable"
     reasons["gpu_workers"] = f"{gpu_workers} GPU worker(s) used" if use_gpu else f"0: {why}"

@@ -114,8 +114,7 @@ def plan_mode_sections(
             mode, fallback = "mosaic-first", f"sds_error_no_valid_batches: {reason}"
     elif mode == "classic":
         sections.update(_classic(plan, policies))
-    n_inputs = len(sections.get("layers", ())) or len(plan.frames)
-    assembly = plan_assembly(resources, plan.grid, n_inputs, policies.assembly)
+    assembly = plan_assembly(resources, plan.grid, policies.assembly)
     sections["assembly_plan"] = assembly.to_dict()
     sections["altaz"] = plan_altaz_cleanup(plan.frames, policies.altaz).to_dict()
     return dataclasses.replace(plan, mode=mode, fallback=fallback, sections=sections)
