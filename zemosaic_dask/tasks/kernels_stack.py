@@ -14,6 +14,11 @@ same float32 sums in the same order, without its sample-sized temporaries.
 :func:`zemosaic_dask.tasks.noise_rejection._reject_noise_clip_arrays` per pixel, with the
 same float32 operations in the same order (the reference stops each pixel on its own).
 
+:func:`bin_mean_cpu` and :func:`cell_clip_pass_cpu` serve the sky measurement of
+:func:`zemosaic_dask.tasks.sky_blocks.measure_sky_cells`: the ``factor x factor`` block
+means of a frame, summed as numpy's ``reshape(...).mean(axis=(2, 4))`` sums them, and one
+clipping pass of the cell means, with the float64 sums of ``numpy.bincount``.
+
 Compiled with ``nogil=True`` and without ``fastmath`` (see
 :mod:`zemosaic_dask.tasks.kernels_cpu`).
 """
@@ -25,7 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["kappa_sigma_keep_cpu", "noise_clip_keep_cpu", "weighted_mean_cpu"]
+__all__ = ["bin_mean_cpu", "cell_clip_pass_cpu", "kappa_sigma_keep_cpu", "noise_clip_keep_cpu", "weighted_mean_cpu"]
 
 _OPTIONS = {"cache": True, "nogil": True, "fastmath": False}
 
@@ -276,3 +281,58 @@ def noise_clip_keep_cpu(
                 for i in range(n):
                     out[index[i], c, y, x] = kept[i]
     return fired
+
+
+@njit(**_OPTIONS)
+def bin_mean_cpu(data, factor, out):
+    """Write into ``out`` the means of the ``factor x factor`` blocks of ``data``, float32.
+
+    ``data`` is ``(C, H, W)`` float32 and ``out`` ``(C, H // factor, W // factor)``
+    float32 (rows and columns beyond the last whole block are ignored). Each block is
+    summed row by row, every row from its first pixel on, then the row sums in order
+    from the first, and the total divided by ``factor**2``: the order in which numpy 2
+    reduces ``data.reshape(C, h, factor, w, factor).mean(axis=(2, 4))``, so the means
+    are equal to the bit.
+    """
+    channels, height, width = out.shape
+    scale = np.float32(factor * factor)
+    total = np.empty(width, dtype=np.float32)
+    for c in range(channels):
+        for y in range(height):
+            for i in range(factor):
+                row = data[c, y * factor + i]
+                for x in range(width):
+                    first = x * factor
+                    block_row = row[first]
+                    for j in range(1, factor):
+                        block_row += row[first + j]
+                    if i == 0:
+                        total[x] = block_row
+                    else:
+                        total[x] += block_row
+            for x in range(width):
+                out[c, y, x] = total[x] / scale
+
+
+@njit(**_OPTIONS)
+def cell_clip_pass_cpu(values, lookup, mean, low, high, totals, sums):
+    """One clipping pass of cell means: replace ``mean`` by the mean of the pixels within the limits.
+
+    ``values`` ``(N,)`` float32 pixels, ``lookup`` ``(N,)`` their cell index into
+    ``mean``, ``totals`` and ``sums`` (float64, one entry per cell; the latter two are
+    scratch). A pixel counts when ``low <= value - mean[cell] <= high`` (float64); the new
+    mean of a cell is the sum of its counted pixels over their number, NaN where none.
+    The sums run in pixel order in float64, as ``numpy.bincount`` with weights sums.
+    """
+    zero = 0.0
+    totals[:] = zero
+    sums[:] = zero
+    for p in range(values.shape[0]):
+        cell = lookup[p]
+        value = np.float64(values[p])
+        residual = value - mean[cell]
+        weight = 1.0 if (residual >= low and residual <= high) else zero
+        totals[cell] += weight
+        sums[cell] += value * weight
+    for cell in range(mean.shape[0]):
+        mean[cell] = sums[cell] / max(totals[cell], 1.0) if totals[cell] > zero else np.nan
