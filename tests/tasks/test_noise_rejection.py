@@ -287,3 +287,61 @@ def test_stack_samples_carries_noise_and_background_through_the_normalisation():
         sky, footprint[:, :1], options, gains=gains * 20, offsets=offsets, noise=NOISE, background=SKY
     )
     assert_allclose(tenfold.image, 10 * sky.mean(axis=0), rtol=1e-6)
+
+
+def sparse_stack(depth: int, seed: int, noise_shape: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Deep stacks where each pixel has 0-6 usable samples, with trails, cosmic rays and ties."""
+    rng = np.random.default_rng(seed)
+    shape = (depth, 3, 11, 23)
+    values = rng.normal(SKY, NOISE, shape).astype(np.float32)
+    usable = rng.integers(0, 7, shape[1:])  # usable samples per channel-pixel, at random frames
+    rank = np.argsort(rng.random(shape), axis=0).argsort(axis=0)
+    chosen = rank < usable[None]
+    valid = chosen | (rng.random(shape) < 0.05)  # a few valid-but-NaN samples below
+    values[~chosen & (rng.random(shape) < 0.5)] = np.nan
+    values[valid & ~chosen] = np.nan
+    values[~valid & (rng.random(shape) < 0.3)] = -1e6  # invalid: however extreme, takes no part
+    values[rng.integers(depth), :, :, 5:8] += 40 * NOISE  # a satellite trail in one frame
+    values[rng.integers(depth), 1, 6, :] += 25 * NOISE  # and one in another, one channel
+    cosmic = rng.random(shape) < 0.03
+    values[cosmic] += rng.uniform(5, 200, int(cosmic.sum())).astype(np.float32) * NOISE
+    values[:, 2, 0, :] = np.round(values[:, 2, 0, :] / 50) * 50  # ties within a pixel
+    if noise_shape == "per frame":
+        noise = rng.uniform(10.0, 30.0, (depth, 3, 1, 1)).astype(np.float32)
+    elif noise_shape == "per row":
+        noise = rng.uniform(10.0, 30.0, (1, 1, shape[2], 1)).astype(np.float32)
+    else:  # per pixel, a strided (non-contiguous) view, with a zero and an unknown noise
+        noise = rng.uniform(10.0, 30.0, (depth, 3, shape[2], 2 * shape[3])).astype(np.float32)[..., ::2]
+        noise[0, 0, 3] = 0.0
+        noise[-1, 1, 4] = np.nan
+    background = rng.uniform(900.0, 1100.0, (depth, 1, 1, 1)).astype(np.float32)
+    return values, valid, noise, background
+
+
+@pytest.mark.parametrize("depth", [5, 9, 16])
+@pytest.mark.parametrize("noise_shape", ["per frame", "per row", "per pixel"])
+@pytest.mark.parametrize(
+    ("kappa_low", "kappa_high", "min_samples", "noise_scale", "max_iterations"),
+    [(3.0, 3.0, 2, 0.1, 3), (1.5, 2.0, 1, 0.0, 6), (2.5, 2.5, 3, 0.3, 2)],
+)
+def test_compiled_kernel_equals_the_array_version_on_sparse_deep_stacks(
+    depth, noise_shape, kappa_low, kappa_high, min_samples, noise_scale, max_iterations
+):
+    options = dict(
+        kappa_low=kappa_low,
+        kappa_high=kappa_high,
+        max_iterations=max_iterations,
+        min_samples=min_samples,
+        noise_scale=noise_scale,
+    )
+    for seed in range(4):
+        values, valid, noise, background = sparse_stack(depth, 1000 * depth + seed, noise_shape)
+        compiled = reject_noise_clip(values, valid, noise, background=background, **options)
+        reference = arrays_reference(values, valid, noise, background, **options)
+        assert_array_equal(compiled.keep, reference.keep)
+        assert compiled.pair_rejections == reference.pair_rejections
+        usable = valid & np.isfinite(values)
+        assert not (compiled.keep & ~usable).any()
+        assert (usable & ~compiled.keep).sum() > 20  # trails and cosmic rays were rejected
+        if min_samples <= 2:
+            assert compiled.pair_rejections > 0

@@ -14,6 +14,11 @@ same float32 sums in the same order, without its sample-sized temporaries.
 :func:`zemosaic_dask.tasks.noise_rejection._reject_noise_clip_arrays` per pixel, with the
 same float32 operations in the same order (the reference stops each pixel on its own).
 
+:func:`bin_mean_cpu` and :func:`cell_clip_pass_cpu` serve the sky measurement of
+:func:`zemosaic_dask.tasks.sky_blocks.measure_sky_cells`: the ``factor x factor`` block
+means of a frame, summed as numpy's ``reshape(...).mean(axis=(2, 4))`` sums them, and one
+clipping pass of the cell means, with the float64 sums of ``numpy.bincount``.
+
 Compiled with ``nogil=True`` and without ``fastmath`` (see
 :mod:`zemosaic_dask.tasks.kernels_cpu`).
 """
@@ -25,7 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["kappa_sigma_keep_cpu", "noise_clip_keep_cpu", "weighted_mean_cpu"]
+__all__ = ["bin_mean_cpu", "cell_clip_pass_cpu", "kappa_sigma_keep_cpu", "noise_clip_keep_cpu", "weighted_mean_cpu"]
 
 _OPTIONS = {"cache": True, "nogil": True, "fastmath": False}
 
@@ -137,42 +142,36 @@ def _variance(centre, noise, background, noise_scale):
 
 
 @njit(**_OPTIONS)
-def _sorted_median(buffer, usable, count, scratch):
-    """Median of the usable entries of ``buffer`` (insertion sort into ``scratch``), float32."""
-    n = 0
-    for k in range(count):
-        if usable[k]:
-            value = buffer[k]
-            i = n
-            while i > 0 and scratch[i - 1] > value:
-                scratch[i] = scratch[i - 1]
-                i -= 1
-            scratch[i] = value
-            n += 1
+def _sorted_median(buffer, n, scratch):
+    """Median of the first ``n`` entries of ``buffer`` (insertion sort into ``scratch``), float32."""
+    for i in range(n):
+        value = buffer[i]
+        j = i
+        while j > 0 and scratch[j - 1] > value:
+            scratch[j] = scratch[j - 1]
+            j -= 1
+        scratch[j] = value
     return (scratch[(n - 1) // 2] + scratch[n // 2]) * np.float32(0.5)
 
 
 @njit(**_OPTIONS)
-def _pair_rule(buffer, usable, noise, background, count, kappa_high, noise_scale):
-    """Index of the brighter of two usable samples when they disagree beyond the noise, else -1."""
+def _pair_rule(buffer, noise, background, kappa_high, noise_scale):
+    """Index (0 or 1) of the brighter of two samples when they disagree beyond the noise, else -1."""
     zero = np.float32(0.0)
     total = zero
-    for k in range(count):
-        total += buffer[k] if usable[k] else zero
+    for i in range(2):
+        total += buffer[i]
     centre = total / np.float32(2.0)
     variance = zero
     high = np.float32(-np.inf)
     low = np.float32(np.inf)
     brighter = -1
-    for k in range(count):
-        if usable[k]:
-            variance += _variance(centre, noise[k], background[k], noise_scale)
-            if buffer[k] > high:
-                high = buffer[k]
-                brighter = k
-            low = min(low, buffer[k])
-        else:
-            variance += zero
+    for i in range(2):
+        variance += _variance(centre, noise[i], background[i], noise_scale)
+        if buffer[i] > high:
+            high = buffer[i]
+            brighter = i
+        low = min(low, buffer[i])
     if high - low > kappa_high * np.float32(math.sqrt(variance)):
         return brighter
     return -1
@@ -195,75 +194,145 @@ def noise_clip_keep_cpu(
     """Write into ``out`` the keep mask of noise clipping; return the number of pair-rule rejections.
 
     ``values`` ``(K, C, H, W)`` float32, ``valid`` and ``out`` bool of that shape;
-    ``noise`` and ``background`` float32 arrays of that shape (broadcast views do);
+    ``noise`` and ``background`` 4-D float32 arrays whose every axis is 1 or that of
+    ``values`` (e.g. ``(K, C, 1, 1)``; they are not broadcast in memory);
     ``kappa_low``, ``kappa_high``, ``noise_scale`` and ``median_variance`` (the
     reference's ``MEDIAN_VARIANCE``) float32. The rules are those of
     :mod:`zemosaic_dask.tasks.noise_rejection`.
+
+    Each pixel's usable samples (valid and finite) are gathered, in sample order, into
+    compact buffers with their noise, background and sample index, so that the clipping
+    costs in proportion to their number, not to ``K``; skipping the unusable samples
+    leaves every float32 sum unchanged (the reference adds 0 for them).
     """
     count, channels, height, width = values.shape
+    noise_k, noise_c, noise_y, noise_x = noise.shape
+    noise_k, noise_c, noise_y, noise_x = noise_k - 1, noise_c - 1, noise_y - 1, noise_x - 1  # last index per axis
+    sky_k, sky_c, sky_y, sky_x = background.shape
+    sky_k, sky_c, sky_y, sky_x = sky_k - 1, sky_c - 1, sky_y - 1, sky_x - 1
     zero = np.float32(0.0)
     buffer = np.empty(count, dtype=np.float32)
     variance = np.empty(count, dtype=np.float32)
     sigma_noise = np.empty(count, dtype=np.float32)
     sky = np.empty(count, dtype=np.float32)
-    usable = np.empty(count, dtype=np.bool_)
+    index = np.empty(count, dtype=np.intp)
     kept = np.empty(count, dtype=np.bool_)
     trial = np.empty(count, dtype=np.bool_)
     scratch = np.empty(count, dtype=np.float32)
     fired = 0
     for c in range(channels):
+        cn, cs = min(c, noise_c), min(c, sky_c)
         for y in range(height):
+            yn, ys = min(y, noise_y), min(y, sky_y)
             for x in range(width):
+                xn, xs = min(x, noise_x), min(x, sky_x)
                 n = 0
                 for k in range(count):
                     value = values[k, c, y, x]
-                    buffer[k] = value
-                    usable[k] = valid[k, c, y, x] and math.isfinite(value)
-                    kept[k] = usable[k]
-                    sigma_noise[k] = noise[k, c, y, x]
-                    sky[k] = background[k, c, y, x]
-                    n += 1 if usable[k] else 0
+                    out[k, c, y, x] = False
+                    if valid[k, c, y, x] and math.isfinite(value):
+                        buffer[n] = value
+                        sigma_noise[n] = noise[min(k, noise_k), cn, yn, xn]
+                        sky[n] = background[min(k, sky_k), cs, ys, xs]
+                        index[n] = k
+                        kept[n] = True
+                        n += 1
                 if n == 2 and min_samples <= 2:
-                    brighter = _pair_rule(buffer, usable, sigma_noise, sky, count, kappa_high, noise_scale)
+                    brighter = _pair_rule(buffer, sigma_noise, sky, kappa_high, noise_scale)
                     if brighter >= 0:
                         fired += 1
                         high = buffer[brighter]
-                        for k in range(count):  # every sample equal to the brighter one, as the reference
-                            if usable[k] and buffer[k] == high:
-                                kept[k] = False
+                        for i in range(n):  # every sample equal to the brighter one, as the reference
+                            if buffer[i] == high:
+                                kept[i] = False
                 elif n >= 3 and n >= min_samples:
-                    centre = _sorted_median(buffer, usable, count, scratch)
+                    centre = _sorted_median(buffer, n, scratch)
                     m = n
                     for iteration in range(max_iterations):
                         size = np.float32(m)
                         if iteration > 0:
                             total = zero
-                            for k in range(count):
-                                total += buffer[k] if kept[k] else zero
+                            for i in range(n):
+                                if kept[i]:
+                                    total += buffer[i]
                             centre = total / size
                         total = zero
-                        for k in range(count):
-                            variance[k] = _variance(centre, sigma_noise[k], sky[k], noise_scale)
-                            total += variance[k] if kept[k] else zero
+                        for i in range(n):
+                            variance[i] = _variance(centre, sigma_noise[i], sky[i], noise_scale)
+                            if kept[i]:
+                                total += variance[i]
                         centre_variance = total / (size * size)
                         if iteration == 0:
                             centre_variance = centre_variance * median_variance
                         m_new = 0
                         changed = False
-                        for k in range(count):
-                            keep_k = False
-                            if usable[k]:
-                                sigma = np.float32(math.sqrt(variance[k] + centre_variance))
-                                deviation = buffer[k] - centre
-                                keep_k = not (deviation > kappa_high * sigma or -deviation > kappa_low * sigma)
-                            trial[k] = keep_k
-                            m_new += 1 if keep_k else 0
-                            changed = changed or keep_k != kept[k]
+                        for i in range(n):
+                            sigma = np.float32(math.sqrt(variance[i] + centre_variance))
+                            deviation = buffer[i] - centre
+                            keep_i = not (deviation > kappa_high * sigma or -deviation > kappa_low * sigma)
+                            trial[i] = keep_i
+                            m_new += 1 if keep_i else 0
+                            changed = changed or keep_i != kept[i]
                         if not changed or m_new == 0:
                             break
-                        for k in range(count):
-                            kept[k] = trial[k]
+                        for i in range(n):
+                            kept[i] = trial[i]
                         m = m_new
-                for k in range(count):
-                    out[k, c, y, x] = kept[k]
+                for i in range(n):
+                    out[index[i], c, y, x] = kept[i]
     return fired
+
+
+@njit(**_OPTIONS)
+def bin_mean_cpu(data, factor, out):
+    """Write into ``out`` the means of the ``factor x factor`` blocks of ``data``, float32.
+
+    ``data`` is ``(C, H, W)`` float32 and ``out`` ``(C, H // factor, W // factor)``
+    float32 (rows and columns beyond the last whole block are ignored). Each block is
+    summed row by row, every row from its first pixel on, then the row sums in order
+    from the first, and the total divided by ``factor**2``: the order in which numpy 2
+    reduces ``data.reshape(C, h, factor, w, factor).mean(axis=(2, 4))``, so the means
+    are equal to the bit.
+    """
+    channels, height, width = out.shape
+    scale = np.float32(factor * factor)
+    total = np.empty(width, dtype=np.float32)
+    for c in range(channels):
+        for y in range(height):
+            for i in range(factor):
+                row = data[c, y * factor + i]
+                for x in range(width):
+                    first = x * factor
+                    block_row = row[first]
+                    for j in range(1, factor):
+                        block_row += row[first + j]
+                    if i == 0:
+                        total[x] = block_row
+                    else:
+                        total[x] += block_row
+            for x in range(width):
+                out[c, y, x] = total[x] / scale
+
+
+@njit(**_OPTIONS)
+def cell_clip_pass_cpu(values, lookup, mean, low, high, totals, sums):
+    """One clipping pass of cell means: replace ``mean`` by the mean of the pixels within the limits.
+
+    ``values`` ``(N,)`` float32 pixels, ``lookup`` ``(N,)`` their cell index into
+    ``mean``, ``totals`` and ``sums`` (float64, one entry per cell; the latter two are
+    scratch). A pixel counts when ``low <= value - mean[cell] <= high`` (float64); the new
+    mean of a cell is the sum of its counted pixels over their number, NaN where none.
+    The sums run in pixel order in float64, as ``numpy.bincount`` with weights sums.
+    """
+    zero = 0.0
+    totals[:] = zero
+    sums[:] = zero
+    for p in range(values.shape[0]):
+        cell = lookup[p]
+        value = np.float64(values[p])
+        residual = value - mean[cell]
+        weight = 1.0 if (residual >= low and residual <= high) else zero
+        totals[cell] += weight
+        sums[cell] += value * weight
+    for cell in range(mean.shape[0]):
+        mean[cell] = sums[cell] / max(totals[cell], 1.0) if totals[cell] > zero else np.nan

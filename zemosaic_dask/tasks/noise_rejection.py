@@ -266,13 +266,12 @@ def _reject_noise_clip_compiled(
     """:func:`reject_noise_clip` on numpy through the compiled per-pixel kernel."""
     from .kernels_stack import noise_clip_keep_cpu
 
-    shape = values.shape
-    out = np.empty(shape, dtype=np.bool_)
+    out = np.empty(values.shape, dtype=np.bool_)
     pair_rejections = noise_clip_keep_cpu(
         np.ascontiguousarray(values, dtype=np.float32),
         np.ascontiguousarray(valid, dtype=np.bool_),
-        np.broadcast_to(noise, shape),
-        np.broadcast_to(background, shape),
+        np.asarray(noise, dtype=np.float32),  # 4-D, each axis 1 or full (see _broadcastable)
+        np.asarray(background, dtype=np.float32),
         np.float32(kappa_low),
         np.float32(kappa_high),
         np.float32(noise_scale),

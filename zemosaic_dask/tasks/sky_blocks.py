@@ -80,7 +80,8 @@ def measure_sky_cells(
         ``(C, H, W)`` frame (numpy or cupy), NaN where a pixel has no data.
     to_grid : callable
         ``to_grid(x, y) -> (X, Y)``: frame pixel coordinates to grid pixel coordinates
-        (:meth:`~.background_solve.FrameAffine.to_grid`).
+        (:meth:`~.background_solve.FrameAffine.to_grid`), element by element on
+        broadcastable arrays (it is given a row of ``x`` and a column of ``y``).
     cell : int
         Cell side in grid pixels (>= 2).
     grid_shape : tuple of int
@@ -111,14 +112,16 @@ def measure_sky_cells(
     """
     if int(cell) < 2:
         raise ValueError(f"cell must be >= 2 pixels, got {cell} (set zemosaic.background.block-px)")
+    from .kernels_stack import bin_mean_cpu, cell_clip_pass_cpu
+
     cell = int(cell)
     data = to_numpy(image).astype(np.float32, copy=False)
     factor = max((f for f in BINS if cell >= CELL_BINS * f), default=1)
     if factor > 1:  # factor x factor means: factor**2 fewer pixels to place, noise / factor (the clip limits follow)
         channels, height, width = data.shape
-        height, width = height // factor * factor, width // factor * factor
-        data = data[:, :height, :width].reshape(channels, height // factor, factor, width // factor, factor)
-        data = data.mean(axis=(2, 4))
+        binned = np.empty((channels, height // factor, width // factor), dtype=np.float32)
+        bin_mean_cpu(data, factor, binned)  # = data.reshape(C, h, factor, w, factor).mean(axis=(2, 4))
+        data = binned
         pixel_area *= factor * factor
         if noise is not None:
             noise = np.asarray(noise, dtype=np.float64) / factor
@@ -126,9 +129,11 @@ def measure_sky_cells(
     grid_height, grid_width = grid_shape
     n_columns = -(-grid_width // cell)
     n_cells = -(-grid_height // cell) * n_columns
-    yy, xx = np.mgrid[0:height, 0:width]
     offset = (factor - 1) / 2.0  # the centre of a binned pixel in frame pixels
-    gx, gy = to_grid(xx.ravel() * float(factor) + offset, yy.ravel() * float(factor) + offset)
+    xs = np.arange(width) * float(factor) + offset
+    ys = np.arange(height) * float(factor) + offset
+    gx, gy = np.broadcast_arrays(*to_grid(xs[None, :], ys[:, None]))  # every (y, x), row-major
+    gx, gy = np.broadcast_to(gx, (height, width)).ravel(), np.broadcast_to(gy, (height, width)).ravel()
     column = np.floor((gx + 0.5) / cell).astype(np.int64)
     row = np.floor((gy + 0.5) / cell).astype(np.int64)
     inside = (column >= 0) & (column < n_columns) & (row >= 0) & (row * n_columns < n_cells)
@@ -140,29 +145,30 @@ def measure_sky_cells(
     filled = np.flatnonzero(counts >= MIN_FILL * cell * cell / max(pixel_area, 1e-12))
     if filled.size == 0:
         return SkyCells(np.zeros(0, np.int64), np.zeros((channels, 0)), np.zeros((channels, 0)), cell, n_columns)
-    keep = np.isin(ids, filled)
-    ids, values = ids[keep], values[:, keep]
+    rank = np.full(n_cells + 1, -1, dtype=np.intp)  # position of each filled cell in ``filled``, -1 elsewhere
+    rank[filled] = np.arange(filled.size)
+    lookup = rank[ids]
+    keep = lookup >= 0
+    lookup, values = lookup.compress(keep), values.compress(keep, axis=1)  # compress: faster than a mask index
     means = np.empty((channels, filled.size))
     fluxes = np.empty((channels, filled.size))
-    lookup = np.searchsorted(filled, ids)
     pixels = np.bincount(lookup, minlength=filled.size)
+    totals, sums = np.empty(filled.size), np.empty(filled.size)
     for c in range(channels):
         v = values[c]
-        mean = np.bincount(lookup, v, filled.size) / pixels
+        plain = np.bincount(lookup, v, filled.size)
+        mean = plain / pixels
         if noise is not None:
             sigma = float(np.resize(np.asarray(noise, dtype=np.float64), channels)[c])
         else:
             sigma = 1.4826 * float(np.median(np.abs(v - mean[lookup])))
         for index in range(_CLIP_PASSES):
-            residual = v - mean[lookup]
             # The plain mean sits above the sky where a star is bright: the first pass clips
             # only upwards, so that the sky pixels of such a cell survive it.
             low = -np.inf if index == 0 else -CLIP_LOW * sigma
-            weight = ((residual >= low) & (residual <= CLIP_HIGH * sigma)).astype(np.float64)
-            total = np.bincount(lookup, weight, filled.size)
-            mean = np.where(total > 0, np.bincount(lookup, v * weight, filled.size) / np.maximum(total, 1), np.nan)
+            cell_clip_pass_cpu(v, lookup, mean, low, CLIP_HIGH * sigma, totals, sums)
         means[c] = mean
-        fluxes[c] = np.bincount(lookup, v, filled.size) - pixels * mean
+        fluxes[c] = plain - pixels * mean
     return SkyCells(filled.astype(np.int64), means, fluxes, cell, n_columns)
 
 

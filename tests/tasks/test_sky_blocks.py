@@ -1,0 +1,130 @@
+"""Sky cells of a frame: the compiled binning and clipping passes give the numpy formulation's values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from zemosaic_dask.tasks.background_solve import FrameAffine
+from zemosaic_dask.tasks.kernels_stack import bin_mean_cpu
+from zemosaic_dask.tasks.sky_blocks import BINS, CELL_BINS, CLIP_HIGH, CLIP_LOW, MIN_FILL, SkyCells, measure_sky_cells
+
+
+def numpy_sky_cells(image, to_grid, cell, grid_shape, *, pixel_area=1.0, noise=None) -> SkyCells:
+    """measure_sky_cells written with array operations only (mask indexing, bincounts, np.isin)."""
+    data = np.asarray(image, dtype=np.float32)
+    factor = max((f for f in BINS if cell >= CELL_BINS * f), default=1)
+    if factor > 1:
+        channels, height, width = data.shape
+        height, width = height // factor * factor, width // factor * factor
+        data = data[:, :height, :width].reshape(channels, height // factor, factor, width // factor, factor)
+        data = data.mean(axis=(2, 4))
+        pixel_area *= factor * factor
+        if noise is not None:
+            noise = np.asarray(noise, dtype=np.float64) / factor
+    channels, height, width = data.shape
+    n_columns = -(-grid_shape[1] // cell)
+    n_cells = -(-grid_shape[0] // cell) * n_columns
+    yy, xx = np.mgrid[0:height, 0:width]
+    offset = (factor - 1) / 2.0
+    gx, gy = to_grid(xx.ravel() * float(factor) + offset, yy.ravel() * float(factor) + offset)
+    column = np.floor((gx + 0.5) / cell).astype(np.int64)
+    row = np.floor((gy + 0.5) / cell).astype(np.int64)
+    inside = (column >= 0) & (column < n_columns) & (row >= 0) & (row * n_columns < n_cells)
+    values = data.reshape(channels, -1)
+    ids = np.where(inside & np.all(np.isfinite(values), axis=0), row * n_columns + column, n_cells)
+    counts = np.bincount(ids, minlength=n_cells + 1)[:n_cells]
+    filled = np.flatnonzero(counts >= MIN_FILL * cell * cell / pixel_area)
+    keep = np.isin(ids, filled)
+    ids, values = ids[keep], values[:, keep]
+    lookup = np.searchsorted(filled, ids)
+    pixels = np.bincount(lookup, minlength=filled.size)
+    means, fluxes = np.empty((channels, filled.size)), np.empty((channels, filled.size))
+    for c in range(channels):
+        v = values[c]
+        mean = np.bincount(lookup, v, filled.size) / pixels
+        sigma = float(noise[c]) if noise is not None else 1.4826 * float(np.median(np.abs(v - mean[lookup])))
+        for index in range(3):
+            residual = v - mean[lookup]
+            low = -np.inf if index == 0 else -CLIP_LOW * sigma
+            weight = ((residual >= low) & (residual <= CLIP_HIGH * sigma)).astype(np.float64)
+            total = np.bincount(lookup, weight, filled.size)
+            mean = np.where(total > 0, np.bincount(lookup, v * weight, filled.size) / np.maximum(total, 1), np.nan)
+        means[c] = mean
+        fluxes[c] = np.bincount(lookup, v, filled.size) - pixels * mean
+    return SkyCells(filled.astype(np.int64), means, fluxes, cell, n_columns)
+
+
+def starry_frame(seed: int, shape=(3, 203, 261)) -> np.ndarray:
+    """Sky with a gradient, stars, a trail, hot pixels and a NaN corner."""
+    rng = np.random.default_rng(seed)
+    channels, height, width = shape
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = (300.0 + 0.4 * xx - 0.2 * yy + rng.normal(0.0, 6.0, shape)).astype(np.float32)
+    for _ in range(40):
+        y, x = rng.integers(3, height - 3), rng.integers(3, width - 3)
+        image[:, y - 2 : y + 3, x - 2 : x + 3] += rng.uniform(50.0, 20000.0)
+    image[:, 70 + (xx[0] // 9), xx[0]] += 900.0  # a slanted trail
+    image[rng.random(shape) < 0.002] = 60000.0
+    image[:, -25:, -40:] = np.nan
+    image[1, 5, 5] = np.nan  # one channel only: the pixel takes no part in any channel
+    return image
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_bin_mean_sums_rows_then_their_sums(factor):
+    rng = np.random.default_rng(factor)
+    data = (rng.standard_cauchy((2, 37, 53)) * 1e4).astype(np.float32)  # wide range: the order shows
+    data[0, 3, 5] = np.nan
+    data[1, 9, 10], data[1, 9, 11] = np.inf, -np.inf
+    channels, height, width = data.shape[0], data.shape[1] // factor, data.shape[2] // factor
+    blocks = data[:, : height * factor, : width * factor].reshape(channels, height, factor, width, factor)
+    rows = [blocks[:, :, i, :, 0] for i in range(factor)]
+    with np.errstate(invalid="ignore"):  # inf - inf
+        for i in range(factor):
+            for j in range(1, factor):
+                rows[i] = rows[i] + blocks[:, :, i, :, j]
+        expected = rows[0]
+        for i in range(1, factor):
+            expected = expected + rows[i]
+        expected = expected / np.float32(factor * factor)
+        mean = blocks.mean(axis=(2, 4))
+    out = np.full((channels, height, width), -1.0, dtype=np.float32)
+    bin_mean_cpu(data, factor, out)
+    assert_array_equal(out, expected)  # bit for bit, NaN where a block holds a NaN or +-inf
+    assert np.isnan(out[0, 3 // factor, 5 // factor]) and np.isnan(out[1, 9 // factor, 10 // factor])
+    assert_allclose(out, mean, rtol=1e-6)
+    strided = np.asfortranarray(data)  # any memory layout
+    bin_mean_cpu(strided, factor, out)
+    assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("cell", [8, 16, 21, 32, 48])
+@pytest.mark.parametrize("noise", [None, (6.0, 5.0, 7.0)])
+def test_sky_cells_equal_the_array_formulation(cell, noise):
+    rotation = np.deg2rad(17.0)
+    c, s = np.cos(rotation), np.sin(rotation)
+    affine = FrameAffine((130.0, 101.0), (260.0, 230.0), ((1.1 * c, -1.1 * s), (1.1 * s, 1.1 * c)))
+    area = abs(float(np.linalg.det(np.asarray(affine.matrix))))
+    for seed in range(2):
+        image = starry_frame(seed)
+        cells = measure_sky_cells(image, affine.to_grid, cell, (470, 520), pixel_area=area, noise=noise)
+        expected = numpy_sky_cells(image, affine.to_grid, cell, (470, 520), pixel_area=area, noise=noise)
+        assert cells.ids.size > 10 and cells.n_columns == expected.n_columns
+        assert_array_equal(cells.ids, expected.ids)
+        assert_array_equal(cells.values, expected.values)  # to the bit
+        assert_array_equal(cells.fluxes, expected.fluxes)
+        assert np.nanmax(cells.fluxes) > 1000.0  # stars were clipped out of some cell means
+
+
+def test_a_pixel_on_the_clipping_limit_is_kept():
+    image = np.full((1, 32, 48), 100.0, dtype=np.float32)
+    image[:, 2::4, :] = 110.0  # a quarter of every 8 x 8 cell: mean 102.5, residual +7.5 (and -2.5)
+    identity = FrameAffine((0.0, 0.0), (0.0, 0.0), ((1.0, 0.0), (0.0, 1.0)))
+    cells = measure_sky_cells(image, identity.to_grid, 8, (32, 48), noise=(3.0,))  # upper limit 2.5 * 3 = 7.5
+    assert cells.ids.size == 4 * 6
+    assert_array_equal(cells.values, 102.5)  # the 110 pixels sit exactly on the limit: kept
+    assert_array_equal(cells.fluxes, 0.0)
+    below = measure_sky_cells(image, identity.to_grid, 8, (32, 48), noise=(2.9,))
+    assert_array_equal(below.values, 100.0)  # just inside it they are clipped
