@@ -90,6 +90,13 @@ class CliGroup(click.Group):
 @debug_flag
 def main() -> None:
     """Deep, seamless, photometrically linear mosaics from smart-telescope frames, on Dask."""
+    if click.get_current_context().invoked_subcommand == "run":
+        # The local workers' server imports the package while this process parses the
+        # configuration and imports the same modules (see zemosaic_dask.worker_server).
+        from .clusters import spawned_worker_environ
+        from .worker_server import start_worker_server
+
+        start_worker_server(spawned_worker_environ())
 
 
 @main.command()

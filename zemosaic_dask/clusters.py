@@ -38,6 +38,7 @@ from .cluster_options import (
     free_dashboard_address,
 )
 from .errors import ConfigError, GpuUnavailableError
+from .worker_server import worker_start_method
 
 __all__ = [
     "CLUSTER_KINDS",
@@ -48,6 +49,7 @@ __all__ = [
     "build_jobqueue_cluster_kwargs",
     "local_worker_environment",
     "open_cluster",
+    "spawned_worker_environ",
     "worker_resources",
 ]
 
@@ -132,6 +134,14 @@ def local_worker_environment() -> Iterator[None]:
         yield
 
 
+def spawned_worker_environ() -> dict[str, str]:
+    """The variables the nanny sets before starting a local worker process (what a forked worker must inherit)."""
+    with local_worker_environment():
+        environ = {name: str(value) for name, value in dask.config.get("distributed.nanny.pre-spawn-environ").items()}
+    environ.setdefault("PYTHONHASHSEED", "6640")  # as the nanny does, so that every worker hashes alike
+    return environ
+
+
 def _start_local(options: ClusterOptions) -> tuple[Any, str]:
     dashboard = free_dashboard_address(options.dashboard_address)
     if options.gpus:
@@ -159,7 +169,9 @@ def _start_local(options: ClusterOptions) -> tuple[Any, str]:
         return cluster, "local-cuda"
     from distributed import LocalCluster
 
-    with local_worker_environment():
+    method = worker_start_method()  # forkserver when the CLI started the worker server
+    forked = {"distributed.worker.multiprocessing-method": method} if method and options.processes else {}
+    with local_worker_environment(), dask.config.set(forked):
         cluster = LocalCluster(
             n_workers=options.n_workers,
             threads_per_worker=options.threads_per_worker,
