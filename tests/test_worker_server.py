@@ -57,3 +57,47 @@ def test_workers_forked_from_the_server_start_with_the_package_imported_and_the_
     assert spawned["method"] is None and spawned["total"] == 499500
     assert not any(worker["preloaded"] for worker in spawned["workers"])
     assert all(worker["malloc"] == str(64 * 2**20) for worker in spawned["workers"])
+
+
+WARM = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import zemosaic_dask.worker_warmup as warmup
+    from zemosaic_dask.tasks import kernels_cpu, kernels_raw, kernels_stack
+    from zemosaic_dask.tasks.debayer import correct_hot_pixels, debayer_bilinear
+    from zemosaic_dask.tasks.sky_blocks import measure_sky_cells
+    from zemosaic_dask.tasks.stacking import StackOptions, stack_samples
+
+    kernels = {
+        "sample_window": kernels_cpu.sample_window_cpu, "accumulate": kernels_cpu.accumulate_window_cpu,
+        "debayer": kernels_raw.debayer_bilinear_cpu, "hot": kernels_raw.correct_hot_pixels_cpu,
+        "noise_clip": kernels_stack.noise_clip_keep_cpu, "kappa_sigma": kernels_stack.kappa_sigma_keep_cpu,
+        "mean": kernels_stack.weighted_mean_cpu, "bin": kernels_stack.bin_mean_cpu,
+        "clip_pass": kernels_stack.cell_clip_pass_cpu,
+    }
+    warmed = {name: len(k.signatures) for name, k in kernels.items()}
+    # A run's own calls, at other sizes: they must find the specialisations already loaded.
+    rng = np.random.default_rng(0)
+    raw = rng.normal(300, 10, (64, 96)).astype(np.float32)
+    image = debayer_bilinear(correct_hot_pixels(raw, 10.0)[0], "RGGB")
+    measure_sky_cells(image, lambda x, y: (x * 0.9 + 3.0, y * 0.9 - 2.0), 32, (80, 120), noise=(10.0, 9.0, 11.0))
+    samples = rng.normal(300, 10, (5, 3, 24, 40)).astype(np.float32)
+    samples[2, :, :10] = np.nan
+    footprints = np.isfinite(samples[:, 0]).astype(np.float32)
+    per_frame = np.full((5, 3), 10.0, dtype=np.float32)
+    stack_samples(samples, footprints, StackOptions(), noise=per_frame, background=per_frame * 30)
+    after = {name: len(k.signatures) for name, k in kernels.items()}
+    print(json.dumps({"ok": warmup.warm_kernels(), "warmed": warmed, "after": after}))
+    """
+)
+
+
+def test_the_warm_up_loads_the_kernels_with_the_types_a_run_calls_them_with():
+    done = subprocess.run([sys.executable, "-c", WARM], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["ok"]
+    assert all(count >= 1 for count in seen["warmed"].values()), seen["warmed"]
+    touched = ("debayer", "hot", "bin", "clip_pass", "noise_clip", "mean")
+    assert {name: seen["after"][name] for name in touched} == {name: seen["warmed"][name] for name in touched}

@@ -28,7 +28,13 @@ __all__ = ["WORKER_MODULES", "start_worker_server", "worker_start_method"]
 log = logging.getLogger(__name__)
 
 #: What the server imports before it forks a worker: distributed and every task function's module.
-WORKER_MODULES = ("distributed", "numpy", "zemosaic_dask.execute.run", "zemosaic_dask.io.products")
+WORKER_MODULES = (
+    "distributed",
+    "numpy",
+    "zemosaic_dask.execute.run",
+    "zemosaic_dask.io.products",
+    "zemosaic_dask.worker_warmup",
+)
 
 _started = False
 
