@@ -95,7 +95,7 @@ polygon_lists = st.lists(st.lists(vertex, min_size=1, max_size=9).map(np.array),
 
 
 @settings(max_examples=150, deadline=None)
-@given(polygon_lists, st.integers(1, 5), st.sampled_from([8, 64, 1 << 21]))
+@given(polygon_lists, st.integers(1, 5), st.sampled_from([8, 64, 1 << 19]))
 def test_batched_rasterisation_equals_the_former_per_polygon_one(polygons, cell, chunk):
     cells = CoverageCells((-(-70 // cell), -(-95 // cell)), cell)
     with pytest.MonkeyPatch.context() as patch:

@@ -149,7 +149,7 @@ def frame_footprints_pixels(frames: Sequence[FrameInfo], grid: OutputGrid) -> li
 
 
 #: Crossing candidates (edge x row pairs) handled at once by :func:`rasterize_polygons_spans`.
-RASTER_CHUNK_CANDIDATES = 1 << 21
+RASTER_CHUNK_CANDIDATES = 1 << 19
 
 
 def rasterize_polygon_spans(polygon_xy: np.ndarray, cells: CoverageCells) -> np.ndarray:
