@@ -27,6 +27,7 @@ __all__ = [
     "frame_footprints_pixels",
     "rasterize_polygon",
     "rasterize_polygon_spans",
+    "rasterize_polygons_spans",
     "spans_to_cells",
 ]
 
@@ -147,6 +148,10 @@ def frame_footprints_pixels(frames: Sequence[FrameInfo], grid: OutputGrid) -> li
     return polygons
 
 
+#: Crossing candidates (edge x row pairs) handled at once by :func:`rasterize_polygons_spans`.
+RASTER_CHUNK_CANDIDATES = 1 << 19
+
+
 def rasterize_polygon_spans(polygon_xy: np.ndarray, cells: CoverageCells) -> np.ndarray:
     """Return the runs of cells whose centre lies inside the polygon (even-odd rule).
 
@@ -166,38 +171,132 @@ def rasterize_polygon_spans(polygon_xy: np.ndarray, cells: CoverageCells) -> np.
         ``(K, 3)`` ``int64`` rows of ``(row, start, stop)``: cells ``start <= i < stop`` of
         that row, ordered by row then column.
     """
+    return rasterize_polygons_spans([polygon_xy], cells)[0]
+
+
+def rasterize_polygons_spans(polygons: Sequence[np.ndarray], cells: CoverageCells) -> list[np.ndarray]:
+    """:func:`rasterize_polygon_spans` of many polygons at once.
+
+    Every edge is intersected only with the raster rows it crosses (a frame's edges cross
+    about twice its height in rows), for all polygons together in chunks of
+    :data:`RASTER_CHUNK_CANDIDATES` edge-row pairs; the crossings are sorted by polygon, row
+    and column and paired. The cost is thus about the rows the polygons span, whatever their
+    area in cells.
+
+    Parameters
+    ----------
+    polygons : sequence of numpy.ndarray
+        ``(N, 2)`` vertices in 0-based grid pixels, each polygon with its own ``N``.
+    cells : CoverageCells
+        The raster.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One ``(K, 3)`` ``int64`` array of ``(row, start, stop)`` per polygon, as
+        :func:`rasterize_polygon_spans` describes.
+    """
+    if not polygons:
+        return []
     # In cell units a cell (j, i) spans [i, i + 1) x [j, j + 1); its centre is (i + 0.5, j + 0.5).
-    poly = (np.asarray(polygon_xy, dtype=float) + 0.5) / cells.cell_size
+    scaled = [(np.asarray(p, dtype=float).reshape(-1, 2) + 0.5) / cells.cell_size for p in polygons]
+    sizes = np.array([len(p) for p in scaled], dtype=np.int64)
+    if sizes.sum() == 0:
+        return [_centre_cell(p, cells) for p in scaled]
+    ny = cells.shape[0]
+    vertices = np.concatenate(scaled)
+    owner = np.repeat(np.arange(len(scaled)), sizes)
+    following = np.arange(len(vertices)) + 1
+    ends = np.cumsum(sizes)
+    following[ends[sizes > 0] - 1] = (ends - sizes)[sizes > 0]  # the last vertex closes on the first
+    xa, ya = vertices[:, 0], vertices[:, 1]
+    xb, yb = xa[following], ya[following]
+    # Rows r whose centre r + 0.5 lies in [min(ya, yb), max(ya, yb)) are the edge's crossings; the
+    # candidates add a row each side, and the crossing test below is the exact one.
+    low, high = np.minimum(ya, yb), np.maximum(ya, yb)
+    first_row = np.clip(np.floor(low) - 1, 0, ny).astype(np.int64)
+    stop_row = np.clip(np.ceil(high) + 1, 0, ny).astype(np.int64)
+    counts = np.where(ya != yb, stop_row - first_row, 0)
+    per_polygon = np.bincount(owner, weights=counts, minlength=len(scaled))
+    pieces: list[np.ndarray] = []
+    start = 0
+    bounds = np.concatenate([[0], ends])
+    while start < len(scaled):
+        # Whole polygons per chunk, at least one.
+        total = np.cumsum(per_polygon[start:])
+        stop = start + max(1, int(np.searchsorted(total, RASTER_CHUNK_CANDIDATES, side="right")))
+        edges = np.arange(bounds[start], bounds[stop])
+        pieces.append(_crossing_spans(edges, owner, first_row, counts, xa, ya, xb, yb, cells))
+        start = stop
+    spans = np.concatenate(pieces)
+    split = np.searchsorted(spans[:, 0], np.arange(1, len(scaled)))
+    out = []
+    for index, block in enumerate(np.split(spans[:, 1:], split)):
+        out.append(block if block.size else _centre_cell(scaled[index], cells))
+    return out
+
+
+def _crossing_spans(
+    edges: np.ndarray,
+    owner: np.ndarray,
+    first_row: np.ndarray,
+    counts: np.ndarray,
+    xa: np.ndarray,
+    ya: np.ndarray,
+    xb: np.ndarray,
+    yb: np.ndarray,
+    cells: CoverageCells,
+) -> np.ndarray:
+    """``(polygon, row, start, stop)`` runs from the crossings of ``edges`` with their candidate rows."""
+    nx = cells.shape[1]
+    n = counts[edges]
+    edge = np.repeat(edges, n)
+    offsets = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+    rows = np.repeat(first_row[edges], n) + offsets
+    py = rows + 0.5
+    e_ya, e_yb = ya[edge], yb[edge]
+    crosses = (e_ya > py) != (e_yb > py)
+    edge, rows, py = edge[crosses], rows[crosses], py[crosses]
+    e_ya, e_yb = e_ya[crosses], e_yb[crosses]
+    e_xa = xa[edge]
+    along = (py - e_ya) / (e_yb - e_ya)  # in [0, 1]: the edge crosses the row
+    x_cross = e_xa + along * (xb[edge] - e_xa)
+    if x_cross.size == 0:
+        return np.zeros((0, 4), dtype=np.int64)
+    # Sort by (polygon, row) on one integer key, then by x within each group of crossings.
+    key = owner[edge] * cells.shape[0] + rows
+    order = np.argsort(key, kind="stable")
+    key, x_cross = key[order], x_cross[order]
+    group_start = np.ones(key.size, dtype=bool)
+    group_start[1:] = key[1:] != key[:-1]
+    heads = np.flatnonzero(group_start)
+    lengths = np.diff(np.append(heads, key.size))
+    pair_heads = heads[lengths == 2]  # the common case: a convex outline crosses a row twice
+    low, high = x_cross[pair_heads], x_cross[pair_heads + 1]
+    x_cross[pair_heads], x_cross[pair_heads + 1] = np.minimum(low, high), np.maximum(low, high)
+    crowded = np.flatnonzero(np.repeat(lengths > 2, lengths))
+    if crowded.size:
+        x_cross[crowded] = x_cross[crowded[np.lexsort((x_cross[crowded], key[crowded]))]]
+    # Crossings of one (polygon, row): a centre is inside between the 2k-th and (2k+1)-th, i + 0.5 in [c0, c1).
+    rank = np.arange(key.size) - np.repeat(heads, lengths)
+    paired = (rank % 2 == 0) & (rank + 1 < np.repeat(lengths - lengths % 2, lengths))
+    left = np.flatnonzero(paired)
+    starts = np.clip(np.ceil(x_cross[left] - 0.5), 0, nx)
+    stops = np.clip(np.ceil(x_cross[left + 1] - 0.5), 0, nx)
+    keep = stops > starts
+    polygon, row = np.divmod(key[left][keep], cells.shape[0])
+    return np.column_stack([polygon, row, starts[keep].astype(np.int64), stops[keep].astype(np.int64)])
+
+
+def _centre_cell(poly: np.ndarray, cells: CoverageCells) -> np.ndarray:
+    """The cell under the vertex mean of a polygon (in cell units) that holds no cell centre, if on the raster."""
     ny, nx = cells.shape
-    j0, j1 = max(0, math.floor(poly[:, 1].min())), min(ny - 1, math.ceil(poly[:, 1].max()))
-    spans = np.zeros((0, 3), dtype=np.int64)
-    xa, ya = poly[:, 0], poly[:, 1]
-    xb, yb = np.roll(xa, -1), np.roll(ya, -1)
-    sloped = ya != yb
-    xa, ya, xb, yb = xa[sloped], ya[sloped], xb[sloped], yb[sloped]
-    if j0 <= j1 and xa.size >= 2:
-        rows = np.arange(j0, j1 + 1)
-        py = rows[:, None] + 0.5
-        crosses = (ya > py) != (yb > py)
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            along = (py - ya) / (yb - ya)  # in [0, 1] wherever the edge crosses the row
-            x_cross = np.where(crosses, xa + along * (xb - xa), np.inf)
-        x_cross.sort(axis=1)
-        pairs = x_cross.shape[1] // 2
-        # A centre is inside between the 2k-th and (2k+1)-th crossing: i + 0.5 in [c0, c1).
-        starts = np.ceil(x_cross[:, 0 : 2 * pairs : 2] - 0.5)
-        stops = np.ceil(x_cross[:, 1 : 2 * pairs : 2] - 0.5)
-        valid = np.arange(pairs)[None, :] < (crosses.sum(axis=1) // 2)[:, None]
-        starts, stops = np.clip(starts, 0, nx), np.clip(stops, 0, nx)
-        valid &= stops > starts
-        row_index = np.broadcast_to(rows[:, None], starts.shape)
-        spans = np.column_stack([row_index[valid], starts[valid], stops[valid]]).astype(np.int64)
-    if spans.size == 0:
+    if len(poly):
         cx, cy = poly.mean(axis=0)
         ci, cj = math.floor(cx), math.floor(cy)
         if 0 <= ci < nx and 0 <= cj < ny:
-            spans = np.array([[cj, ci, ci + 1]], dtype=np.int64)
-    return spans
+            return np.array([[cj, ci, ci + 1]], dtype=np.int64)
+    return np.zeros((0, 3), dtype=np.int64)
 
 
 def spans_to_cells(spans: np.ndarray, n_columns: int) -> np.ndarray:

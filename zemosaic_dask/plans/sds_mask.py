@@ -11,7 +11,8 @@ cover; these functions measure that share:
   regions with ``+``, and the masked fraction of the union;
 - :func:`sds_masked_fraction`: the fraction directly from a per-pixel layer-count array;
 - :func:`plan_layer_counts`: per-cell batch counts of an :class:`~.sds.SdsPlan` on its
-  coverage raster, to predict the fraction before anything runs.
+  coverage raster, to predict the fraction before anything runs (each batch's union of
+  cell runs, counted through one difference array over the raster).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .footprints import frame_footprints_pixels, rasterize_polygon_spans
+from .coverage_runs import spans_to_runs, union_runs
+from .footprints import frame_footprints_pixels, rasterize_polygons_spans
 from .frames import FrameInfo
 from .grid import OutputGrid
 from .sds import SdsPlan
@@ -126,19 +128,18 @@ def plan_layer_counts(plan: SdsPlan, frames: Sequence[FrameInfo], grid: OutputGr
         ``plan.cells.shape`` int32 counts; ``sds_masked_fraction(counts, keep)`` predicts the
         share of the field the coverage mask will remove.
     """
-    counts = np.zeros(plan.cells.shape, dtype=np.int32)
+    n_columns = plan.cells.shape[1]
     polygons = frame_footprints_pixels(frames, grid)
-    spans: dict[int, np.ndarray] = {}
+    used = sorted({i for batch in plan.batches for i in batch.frames if polygons[i] is not None})
+    spans = rasterize_polygons_spans([polygons[i] for i in used], plan.cells)
+    runs = {i: spans_to_runs(s, n_columns) for i, s in zip(used, spans, strict=True)}
+    # Each batch's union as disjoint runs adds 1 over each run: one difference array for all batches.
+    unions = [np.zeros((0, 2), dtype=np.int64)]
     for batch in plan.batches:
-        # The batch's union through a per-row difference array: O(runs + cells) per batch.
-        edges = np.zeros((plan.cells.shape[0], plan.cells.shape[1] + 1), dtype=np.int32)
-        for index in batch.frames:
-            if polygons[index] is None:
-                continue
-            if index not in spans:
-                spans[index] = rasterize_polygon_spans(polygons[index], plan.cells)
-            runs = spans[index]
-            np.add.at(edges, (runs[:, 0], runs[:, 1]), 1)
-            np.add.at(edges, (runs[:, 0], runs[:, 2]), -1)
-        counts += np.cumsum(edges, axis=1)[:, :-1] > 0
-    return counts
+        members = [runs[i] for i in batch.frames if i in runs]
+        if members:
+            unions.append(union_runs(np.concatenate(members)))
+    edges = np.concatenate(unions)
+    size = plan.cells.size
+    steps = np.bincount(edges[:, 0], minlength=size + 1) - np.bincount(edges[:, 1], minlength=size + 1)
+    return np.cumsum(steps[:size]).astype(np.int32).reshape(plan.cells.shape)
