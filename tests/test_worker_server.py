@@ -15,6 +15,7 @@ SCRIPT = textwrap.dedent(
     from zemosaic_dask.clusters import ClusterOptions, open_cluster, spawned_worker_environ
     from zemosaic_dask.worker_server import start_worker_server, worker_start_method
 
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # a parent's own local cluster may have set it
     started = start_worker_server(spawned_worker_environ()) if sys.argv[1] == "server" else False
     client_malloc = os.environ.get("MALLOC_TRIM_THRESHOLD_")  # (the nanny sets it here too, later)
     options = ClusterOptions(kind="local", processes=True, n_workers=2, threads_per_worker=1, dashboard_address=":0")
