@@ -115,8 +115,9 @@ def _steps(mode: str) -> list[tuple[str, Callable[[dict[str, Any]], Any]]]:
     )
     from zemosaic_dask.plans.assembly import plan_assembly
     from zemosaic_dask.plans.frame_sanity import screen_frames
+    from zemosaic_dask.plans.grid import frame_pixel_boxes
     from zemosaic_dask.plans.layers import layers_from_batches, layers_from_sds
-    from zemosaic_dask.plans.overlaps import find_overlapping_pairs
+    from zemosaic_dask.plans.pair_graph import select_overlapping_pairs
     from zemosaic_dask.plans.regions import assign_frames_to_regions
     from zemosaic_dask.plans.sds_mask import plan_layer_counts
     from zemosaic_dask.plans.sections import resources_from_workers
@@ -133,12 +134,10 @@ def _steps(mode: str) -> list[tuple[str, Callable[[dict[str, Any]], Any]]]:
         )
 
     def frame_overlaps(st: dict[str, Any]) -> None:
-        # What the background model fits: every pair of frames whose boxes overlap by a cell.
-        boxes = []
-        for frame in st["frames"]:
-            b = st["grid"].frame_bbox(frame)
-            boxes.append((0, 0, 0, 0) if b is None else (int(b[0]), int(b[1]) + 1, int(b[2]), int(b[3]) + 1))
-        st["pairs"] = len(find_overlapping_pairs(boxes, min_overlap_px=64))
+        # What the background model fits: each frame's strongest overlaps by a cell, the graph kept connected.
+        boxes = frame_pixel_boxes(st["grid"], st["frames"])
+        cell, k = config.background.block_px, config.calibration.pair_neighbours
+        st["pairs"] = len(select_overlapping_pairs(boxes, k=k, min_overlap_px=cell))
 
     def regions(st: dict[str, Any]) -> None:
         st["regions"] = len(assign_frames_to_regions(st["grid"], st["frames"]))

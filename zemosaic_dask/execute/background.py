@@ -20,6 +20,7 @@ import numpy as np
 from ..config.policies import StageOptions
 from ..graph.background import build_sky_blocks_graph
 from ..plans.frames import FrameInfo
+from ..plans.grid import frame_pixel_boxes
 from ..plans.mosaic import MosaicPlan
 from ..plans.pair_graph import select_overlapping_pairs
 from ..tasks.background_solve import (
@@ -43,14 +44,7 @@ FramePlanes = tuple[tuple[tuple[float, float, float, float], ...], ...]
 
 
 def _overlapping(plan: MosaicPlan, cell: int, neighbours: int | None) -> list[tuple[int, int]]:
-    boxes = []
-    for frame in plan.frames:
-        bbox = plan.grid.frame_bbox(frame)
-        if bbox is None:
-            boxes.append((0, 0, 0, 0))
-            continue
-        boxes.append((int(bbox[0]), int(bbox[1]) + 1, int(bbox[2]), int(bbox[3]) + 1))
-    return select_overlapping_pairs(boxes, k=neighbours, min_overlap_px=cell)
+    return select_overlapping_pairs(frame_pixel_boxes(plan.grid, plan.frames), k=neighbours, min_overlap_px=cell)
 
 
 def _gains(cells: list[SkyCells], overlaps: list[tuple[int, int]], noise: tuple[float, ...]) -> GainSolution:

@@ -23,6 +23,7 @@ __all__ = [
     "OutputGrid",
     "OutputRegion",
     "frame_bboxes",
+    "frame_pixel_boxes",
     "mean_direction",
     "plan_output_grid",
 ]
@@ -263,3 +264,18 @@ def plan_output_grid(
         )
     crpix = (1.0 - x_start, 1.0 - y_start)
     return OutputGrid(crval=crval, pixel_scale=scale, crpix=crpix, shape=(height, width), chunk=chunk)
+
+
+def frame_pixel_boxes(grid: OutputGrid, frames: Sequence[FrameInfo]) -> list[tuple[int, int, int, int]]:
+    """Every frame's half-open integer box ``(y0, y1, x0, x1)`` on the grid, ``(0, 0, 0, 0)`` when off-grid.
+
+    The boxes of :func:`frame_bboxes` (one projection for all frames), truncated to whole
+    pixels and made half-open: what the overlap searches of the background model take.
+    """
+    boxes: list[tuple[int, int, int, int]] = []
+    for ymin, ymax, xmin, xmax in frame_bboxes(grid, frames).tolist():
+        if not math.isfinite(ymin):
+            boxes.append((0, 0, 0, 0))
+        else:
+            boxes.append((int(ymin), int(ymax) + 1, int(xmin), int(xmax) + 1))
+    return boxes
