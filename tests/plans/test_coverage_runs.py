@@ -82,7 +82,7 @@ def test_closing_and_merging_on_runs_equal_marking_every_cell(data):
     footprints, policy = data
     expected = ref.batch_by_coverage(footprints, policy, 100)
     as_runs = [cells_to_runs(f) for f in footprints]
-    assert batch_by_coverage(footprints, policy, 100) == expected == batch_by_coverage(as_runs, policy)
+    assert batch_by_coverage(footprints, policy) == expected == batch_by_coverage(as_runs, policy)
     merged = ref.merge_undercovered(expected, footprints, policy, 100)
     assert merge_undercovered(expected, footprints, policy) == merged == merge_undercovered(expected, as_runs, policy)
 

@@ -45,7 +45,7 @@ def _old_plan(frames, grid, policy):
     """Batches as the planner made them before spreading: the policy over the file order."""
     cells = coverage_cells_for_grid(grid)
     footprints = [rasterize_polygon(frame_footprint_pixels(f, grid), cells) for f in frames]
-    return SdsPlan(tuple(batch_by_coverage(footprints, policy, cells.size)), policy, "policy", cells)
+    return SdsPlan(tuple(batch_by_coverage(footprints, policy)), policy, "policy", cells)
 
 
 @pytest.mark.parametrize("order_name", ["panel", "interleaved", "shuffled"])

@@ -103,8 +103,8 @@ def test_merge_undercovered_equals_recounting_from_scratch(seed):
     rng = np.random.default_rng(seed)
     footprints = [np.unique(rng.integers(0, 400, int(rng.integers(5, 120)))) for _ in range(int(rng.integers(5, 80)))]
     policy = SdsPolicy.from_values(float(rng.uniform(0.3, 0.99)), 2, int(rng.integers(2, 8)))
-    raw = batch_by_coverage(footprints, policy, 400)
-    got = [(b.frames, b.coverage_fraction, b.closed_by) for b in merge_undercovered(raw, footprints, policy, 400)]
+    raw = batch_by_coverage(footprints, policy)
+    got = [(b.frames, b.coverage_fraction, b.closed_by) for b in merge_undercovered(raw, footprints, policy)]
     assert got == _reference_merge_undercovered(raw, footprints, policy, 400)
 
 

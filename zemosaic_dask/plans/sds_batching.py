@@ -120,9 +120,7 @@ def _fraction(covered: int, total: int) -> float:
     return covered / total if total else 0.0
 
 
-def batch_by_coverage(
-    footprints: Sequence[np.ndarray], policy: SdsPolicy, n_cells: int | None = None
-) -> list[SdsBatch]:
+def batch_by_coverage(footprints: Sequence[np.ndarray], policy: SdsPolicy) -> list[SdsBatch]:
     """Apply the SDS closing policy to frames given as sets of covered cells.
 
     Parameters
@@ -132,9 +130,6 @@ def batch_by_coverage(
         runs ``(start, stop)`` of flat indices (:func:`~zemosaic_dask.plans.coverage_runs.spans_to_runs`).
     policy : SdsPolicy
         Threshold, minimum and target sizes.
-    n_cells : int, optional
-        Size of the raster the indices refer to. Not needed to count coverage on runs; kept
-        so that callers passing it keep working.
 
     Returns
     -------
@@ -142,7 +137,6 @@ def batch_by_coverage(
         Batches of positions into ``footprints``; the denominator of every coverage
         fraction is the number of cells covered by any frame.
     """
-    del n_cells
     if not footprints:
         return []
     runs = [as_runs(f) for f in footprints]
@@ -173,7 +167,7 @@ def batch_by_coverage(
 
 
 def merge_undercovered(
-    batches: Sequence[SdsBatch], footprints: Sequence[np.ndarray], policy: SdsPolicy, n_cells: int | None = None
+    batches: Sequence[SdsBatch], footprints: Sequence[np.ndarray], policy: SdsPolicy
 ) -> list[SdsBatch]:
     """Merge every batch below the coverage threshold with the batches after it until it reaches it.
 
@@ -185,8 +179,6 @@ def merge_undercovered(
         The cells each frame covers, as :func:`batch_by_coverage` takes them.
     policy : SdsPolicy
         Supplies the threshold.
-    n_cells : int, optional
-        Size of the raster; not needed (see :func:`batch_by_coverage`).
 
     Returns
     -------
@@ -195,7 +187,6 @@ def merge_undercovered(
         (``closed_by="merged-coverage"``); a tail that never reaches it joins the last
         batch (``"merged-leftover"``), or stays alone when it is the only one.
     """
-    del n_cells
     if not batches:
         return []
     runs = [as_runs(f) for f in footprints]
