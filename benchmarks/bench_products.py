@@ -2,7 +2,7 @@
 
 Builds a synthetic colour store per size (noise around a sky level, NaN in an uncovered
 strip and in chunk rows never written, as a sparse survey has), then writes its products
-twice, each in a fresh child process: in the client alone (``client=None``) and on a
+twice, each in a fresh child process: in the client alone (``run_in_turn``) and on a
 LocalCluster of ``--workers`` single-threaded worker processes. Prints wall time, the
 client's peak RSS (``ru_maxrss``, scheduler included) and the workers' peak RSS, and checks
 that both runs wrote the same bytes.
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zemosaic_dask.execute.product_tasks import band_runner
 from zemosaic_dask.io.products import write_mosaic_products
 from zemosaic_dask.io.store import MosaicStore, open_mosaic_store
 from zemosaic_dask.plans.grid import OutputGrid
@@ -83,7 +84,7 @@ def child(mode: str, store_url: str, out: str, workers: int) -> dict:
         ):
             client.run(lambda: __import__("zemosaic_dask.io.products"))  # warm imports, as a run's workers are
             start, cpu = time.perf_counter(), time.process_time()
-            write_mosaic_products(out, store, grid, client=client)
+            write_mosaic_products(out, store, grid, run_bands=band_runner(client))
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
             peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
             workers_rss = [round(v / 1024) for v in peaks.values()]

@@ -9,6 +9,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from PIL import Image
 
+from zemosaic_dask.execute.product_tasks import band_runner
 from zemosaic_dask.io.finished_products import FinishingOptions
 from zemosaic_dask.io.png16 import write_png16
 from zemosaic_dask.io.products import write_mosaic_products
@@ -178,7 +179,7 @@ def test_workers_write_the_same_finished_bytes_as_the_serial_writer(tmp_path):
     write_mosaic_products(serial, store, grid, finishing=BOTH)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
         with Client(cluster) as client:
-            summary = write_mosaic_products(parallel, store, grid, client=client, finishing=BOTH)
+            summary = write_mosaic_products(parallel, store, grid, run_bands=band_runner(client), finishing=BOTH)
     assert summary["parallel"] and summary["bands"] == 7
     for name in ("mosaic.fits", "mosaic_display.fits", "mosaic_aesthetic.fits", "mosaic_aesthetic.png"):
         assert (serial / name).read_bytes() == (parallel / name).read_bytes(), name

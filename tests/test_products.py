@@ -10,6 +10,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from PIL import Image
 
+from zemosaic_dask.execute.product_tasks import band_runner
 from zemosaic_dask.io.fits_layout import image_header
 from zemosaic_dask.io.product_bands import PreviewBlocks, band_block_sums
 from zemosaic_dask.io.products import write_mosaic_products
@@ -125,7 +126,9 @@ def test_workers_write_the_same_bytes_as_the_serial_writer_and_a_streamed_refere
     header = {"ZMMODE": "test"}
     summary = write_mosaic_products(serial, store, grid, extra_header=header, preview_max_side=50)
     assert summary == {"fits": "written", "fits_max_pixels": None, "pixels": 150 * 230, "parallel": False, "bands": 5}
-    summary = write_mosaic_products(parallel, store, grid, client=client, extra_header=header, preview_max_side=50)
+    summary = write_mosaic_products(
+        parallel, store, grid, run_bands=band_runner(client), extra_header=header, preview_max_side=50
+    )
     assert summary["parallel"] is True and summary["bands"] == 5
     _streamed_reference(tmp_path / "reference", store, grid, header)
     for name in ("mosaic.fits", "mosaic_coverage.fits"):
@@ -151,7 +154,9 @@ def test_workers_write_the_same_bytes_as_the_serial_writer_and_a_streamed_refere
 def test_fits_skipped_above_the_size_limit_preview_written(tmp_path, client, caplog):
     grid, store, image, _, _ = _filled_store(tmp_path, shape=(70, 90), chunk=32)
     with caplog.at_level(logging.WARNING, logger="zemosaic_dask.io.products"):
-        summary = write_mosaic_products(tmp_path, store, grid, client=client, fits_max_pixels=70 * 90 - 1)
+        summary = write_mosaic_products(
+            tmp_path, store, grid, run_bands=band_runner(client), fits_max_pixels=70 * 90 - 1
+        )
     assert summary["fits"] == "skipped" and summary["fits_max_pixels"] == 70 * 90 - 1
     assert "FITS too large, Zarr written" in caplog.text and "zemosaic.output.fits-max-pixels" in caplog.text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mosaic.zarr", "preview.png"]  # no partial file left
@@ -166,7 +171,7 @@ def test_a_failed_band_leaves_no_product_behind(tmp_path, client):
     chunk = next((tmp_path / "mosaic.zarr" / "coverage").rglob("c/1/*"))
     chunk.write_bytes(b"not a blosc chunk")
     with pytest.raises(RuntimeError, match="blosc"):  # the worker's error reaches the caller
-        write_mosaic_products(tmp_path, store, grid, client=client)
+        write_mosaic_products(tmp_path, store, grid, run_bands=band_runner(client))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mosaic.zarr"]
 
 

@@ -30,6 +30,7 @@ from .config.policies import (
 )
 from .errors import OutputError, PlanError
 from .execute import Timings, cluster_resources, compute, execute_plan, plan_sections
+from .execute.product_tasks import band_runner
 from .graph.ingest import build_ingest_graph
 from .io.frames import IngestOptions
 from .io.lock import output_lock
@@ -379,13 +380,12 @@ def _run(inputs, out, config, handle, plan, show_progress, timings, report, star
             out,
             store,
             plan.grid,
-            client=handle.client,
+            run_bands=band_runner(handle.client, show_progress=show_progress),
             extra_header={"ZMMODE": executed.mode},
             preview_max_side=config.output.preview_max_side,
             preview_stretch=config.output.preview_stretch,
             fits_max_pixels=config.output.fits_max_pixels,
             finishing=finishing_options(config),
-            show_progress=show_progress,
         )
     report.update(
         {

@@ -1,8 +1,8 @@
 """Executing a :class:`~zemosaic_dask.plans.mosaic.MosaicPlan` on a Dask cluster.
 
 One module per stage (:mod:`.background`, :mod:`.mosaic_first`, :mod:`.layered`,
-:mod:`.calibration`, :mod:`.two_pass`, :mod:`.altaz`), one compute-with-progress helper
-(:mod:`.compute`). Execution takes the plan alone; it never imports :mod:`zemosaic_dask.api`,
+:mod:`.calibration`, :mod:`.two_pass`, :mod:`.altaz`, :mod:`.product_tasks`), one
+compute-with-progress helper (:mod:`.compute`). Execution takes the plan alone; it never imports :mod:`zemosaic_dask.api`,
 which owns the client.
 """
 

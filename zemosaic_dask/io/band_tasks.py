@@ -1,24 +1,35 @@
-"""What the product writers share: atomic file names, and running one task per band of rows.
+"""What the product writers share: atomic file names, and how their band jobs are run.
 
-:func:`run_band_tasks` runs a function on every band job, as tasks on the client's
-workers or here in turn when there is no client, and hands each result to a callback;
-:func:`atomic_path` gives a product a temporary name that is renamed into place only when
-it is complete.
+A product writer builds one job per band of chunk rows and hands the jobs to a
+:data:`BandRunner`. :func:`run_in_turn` runs them here, one after the other; the
+execution layer provides the runner that makes them tasks on the cluster's workers
+(:func:`zemosaic_dask.execute.product_tasks.band_runner`). :func:`atomic_path` gives a
+product a temporary name that is renamed into place only when it is complete.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["atomic_path", "run_band_tasks"]
+__all__ = ["BandRunner", "atomic_path", "run_in_turn"]
 
-log = logging.getLogger(__name__)
+
+class BandRunner(Protocol):
+    """Runs ``function(job)`` for every job (each with a ``y0`` attribute), passing each result to ``collect``.
+
+    ``label`` names the stage (task keys, logs, progress). ``parallel`` says whether the jobs
+    run on workers (reported in ``report.json``).
+    """
+
+    parallel: bool
+
+    def __call__(
+        self, function: Callable[[Any], Any], jobs: Sequence[Any], collect: Callable[[Any], None], label: str
+    ) -> None: ...
 
 
 @contextmanager
@@ -35,30 +46,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def run_band_tasks(
-    function: Callable[[Any], Any],
-    jobs: Sequence[Any],
-    client: Any,
-    collect: Callable[[Any], None],
-    *,
-    label: str,
-    show_progress: bool = False,
-) -> None:
-    """Run ``function(job)`` for every job (with a ``y0`` attribute) and pass each result to ``collect``.
+class _InTurn:
+    parallel = False
 
-    With a client, one task per job runs on the workers (keys ``{label}-band-{y0}-...``); the
-    first failed task's exception is raised once every task has finished. Without a client
-    the jobs run here, in turn.
-    """
-    if client is None:
+    def __call__(
+        self, function: Callable[[Any], Any], jobs: Sequence[Any], collect: Callable[[Any], None], label: str
+    ) -> None:
         for job in jobs:
             collect(function(job))
-        return
-    from ..progress import results_or_first_error, stage_progress, watch_futures
 
-    token = uuid.uuid4().hex[:8]
-    futures = {job.y0: client.submit(function, job, key=f"{label}-band-{job.y0}-{token}", pure=False) for job in jobs}
-    log.info("%s: %d band task(s)", label, len(futures))
-    outcomes = watch_futures(futures, stage_progress(len(futures), label, show_progress))
-    for result in results_or_first_error(outcomes, futures):
-        collect(result)
+
+run_in_turn: BandRunner = _InTurn()
+"""The runner without a cluster: every band job here, in order."""

@@ -33,7 +33,7 @@ from astropy.io import fits
 from ..plans.grid import OutputGrid
 from ..tasks.display_stretch import DisplayStretch, fit_display_stretch, stretch_to_uint16
 from ..tasks.sky_flattening import fit_colour_gains, fit_sky_background, flatten_sky
-from .band_tasks import atomic_path, run_band_tasks
+from .band_tasks import BandRunner, atomic_path, run_in_turn
 from .finished_bands import AestheticModel, FinishedBand, write_finished_band
 from .fits_layout import FitsPlane, create_fits_file, image_header
 from .png16 import write_png16
@@ -162,8 +162,7 @@ def write_finished_products(
     sample: LatticeSample,
     options: FinishingOptions,
     *,
-    client: Any = None,
-    show_progress: bool = False,
+    run_bands: BandRunner = run_in_turn,
 ) -> dict[str, Any]:
     """Fit the finishing on ``sample`` and write the products ``options`` asks for into ``output``.
 
@@ -179,10 +178,8 @@ def write_finished_products(
         The mosaic's lattice sample, from the products pass.
     options : FinishingOptions
         What to write.
-    client : distributed.Client, optional
-        Runs one task per band of chunk rows; None: the bands run here in turn.
-    show_progress : bool
-        Draw a progress bar on stderr (with a client).
+    run_bands : BandRunner
+        Runs the band jobs (on the workers, or here in turn by default).
 
     Returns
     -------
@@ -212,9 +209,7 @@ def write_finished_products(
             FinishedBand(store, y0, y1, display_plane, plan.display_stretch, aesthetic_plane, plan.aesthetic)
             for y0, y1 in iter_row_bands(height, grid.chunk)
         ]
-        run_band_tasks(
-            write_finished_band, jobs, client, lambda _: None, label="finishing", show_progress=show_progress
-        )
+        run_bands(write_finished_band, jobs, lambda _: None, "finishing")
     if plan.aesthetic_stretch is not None:
         _write_aesthetic_png(out, grid, channels, plan.aesthetic_stretch)
         written.append("mosaic_aesthetic.png")

@@ -1,7 +1,8 @@
 """Output products: FITS images written from the Zarr store in parallel bands, the PNG preview, JSON files.
 
-The client writes the FITS headers and sizes the files; one task per band of chunk rows
-(on the Dask workers, or in turn here without a client) reads its rows from the store
+The calling process writes the FITS headers and sizes the files; one job per band of chunk
+rows (a task on the Dask workers through the runner the execution layer gives, or run here in
+turn with :data:`~.band_tasks.run_in_turn`) reads its rows from the store
 once, writes them at their byte offsets and returns its preview block sums. Every
 product is written under a temporary name and renamed into place, so a crash never
 leaves a ``mosaic.fits`` that looks complete but is not.
@@ -22,7 +23,7 @@ from PIL import Image
 
 from ..messages import msg
 from ..plans.grid import OutputGrid
-from .band_tasks import atomic_path, run_band_tasks
+from .band_tasks import BandRunner, atomic_path, run_in_turn
 from .finished_products import FinishingOptions, LatticeSample, write_finished_products
 from .fits_layout import FitsPlane, create_fits_file, image_header
 from .product_bands import BandBlocks, PreviewBlocks, ProductBand, write_product_band
@@ -132,13 +133,12 @@ def write_mosaic_products(
     store: MosaicStore,
     grid: OutputGrid,
     *,
-    client: Any = None,
+    run_bands: BandRunner = run_in_turn,
     extra_header: dict[str, Any] | None = None,
     preview_max_side: int = 3200,
     preview_stretch: str = "asinh",
     fits_max_pixels: int | None = None,
     finishing: FinishingOptions | None = None,
-    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Write ``mosaic.fits``, ``mosaic_coverage.fits`` and ``preview.png`` into ``output``.
 
@@ -150,8 +150,9 @@ def write_mosaic_products(
         The final store.
     grid : OutputGrid
         Its grid (shape, chunk rows, WCS).
-    client : distributed.Client, optional
-        Runs one task per band of chunk rows on the workers; None writes the bands here, in turn.
+    run_bands : BandRunner
+        Runs the band jobs: :func:`zemosaic_dask.execute.product_tasks.band_runner` makes them
+        tasks on the workers; the default writes the bands here, in turn.
     extra_header : dict, optional
         Keywords added to the primary header of ``mosaic.fits``.
     preview_max_side : int
@@ -161,8 +162,6 @@ def write_mosaic_products(
     fits_max_pixels : int, optional
         Above ``H * W`` pixels the FITS products are skipped with a warning (the store stays
         the product) and only the preview is written; None: no limit.
-    show_progress : bool
-        Draw a progress bar on stderr (with a client).
 
     Returns
     -------
@@ -180,7 +179,7 @@ def write_mosaic_products(
         "fits": "written" if write_fits else "skipped",
         "fits_max_pixels": fits_max_pixels,
         "pixels": height * width,
-        "parallel": client is not None,
+        "parallel": run_bands.parallel,
     }
     if not write_fits:
         log.warning(
@@ -210,12 +209,10 @@ def write_mosaic_products(
             if sample is not None:
                 sample.add(blocks)
 
-        run_band_tasks(write_product_band, jobs, client, collect, label="products", show_progress=show_progress)
+        run_bands(write_product_band, jobs, collect, "products")
         write_preview_png(out / "preview.png", preview.take_image(), stretch=preview_stretch)
     if sample is not None and finishing is not None:
-        summary["finished"] = write_finished_products(
-            out, store, grid, sample, finishing, client=client, show_progress=show_progress
-        )
+        summary["finished"] = write_finished_products(out, store, grid, sample, finishing, run_bands=run_bands)
     elif finishing is not None and finishing.enabled:
         summary["finished"] = {"written": [], "skipped": "fits_max_pixels"}
     return summary
