@@ -101,7 +101,12 @@ def test_bad_inputs_are_listed_and_nothing_is_lost(seestar_set, tmp_path):
     assert "no WCS" in rejected["nowcs.fits"] and "NaN" in rejected["allnan.fits"]
     assert len(mosaic.report["inputs"]["used"]) == 12
     assert np.isfinite(mosaic.image).any()
-    assert isinstance(Mosaic.load(tmp_path / "out").report["timings"]["ingest"], float)
+    report = Mosaic.load(tmp_path / "out").report
+    assert isinstance(report["timings"]["ingest"], float)
+    # The client's own CPU per stage (what does not spread over workers) and its peak memory.
+    client = report["client"]
+    assert set(report["timings"]) <= set(client["cpu_s"]) and client["peak_rss_mib"] > 50
+    assert 0 < sum(client["cpu_s"][s] for s in report["timings"]) <= client["cpu_s"]["total"]
 
 
 def test_normalisation_and_weighting_use_whole_frame_coefficients(seestar_set, tmp_path):

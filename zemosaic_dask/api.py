@@ -401,6 +401,10 @@ def _run(inputs, out, config, handle, plan, show_progress, timings, report, star
         }
     )
     report["workers"] = _worker_summary(handle)
+    report["client"] = {
+        "peak_rss_mib": _peak_rss_mib(),
+        "cpu_s": {**timings.client_cpu, "total": round(time.process_time(), 3)},
+    }
     if handle.kind in ("slurm", "pbs") and handle.client is not None:
         variable = "SLURM_JOB_ID" if handle.kind == "slurm" else "PBS_JOBID"
         ids = handle.client.run(_environment_variable, variable)

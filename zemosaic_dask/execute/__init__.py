@@ -2,8 +2,8 @@
 
 One module per stage (:mod:`.background`, :mod:`.mosaic_first`, :mod:`.layered`,
 :mod:`.calibration`, :mod:`.two_pass`, :mod:`.altaz`, :mod:`.product_tasks`), one
-compute-with-progress helper (:mod:`.compute`). Execution takes the plan alone; it never imports :mod:`zemosaic_dask.api`,
-which owns the client.
+compute-with-progress helper (:mod:`.compute`). Execution takes the plan alone; it never
+imports :mod:`zemosaic_dask.api`, which owns the client.
 """
 
 from .compute import Timings, compute

@@ -20,18 +20,25 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Timings:
-    """Wall time of each stage of a run, in seconds (``report.json``'s ``timings``)."""
+    """Wall time of each stage of a run, and the CPU time this process spent in it, in seconds.
+
+    ``stages`` is ``report.json``'s ``timings``; ``client_cpu`` its ``client.cpu_s``: the CPU
+    seconds of the submitting process (all its threads, so the scheduler's too when the
+    cluster is local), the work that does not spread over the workers.
+    """
 
     stages: dict[str, float] = field(default_factory=dict)
+    client_cpu: dict[str, float] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Time the ``with`` block as stage ``name``."""
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.stages[name] = round(time.perf_counter() - start, 3)
+            self.client_cpu[name] = round(time.process_time() - cpu, 3)
 
 
 def compute(
