@@ -8,11 +8,11 @@ import pytest
 from zemosaic_dask.tasks.background_solve import (
     PLANE_LENGTH,
     FrameAffine,
-    PairPoints,
     frame_gradients,
     pair_points,
     planes_in_frame_pixels,
     solve_background_planes,
+    summarise_pair,
 )
 from zemosaic_dask.tasks.sky_blocks import SkyCells, measure_sky_cells, subtract_background_plane
 
@@ -61,9 +61,9 @@ def _solve(affines, cells, model="plane"):
     pairs = []
     for i in range(len(affines)):
         for j in range(i + 1, len(affines)):
-            found = pair_points(cells[i], cells[j])
+            found = summarise_pair(i, j, cells[i], cells[j], model=model)
             if found is not None:
-                pairs.append(PairPoints(i, j, *found))
+                pairs.append(found)
     observed = frame_gradients(cells, affines)
     centres = np.array([a.grid_centre for a in affines])
     solution = solve_background_planes(len(affines), pairs, centres, observed, model=model)
@@ -182,3 +182,89 @@ def test_subtract_plane_in_place():
     ys, xs = np.mgrid[10:14, 20:25]
     np.testing.assert_allclose(window[0], -(1.0 + 0.5 * (xs - 22.0) - 2.0 * (ys - 11.0)), rtol=1e-6)
     np.testing.assert_allclose(window[1], -(ys - 11.0), rtol=1e-6)
+
+
+def test_pair_summaries_give_the_point_level_least_squares_solution():
+    """Without reweighting, 3 rows per pair solve exactly what every overlap point would."""
+    affines = _layout(rotation_deg=6.0, seed=4)
+    rng = np.random.default_rng(5)
+    offsets = rng.uniform(-40, 40, len(affines))
+    blocks = []
+    for a, o in zip(affines, offsets, strict=True):
+        sky = _cells(a, o, (0.01, 0.2), 30.0)
+        noisy = sky.values + rng.normal(0.0, 2.0, sky.values.shape)
+        blocks.append(SkyCells(sky.ids, noisy, sky.fluxes, CELL, sky.n_columns))
+    centres = np.array([a.grid_centre for a in affines])
+    summaries, rows, differences = [], [], []
+    for i in range(len(affines)):
+        for j in range(i + 1, len(affines)):
+            found = pair_points(blocks[i], blocks[j])
+            if found is None:
+                continue
+            summaries.append(summarise_pair(i, j, blocks[i], blocks[j], iterations=1))
+            gx, gy, d = found
+            for x, y, value in zip(gx, gy, d[0], strict=True):
+                row = np.zeros(3 * len(affines))
+                for frame, sign in ((i, 1.0), (j, -1.0)):
+                    dx, dy = (x - centres[frame, 0]) / PLANE_LENGTH, (y - centres[frame, 1]) / PLANE_LENGTH
+                    row[3 * frame : 3 * frame + 3] = sign * np.array([1.0, dx, dy])
+                rows.append(row)
+                differences.append(value)
+    design, differences = np.array(rows), np.array(differences)
+    reference, *_ = np.linalg.lstsq(design, differences, rcond=None)
+    observed = frame_gradients(blocks, affines)
+    solution = solve_background_planes(len(affines), summaries, centres, observed, iterations=1)
+    solved = solution.coefficients[:, 0, :].ravel()
+    # Gauge-free comparison: the fitted differences at every overlap point.
+    np.testing.assert_allclose(design @ solved, design @ reference, atol=1e-3)
+    # And the gauge: no net offset, the frames' mean observed gradient.
+    assert abs(solution.coefficients[:, 0, 0].sum()) < 1e-6
+    np.testing.assert_allclose(solution.coefficients[:, 0, 1:].sum(axis=0), observed[:, 0, :].sum(axis=0), atol=1e-9)
+    assert solution.pairs == len(summaries) and solution.points == differences.size
+
+
+def test_a_shared_scale_lets_a_pair_of_few_points_reject_a_trail():
+    n_columns = 50
+    ids = np.array([0, 1, 2, 3, 4, 5, 50, 51, 52, 53, 54, 55], dtype=np.int64)  # 2 rows of 6 cells
+    base = SkyCells(ids, np.full((1, ids.size), 100.0), np.zeros((1, ids.size)), CELL, n_columns)
+    gx, gy = base.centres()
+    other_values = 100.0 - (7.0 + 0.5 * gx / CELL)[None, :]  # the other frame: 7 ADU lower, and a slope
+    other_values[0, 3] += 400.0  # a trail crosses one cell of it
+    other = SkyCells(ids, other_values, np.zeros((1, ids.size)), CELL, n_columns)
+    shared = summarise_pair(0, 1, base, other, scale=np.array([1.0]))
+    own = summarise_pair(0, 1, base, other)  # 12 points: each pair's own robust sigma
+    few = summarise_pair(0, 1, base, SkyCells(ids[:6], other_values[:, :6], np.zeros((1, 6)), CELL, n_columns))
+    assert shared.points == 12 and few.points == 6
+
+    def fitted(summary):
+        return np.linalg.lstsq(summary.root[0], summary.target[0], rcond=None)[0]
+
+    # The plane of s_i - s_j at the pair's centre: 7 + 0.5 * X_centre / CELL.
+    expected = 7.0 + 0.5 * shared.centre[0] / CELL
+    assert abs(fitted(shared)[0] - expected) < 0.5
+    assert abs(fitted(own)[0] - expected) < 0.5
+    # 6 points in a row, no scale given: too few for a robust sigma, the trail pulls the plain fit.
+    assert abs(fitted(few)[0] - (7.0 + 0.5 * few.centre[0] / CELL)) > 20.0
+    assert shared.weight[0] < 11.1  # the trail's cell counts for almost nothing
+
+
+def test_a_slope_no_overlap_measures_is_the_frame_own_gradient():
+    """Frames in a row joined by strips one cell wide: the solve stays finite and keeps their own slopes."""
+    n_columns = 100
+    frames, affines = [], []
+    for k in range(3):
+        rows, columns = np.mgrid[0:6, 10 * k : 10 * k + 11]  # 11 columns: neighbours share one column
+        ids = (rows * n_columns + columns).ravel()
+        probe = SkyCells(ids, np.zeros((1, ids.size)), np.zeros((1, ids.size)), CELL, n_columns)
+        gx, gy = probe.centres()
+        centre = (float(gx.mean()), float(gy.mean()))
+        values = 200.0 + 10.0 * k + 0.05 * (gx - centre[0]) + 0.02 * (gy - centre[1])
+        frames.append(SkyCells(ids, values[None, :], np.zeros((1, ids.size)), CELL, n_columns))
+        affines.append(FrameAffine((0.0, 0.0), centre, ((1.0, 0.0), (0.0, 1.0))))
+    summaries = [summarise_pair(i, i + 1, frames[i], frames[i + 1]) for i in range(2)]
+    observed = frame_gradients(frames, affines)
+    centres = np.array([a.grid_centre for a in affines])
+    solution = solve_background_planes(3, summaries, centres, observed)
+    assert np.all(np.isfinite(solution.coefficients))
+    # Each strip fixes the value along it, not the slope across it: the x slopes stay the frames' own.
+    np.testing.assert_allclose(solution.coefficients[:, 0, 1], 0.05 * PLANE_LENGTH, rtol=1e-3)

@@ -24,11 +24,11 @@ from ..plans.grid import frame_pixel_boxes
 from ..plans.mosaic import MosaicPlan
 from ..plans.pair_graph import select_overlapping_pairs
 from ..tasks.background_solve import (
-    PairPoints,
     frame_gradients,
-    pair_points,
+    overlap_scale,
     planes_in_frame_pixels,
     solve_background_planes,
+    summarise_pair,
 )
 from ..tasks.frame_gains import GainSolution, pair_gain, solve_frame_gains
 from ..tasks.sky_blocks import SkyCells
@@ -94,11 +94,21 @@ def solve_frame_backgrounds(
     if settings.gains and typical:
         gains = _gains(cells, overlaps, typical)
         cells = [_scaled(c, g) for c, g in zip(cells, gains.gains, strict=True)]
+    scale = overlap_scale(cells, overlaps, model=settings.model, max_points=settings.max_points_per_pair)
     pairs = []
     for i, j in overlaps:
-        found = pair_points(cells[i], cells[j], max_points=settings.max_points_per_pair)
+        found = summarise_pair(
+            i,
+            j,
+            cells[i],
+            cells[j],
+            model=settings.model,
+            max_points=settings.max_points_per_pair,
+            iterations=settings.iterations,
+            scale=scale,
+        )
         if found is not None:
-            pairs.append(PairPoints(i, j, *found))
+            pairs.append(found)
     observed = frame_gradients(cells, affines)
     solution = solve_background_planes(
         len(plan.frames),

@@ -8,8 +8,16 @@ frames ``i`` and ``j`` overlap, their large-scale skies, measured on the same gr
 
     s_i(P) - Q_i(P) = s_j(P) - Q_j(P)   for every overlap point P
 
-which is a sparse linear system in the ``3 N`` unknowns per channel, solved by robust
-(iteratively reweighted) least squares.
+Since ``Q_i - Q_j`` is itself a plane, a pair's points say no more to the solve than a robust
+plane fitted through their differences (:func:`summarise_pair`): with the fit's weights
+``w`` and basis ``q = (1, x, y)`` about the pair's centroid, the point-level least squares
+``sum_P w (d_P - q_P . beta)^2`` equals the fit's own residual plus
+``(beta - beta_hat)^T M (beta - beta_hat)`` with ``M = sum_P w q q^T``. Each pair is thus
+reduced, where it is measured, to ``beta_hat`` and a square root of ``M`` (3 numbers and 3
+rows per channel, whatever the number of points), and the global solve has 3 rows per pair:
+a sparse system in the ``3 N`` unknowns per channel whose size grows with the pairs, not with
+the points. Stars, trails and hot cells are set aside by the pair's robust fit; a pair whose
+plane disagrees with the others (a cloud in one frame) by reweighting the pairs.
 
 Differences between frames cannot see what every frame shares: one offset and one plane
 over the whole field (the null space). The gauge fixes it so that
@@ -32,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import bmat, coo_matrix, csr_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import spsolve
 
@@ -42,11 +50,13 @@ __all__ = [
     "BACKGROUND_MODELS",
     "BackgroundSolution",
     "FrameAffine",
-    "PairPoints",
+    "PairSummary",
     "frame_gradients",
+    "overlap_scale",
     "pair_points",
     "planes_in_frame_pixels",
     "solve_background_planes",
+    "summarise_pair",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,7 +66,12 @@ BACKGROUND_MODELS = ("none", "offset", "plane")
 PLANE_LENGTH = 1000.0
 #: Cauchy constant of the robust weights, in robust sigmas of the residuals.
 ROBUST_C = 3.0
-_RIDGE = 1e-9
+#: A pair's points are reweighted only when it has at least this many (a robust sigma needs them).
+MIN_ROBUST_POINTS = 8
+_RIDGE = 1e-12
+#: Weight of a frame's own gradient as a prior on its plane, in typical slope information of a frame.
+SLOPE_PRIOR = 1e-6
+_EIGEN_FLOOR = 1e-10
 
 
 @dataclass(frozen=True)
@@ -85,19 +100,39 @@ class FrameAffine:
 
 
 @dataclass(frozen=True)
-class PairPoints:
-    """Overlap points of frames ``i`` and ``j``: grid positions and sky differences ``s_i - s_j``."""
+class PairSummary:
+    """What the overlap of frames ``i`` and ``j`` tells the solve: a robust plane of ``s_i - s_j``.
+
+    Attributes
+    ----------
+    i, j : int
+        Frame indices.
+    centre : tuple of float
+        Grid ``(X, Y)`` the plane is written about (the centroid of the overlap points).
+    root : numpy.ndarray
+        ``(C, T, T)`` ``R`` with ``R^T R = M = sum_P w q q^T`` (``T`` = 3 for a plane, 1 for
+        an offset; ``q = (1, (X - Xc) / L, (Y - Yc) / L)``).
+    target : numpy.ndarray
+        ``(C, T)`` ``R beta_hat``: the fitted plane of the differences, seen through ``R``.
+    weight : numpy.ndarray
+        ``(C,)`` sum of the points' robust weights.
+    residual : numpy.ndarray
+        ``(C,)`` weighted sum of the squared point residuals about the fitted plane.
+    spread : numpy.ndarray
+        ``(C,)`` robust sigma (1.4826 MAD) of the point residuals about the fitted plane.
+    points : int
+        Overlap points measured.
+    """
 
     i: int
     j: int
-    x: np.ndarray
-    y: np.ndarray
-    difference: np.ndarray  # (C, N)
-
-    @property
-    def size(self) -> int:
-        """Number of points."""
-        return int(self.x.size)
+    centre: tuple[float, float]
+    root: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    residual: np.ndarray
+    spread: np.ndarray
+    points: int
 
 
 @dataclass(frozen=True)
@@ -110,11 +145,15 @@ class BackgroundSolution:
         ``(N, C, 3)``: ``a, b, c`` of every frame and channel in grid coordinates
         (``b, c`` per :data:`PLANE_LENGTH` grid pixels).
     rms_before, rms_after : numpy.ndarray
-        ``(C,)`` robust rms (1.4826 MAD) of the overlap differences before and after.
+        ``(C,)`` typical rms of a pair's overlap differences before and after (the median
+        over pairs of the robust point scatter about the pair's plane and the plane's own
+        rms over the points, added in quadrature).
     points : int
         Overlap points used.
     groups : int
         Groups of frames connected by overlaps (each gauged on its own).
+    pairs : int
+        Overlapping pairs used.
     """
 
     coefficients: np.ndarray
@@ -122,6 +161,7 @@ class BackgroundSolution:
     rms_after: np.ndarray
     points: int
     groups: int
+    pairs: int = 0
 
 
 def pair_points(
@@ -144,6 +184,144 @@ def pair_points(
         pick = pick[np.linspace(0, pick.size - 1, max_points).round().astype(np.int64)]
     gx, gy = cells_i.centres(common[pick])
     return gx, gy, cells_i.values[:, index_i[pick]] - cells_j.values[:, index_j[pick]]
+
+
+def _terms(model: str) -> int:
+    if model not in ("offset", "plane"):
+        raise ValueError(f"model must be 'offset' or 'plane', got {model!r} (set zemosaic.background.model)")
+    return 3 if model == "plane" else 1
+
+
+def _psd_root(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(R, P)`` of a stack of PSD matrices: ``R^T R = M`` and ``P`` its pseudo-inverse."""
+    values, vectors = np.linalg.eigh(matrix)
+    floor = _EIGEN_FLOOR * np.maximum(values[..., -1:], 0.0)
+    kept = values > np.maximum(floor, 0.0)
+    safe = np.where(kept, values, 1.0)
+    root = np.swapaxes(vectors * np.where(kept, np.sqrt(safe), 0.0)[..., None, :], -1, -2)
+    inverse = (vectors * np.where(kept, 1.0 / safe, 0.0)[..., None, :]) @ np.swapaxes(vectors, -1, -2)
+    return root, inverse
+
+
+def _pair_basis(gx: np.ndarray, gy: np.ndarray, terms: int) -> tuple[tuple[float, float], np.ndarray]:
+    centre = (float(gx.mean()), float(gy.mean()))
+    basis = np.column_stack([np.ones(gx.size), (gx - centre[0]) / PLANE_LENGTH, (gy - centre[1]) / PLANE_LENGTH])
+    return centre, basis[:, :terms]
+
+
+def _robust_plane(
+    basis: np.ndarray, difference: np.ndarray, iterations: int, scale: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Iteratively reweighted plane fit of ``(C, n)`` differences: ``(root, fitted, residual, weights)``.
+
+    Cauchy weights in units of ``scale`` (per channel) or, without one, of the residuals' own
+    robust sigma (only with :data:`MIN_ROBUST_POINTS` points or more).
+    """
+    n = basis.shape[0]
+    robust = n > basis.shape[1] and (scale is not None or n >= MIN_ROBUST_POINTS)
+    passes = max(1, int(iterations)) if robust else 1
+    weights = np.ones_like(difference)
+    for index in range(passes):
+        root, inverse = _psd_root(np.einsum("cn,ni,nj->cij", weights, basis, basis))
+        fitted = np.einsum("cij,cj->ci", inverse, np.einsum("cn,ni,cn->ci", weights, basis, difference))
+        residual = difference - fitted @ basis.T
+        if index + 1 < passes:
+            if scale is None:
+                weights = np.stack([_cauchy(r) for r in residual])
+            else:
+                limit = ROBUST_C * np.maximum(np.asarray(scale, dtype=np.float64), 1e-12)[:, None]
+                weights = 1.0 / (1.0 + (residual / limit) ** 2)
+    return root, fitted, residual, weights
+
+
+def overlap_scale(
+    cells: Sequence[SkyCells],
+    overlaps: Sequence[tuple[int, int]],
+    *,
+    model: str = "plane",
+    max_points: int = 400,
+    sample: int = 256,
+) -> np.ndarray | None:
+    """Typical scatter ``(C,)`` of overlap differences about their pair's plane (robust, pooled).
+
+    Measured on up to ``sample`` pairs spread over ``overlaps``: each pair's residuals about a
+    least-squares plane (scaled for the fitted terms), pooled, and 1.4826 x their median
+    absolute deviation. None when no pair has more points than terms.
+    """
+    terms = _terms(model)
+    if not overlaps:
+        return None
+    picks = np.unique(np.linspace(0, len(overlaps) - 1, min(sample, len(overlaps))).round().astype(np.int64))
+    pooled = []
+    for index in picks:
+        i, j = overlaps[int(index)]
+        found = pair_points(cells[i], cells[j], max_points=max_points)
+        if found is None or found[0].size <= terms:
+            continue
+        _, basis = _pair_basis(found[0], found[1], terms)
+        _, _, residual, _ = _robust_plane(basis, np.asarray(found[2], dtype=np.float64), 1, None)
+        pooled.append(residual * np.sqrt(basis.shape[0] / (basis.shape[0] - terms)))
+    if not pooled:
+        return None
+    residuals = np.concatenate(pooled, axis=1)
+    return np.array([_robust_sigma(r) for r in residuals])
+
+
+def summarise_pair(
+    i: int,
+    j: int,
+    cells_i: SkyCells,
+    cells_j: SkyCells,
+    *,
+    model: str = "plane",
+    max_points: int = 400,
+    iterations: int = 5,
+    scale: np.ndarray | None = None,
+) -> PairSummary | None:
+    """Reduce the overlap of two frames to a robust plane of their sky differences.
+
+    Parameters
+    ----------
+    i, j : int
+        Frame indices (recorded in the summary).
+    cells_i, cells_j : SkyCells
+        The frames' cell skies on the same grid.
+    model : {"offset", "plane"}
+        Fit a constant or a plane through the differences (the difference of two frames'
+        models is of the same kind).
+    max_points : int
+        Overlap cells used at most, spread evenly (:func:`pair_points`).
+    iterations : int
+        Fits, each reweighting the points by a Cauchy function of the previous residuals.
+    scale : numpy.ndarray, optional
+        ``(C,)`` the residual scale of the Cauchy weights (:func:`overlap_scale`), the same
+        for every pair, so that a pair of a few points rejects a star or trail as a large
+        one does. Without it, each pair's own robust sigma, and only for pairs of
+        :data:`MIN_ROBUST_POINTS` points or more.
+
+    Returns
+    -------
+    PairSummary or None
+        None when the frames share no usable cell.
+    """
+    terms = _terms(model)
+    found = pair_points(cells_i, cells_j, max_points=max_points)
+    if found is None:
+        return None
+    gx, gy, difference = found
+    centre, basis = _pair_basis(gx, gy, terms)
+    root, fitted, residual, weights = _robust_plane(basis, np.asarray(difference, dtype=np.float64), iterations, scale)
+    return PairSummary(
+        i,
+        j,
+        centre,
+        root,
+        np.einsum("cij,cj->ci", root, fitted),
+        weights.sum(axis=1),
+        np.einsum("cn,cn->c", weights, residual**2),
+        np.array([_robust_sigma(r) for r in residual]),
+        int(gx.size),
+    )
 
 
 def frame_gradients(cells: Sequence[SkyCells], affines: Sequence[FrameAffine]) -> np.ndarray:
@@ -187,64 +365,103 @@ def _cauchy(residual: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + (residual / (ROBUST_C * sigma)) ** 2)
 
 
-def _design(pairs: Sequence[PairPoints], centres: np.ndarray, n_frames: int, terms: int) -> csr_matrix:
-    """Rows ``Q_i(P) - Q_j(P)`` of every overlap point, columns ``terms`` per frame."""
-    rows, cols, vals = [], [], []
-    start = 0
-    for pair in pairs:
-        n = pair.size
-        index = np.arange(start, start + n)
-        for frame, sign in ((pair.i, 1.0), (pair.j, -1.0)):
-            basis = [np.ones(n)]
-            if terms == 3:
-                basis += [(pair.x - centres[frame, 0]) / PLANE_LENGTH, (pair.y - centres[frame, 1]) / PLANE_LENGTH]
-            for t, column in enumerate(basis):
-                rows.append(index)
-                cols.append(np.full(n, frame * terms + t))
-                vals.append(sign * column)
-        start += n
-    if not rows:
+def _transfer(pairs: Sequence[PairSummary], centres: np.ndarray, side: int, terms: int) -> np.ndarray:
+    """``(P, T, T)`` maps of one side's frame coefficients to its plane about each pair centre."""
+    frames = np.array([p.i if side == 0 else p.j for p in pairs], dtype=np.int64)
+    pair_centres = np.array([p.centre for p in pairs], dtype=np.float64)
+    out = np.broadcast_to(np.eye(terms), (len(pairs), terms, terms)).copy()
+    if terms == 3:
+        out[:, 0, 1:] = (pair_centres - centres[frames]) / PLANE_LENGTH
+    return out
+
+
+def _design(pairs: Sequence[PairSummary], centres: np.ndarray, n_frames: int, terms: int, channel: int) -> csr_matrix:
+    """Rows ``R (A_i theta_i - A_j theta_j)`` of every pair, ``terms`` per pair; columns ``terms`` per frame."""
+    if not pairs:
         return csr_matrix((0, n_frames * terms))
+    roots = np.stack([p.root[channel] for p in pairs])  # (P, T, T)
+    rows = np.arange(len(pairs))[:, None, None] * terms + np.arange(terms)[None, :, None]
+    rows = np.broadcast_to(rows, (len(pairs), terms, terms))
+    blocks, columns = [], []
+    for side, sign in ((0, 1.0), (1, -1.0)):
+        frames = np.array([p.i if side == 0 else p.j for p in pairs], dtype=np.int64)
+        blocks.append(sign * roots @ _transfer(pairs, centres, side, terms))
+        columns.append(np.broadcast_to(frames[:, None, None] * terms + np.arange(terms)[None, None, :], rows.shape))
     return coo_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(start, n_frames * terms)
+        (
+            np.concatenate([b.ravel() for b in blocks]),
+            (np.concatenate([rows.ravel()] * 2), np.concatenate([c.ravel() for c in columns])),
+        ),
+        shape=(len(pairs) * terms, n_frames * terms),
     ).tocsr()
 
 
-def _gauge(labels: np.ndarray, groups: int, terms: int, observed: np.ndarray) -> tuple[csr_matrix, np.ndarray]:
-    """Constraint rows: per group, sum of offsets 0 and (planes) sum of gradients = sum of observed."""
-    n_frames = labels.size
-    rows, cols, vals, rhs = [], [], [], []
+def _pair_shift(rows: np.ndarray, weight: np.ndarray, terms: int) -> np.ndarray:
+    """Mean square over each pair's points of a plane given through the pair's root (``R beta``)."""
+    return (rows**2).reshape(-1, terms).sum(axis=1) / np.maximum(weight, 1e-300)
+
+
+def _slope_prior(design: csr_matrix, observed: np.ndarray, terms: int) -> tuple[csr_matrix, np.ndarray]:
+    """A weak pull of every frame's plane towards its own observed gradient (diagonal and right-hand side).
+
+    Overlaps that are a single row of cells see a frame's value along them but not its slope
+    across them: a row of frames joined only by such strips leaves each frame's slope free.
+    The pull (:data:`SLOPE_PRIOR` of a typical frame's slope information from the overlaps)
+    fixes those slopes at the frame's own gradient and moves well-measured ones by a
+    fraction :data:`SLOPE_PRIOR` at most. Offsets get only a vanishing ridge: the null space
+    left there is one offset per group, which the gauge fixes.
+    """
+    n = design.shape[1]
+    information = np.asarray(design.multiply(design).sum(axis=0)).ravel().reshape(-1, terms)
+    strength = np.zeros((n // terms, terms))
+    rhs = np.zeros((n // terms, terms))
+    offsets = information[:, 0]
+    strength[:, 0] = _RIDGE * max(float(np.max(offsets)) if offsets.size else 0.0, 1e-300)
+    if terms == 3:
+        slopes = information[:, 1:]
+        typical = float(np.median(slopes[slopes > 0])) if np.any(slopes > 0) else 1.0
+        strength[:, 1:] = SLOPE_PRIOR * typical
+        rhs[:, 1:] = strength[:, 1:] * observed
+    index = np.arange(n)
+    return coo_matrix((strength.ravel(), (index, index)), shape=(n, n)).tocsc(), rhs.ravel()
+
+
+def _apply_gauge(
+    x: np.ndarray, labels: np.ndarray, groups: int, terms: int, centres: np.ndarray, observed: np.ndarray
+) -> np.ndarray:
+    """Move each group along the null space (a common offset and plane) onto the gauge.
+
+    Per group: offsets sum to 0 and (planes) gradients sum to the frames' observed ones.
+    """
+    x = x.reshape(-1, terms).copy()
     for group in range(groups):
-        members = np.flatnonzero(labels == group)
-        for t in range(terms):
-            row = group * terms + t
-            rows.append(np.full(members.size, row))
-            cols.append(members * terms + t)
-            vals.append(np.ones(members.size))
-            rhs.append(0.0 if t == 0 else float(np.sum(observed[members, t - 1])))
-    matrix = coo_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(groups * terms, n_frames * terms)
-    ).tocsr()
-    return matrix, np.asarray(rhs)
+        members = labels == group
+        shift = np.zeros(x[members].shape[0])
+        if terms == 3:
+            slope = (observed[members].sum(axis=0) - x[members, 1:].sum(axis=0)) / members.sum()
+            x[members, 1:] += slope
+            shift = centres[members] @ slope / PLANE_LENGTH
+        x[members, 0] += shift - np.mean(x[members, 0] + shift)
+    return x
 
 
 def solve_background_planes(
     n_frames: int,
-    pairs: Sequence[PairPoints],
+    pairs: Sequence[PairSummary],
     centres: np.ndarray,
     observed: np.ndarray,
     *,
     model: str = "plane",
     iterations: int = 5,
 ) -> BackgroundSolution:
-    """Solve every frame's offset and plane from the overlap differences, one channel at a time.
+    """Solve every frame's offset and plane from the pair summaries, one channel at a time.
 
     Parameters
     ----------
     n_frames : int
         Number of frames.
-    pairs : sequence of PairPoints
-        Overlap points of the overlapping pairs.
+    pairs : sequence of PairSummary
+        The overlapping pairs, each reduced by :func:`summarise_pair` with the same ``model``.
     centres : numpy.ndarray
         ``(N, 2)`` grid ``(X, Y)`` of every frame centre.
     observed : numpy.ndarray
@@ -252,55 +469,56 @@ def solve_background_planes(
     model : {"offset", "plane"}
         An offset per frame, or an offset and a plane.
     iterations : int
-        Robust reweighting passes (>= 1).
+        Solves (>= 1), each after reweighting the pairs by a Cauchy function of how far
+        their fitted plane lies from the solution (the shift it makes on the pair's points,
+        in units of the typical point scatter of a pair).
 
     Returns
     -------
     BackgroundSolution
     """
-    if model not in ("offset", "plane"):
-        raise ValueError(f"model must be 'offset' or 'plane', got {model!r} (set zemosaic.background.model)")
-    terms = 3 if model == "plane" else 1
+    terms = _terms(model)
     channels = observed.shape[1]
     centres = np.asarray(centres, dtype=np.float64)
-    pairs = [p for p in pairs if p.size]
+    pairs = [p for p in pairs if p.points and p.root.shape[-1] == terms]
     graph = coo_matrix((np.ones(len(pairs)), ([p.i for p in pairs], [p.j for p in pairs])), shape=(n_frames, n_frames))
     groups, labels = connected_components(graph, directed=False)
-    design = _design(pairs, centres, n_frames, terms)
-    differences = np.concatenate([p.difference for p in pairs], axis=1) if pairs else np.zeros((channels, 0))
     coefficients = np.zeros((n_frames, channels, 3))
     before, after = np.zeros(channels), np.zeros(channels)
-    ridge = _RIDGE * max(1.0, design.shape[0]) * _identity(n_frames * terms)
     for c in range(channels):
-        gauge, rhs = _gauge(labels, groups, terms, observed[:, c, :])
-        d = differences[c]
-        weights = np.ones(d.size)
         x = np.zeros(n_frames * terms)
-        for _ in range(max(1, int(iterations))):
-            weighted = design.multiply(weights[:, None]).tocsr() if d.size else design
-            normal = (design.T @ weighted) + ridge
-            kkt = bmat([[normal, gauge.T], [gauge, None]], format="csc")
-            solution = spsolve(kkt, np.concatenate([design.T @ (weights * d), rhs]))
-            x = np.asarray(solution[: n_frames * terms])
-            weights = _cauchy(d - design @ x) if d.size else weights
-        coefficients[:, c, :terms] = x.reshape(n_frames, terms)
-        before[c] = _robust_sigma(d)
-        after[c] = _robust_sigma(d - design @ x) if d.size else 0.0
+        if pairs:
+            design = _design(pairs, centres, n_frames, terms, c)
+            target = np.concatenate([p.target[c] for p in pairs])
+            weight = np.array([p.weight[c] for p in pairs])
+            noise = np.array([p.spread[c] for p in pairs]) ** 2  # each pair's own point scatter
+            prior, prior_rhs = _slope_prior(design, observed[:, c, :], terms)
+            pair_weights = np.ones(len(pairs))
+            for _ in range(max(1, int(iterations))):
+                row_weights = np.repeat(pair_weights, terms)
+                normal = (design.T @ design.multiply(row_weights[:, None]).tocsr()).tocsc() + prior
+                x = np.asarray(spsolve(normal.tocsc(), design.T @ (row_weights * target) + prior_rhs))
+                shift = _pair_shift(design @ x - target, weight, terms)
+                # As a point-level fit would: the scale is the typical rms of a pair's points about the solution.
+                scale = float(np.median(np.sqrt(noise + shift)))
+                if scale > 0:
+                    pair_weights = 1.0 / (1.0 + shift / (ROBUST_C * scale) ** 2)
+            before[c] = np.median(np.sqrt(noise + _pair_shift(-target, weight, terms)))
+            after[c] = np.median(np.sqrt(noise + _pair_shift(design @ x - target, weight, terms)))
+        coefficients[:, c, :terms] = _apply_gauge(x, labels, groups, terms, centres, observed[:, c, :])
+    points = int(sum(p.points for p in pairs))
     log.info(
-        "[Background] %s model of %d frame(s) from %d overlap point(s) in %d group(s); overlap rms %s -> %s ADU",
+        "[Background] %s model of %d frame(s) from %d pair(s), %d overlap point(s) in %d group(s); "
+        "overlap rms %s -> %s ADU",
         model,
         n_frames,
-        differences.shape[1],
+        len(pairs),
+        points,
         groups,
         np.round(before, 2).tolist(),
         np.round(after, 2).tolist(),
     )
-    return BackgroundSolution(coefficients, before, after, int(differences.shape[1]), int(groups))
-
-
-def _identity(n: int) -> csr_matrix:
-    index = np.arange(n)
-    return coo_matrix((np.ones(n), (index, index)), shape=(n, n)).tocsr()
+    return BackgroundSolution(coefficients, before, after, points, int(groups), len(pairs))
 
 
 def planes_in_frame_pixels(solution: BackgroundSolution, affines: Sequence[FrameAffine]) -> np.ndarray:
