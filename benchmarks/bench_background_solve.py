@@ -223,8 +223,8 @@ def main() -> None:
                 rows.append(row)
                 steps = row["steps"]
                 print(
-                    f"{layout:5s} {n:6d}  pairs {row['pairs']:7d} ({row['pairs'] / n:4.1f}/frame, {row['groups']} group(s))"
-                    + "  "
+                    f"{layout:5s} {n:6d}  pairs {row['pairs']:7d} ({row['pairs'] / n:4.1f}/frame,"
+                    + f" {row['groups']} group(s))  "
                     + "  ".join(f"{k} {v:7.2f} s" for k, v in steps.items())
                     + f"  peak {row['peak_rss_mib']:6.0f} MiB (cells {row['cells_mib']:.0f})"
                     + f"  rms {row['rms_before']:.1f} -> {row['rms_after']:.3f}"
