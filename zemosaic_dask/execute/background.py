@@ -1,16 +1,17 @@
-"""Running the global background model: block skies on the workers, the joint solve on the client.
+"""Running the global background model: cell skies and pair summaries on the workers, the solve on the client.
 
 Every frame of the plan gets an offset and a plane per channel
 (:mod:`~zemosaic_dask.tasks.background_solve`), solved once from all overlaps before any
 stacking; the region units remove them as they prepare each frame window, so every mode
 (mosaic-first, classic tiles, SDS batches) stacks frames that already agree, and the
-rejection compares samples whose sky drift and gradients are gone.
+rejection compares samples whose sky drift and gradients are gone. The frames' cell skies never
+reach the client (:mod:`~zemosaic_dask.graph.background`): it gathers a few numbers per frame and
+per overlapping pair.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,20 +19,13 @@ from typing import Any
 import numpy as np
 
 from ..config.policies import StageOptions
-from ..graph.background import build_sky_blocks_graph
+from ..graph.background import build_background_graph
 from ..plans.frames import FrameInfo
 from ..plans.grid import frame_pixel_boxes
 from ..plans.mosaic import MosaicPlan
 from ..plans.pair_graph import select_overlapping_pairs
-from ..tasks.background_solve import (
-    frame_gradients,
-    overlap_scale,
-    planes_in_frame_pixels,
-    solve_background_planes,
-    summarise_pair,
-)
-from ..tasks.frame_gains import GainSolution, pair_gain, solve_frame_gains
-from ..tasks.sky_blocks import SkyCells
+from ..tasks.background_solve import planes_in_frame_pixels, solve_background_planes
+from ..tasks.frame_gains import GainSolution
 from .compute import compute
 
 __all__ = ["FramePlanes", "solve_frame_backgrounds", "write_background_diagnostics"]
@@ -45,19 +39,6 @@ FramePlanes = tuple[tuple[tuple[float, float, float, float], ...], ...]
 
 def _overlapping(plan: MosaicPlan, cell: int, neighbours: int | None) -> list[tuple[int, int]]:
     return select_overlapping_pairs(frame_pixel_boxes(plan.grid, plan.frames), k=neighbours, min_overlap_px=cell)
-
-
-def _gains(cells: list[SkyCells], overlaps: list[tuple[int, int]], noise: tuple[float, ...]) -> GainSolution:
-    equations = []
-    for i, j in overlaps:
-        found = pair_gain(cells[i], cells[j], noise)
-        if found is not None:
-            equations.append((i, j, *found))
-    return solve_frame_gains(len(cells), len(noise), equations)
-
-
-def _scaled(cells: SkyCells, gain: np.ndarray) -> SkyCells:
-    return dataclasses.replace(cells, values=cells.values * gain[:, None], fluxes=cells.fluxes * gain[:, None])
 
 
 def write_background_diagnostics(path: Path, frames: tuple[FrameInfo, ...], planes: np.ndarray) -> Path:
@@ -85,31 +66,26 @@ def solve_frame_backgrounds(
     window = options.window
     noise = [np.resize(np.asarray(f.noise or (0.0,), dtype=np.float64), plan.n_channels) for f in plan.frames]
     typical = tuple(float(v) for v in np.median(noise, axis=0)) if noise else None
-    graph = build_sky_blocks_graph(plan.frames, window, plan.grid, settings.block_px, typical)
-    measured = compute(handle, graph, label="background", show_progress=show_progress)
-    cells = [m[0] for m in measured]
-    affines = [m[1] for m in measured]
     overlaps = _overlapping(plan, settings.block_px, options.calibration.pair_neighbours)
-    gains = GainSolution(np.ones((len(cells), plan.n_channels)), 0, np.zeros(plan.n_channels))
-    if settings.gains and typical:
-        gains = _gains(cells, overlaps, typical)
-        cells = [_scaled(c, g) for c, g in zip(cells, gains.gains, strict=True)]
-    scale = overlap_scale(cells, overlaps, model=settings.model, max_points=settings.max_points_per_pair)
-    pairs = []
-    for i, j in overlaps:
-        found = summarise_pair(
-            i,
-            j,
-            cells[i],
-            cells[j],
-            model=settings.model,
-            max_points=settings.max_points_per_pair,
-            iterations=settings.iterations,
-            scale=scale,
-        )
-        if found is not None:
-            pairs.append(found)
-    observed = frame_gradients(cells, affines)
+    graph = build_background_graph(
+        plan.frames,
+        window,
+        plan.grid,
+        overlaps,
+        cell=settings.block_px,
+        noise=typical,
+        model=settings.model,
+        max_points=settings.max_points_per_pair,
+        iterations=settings.iterations,
+        gains=settings.gains,
+    )
+    measured, found_gains, _, pairs = graph.split(
+        compute(handle, graph.tasks(), label="background", show_progress=show_progress)
+    )
+    affines = [m[0] for m in measured]
+    gains = found_gains or GainSolution(np.ones((len(affines), plan.n_channels)), 0, np.zeros(plan.n_channels))
+    # A frame's own gradient scales with its gain (the robust plane fit is linear in the values).
+    observed = np.stack([m[1] for m in measured]) * gains.gains[:, :, None]
     solution = solve_background_planes(
         len(plan.frames),
         pairs,
@@ -123,7 +99,7 @@ def solve_frame_backgrounds(
     report = {
         "model": settings.model,
         "frames": len(plan.frames),
-        "pairs": len(pairs),
+        "pairs": solution.pairs,
         "points": solution.points,
         "groups": solution.groups,
         "overlap_rms_before": [round(float(v), 4) for v in solution.rms_before],

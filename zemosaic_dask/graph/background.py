@@ -1,19 +1,60 @@
-"""Graph of the background model's measurements: one ``sky-blocks-<i>`` task per frame."""
+"""Graph of the background model's measurements, all on the workers.
+
+- ``sky-blocks-<i>``: one frame's sky on the grid cells (:func:`~zemosaic_dask.units.frame_sky.measure_frame_sky`);
+- ``frame-gradients-<b>``: a batch of frames' affine maps and own gradients;
+- ``gain-pairs-<b>`` and ``frame-gains`` (only with ``background.gains``): the frames' relative gains;
+- ``overlap-scale``: the residual scale every pair's robust fit shares, from a sample of pairs;
+- ``overlap-pairs-<b>``: a batch of overlapping pairs, each reduced to a robust plane of its differences.
+
+Only the last three kinds (and the batch gradients) come back to the client: a few numbers per
+frame and per pair. The cell skies stay on the workers and are released once their pairs are done.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import dask
+import numpy as np
 from dask.delayed import Delayed
 
 from ..plans.frames import FrameInfo
 from ..plans.grid import OutputGrid
+from ..units.background_pairs import frame_summaries, gain_equations, pair_scale, pair_summaries, solve_gains
 from ..units.frame_sky import measure_frame_sky
 from ..units.frame_window import FrameWindowOptions
 
-__all__ = ["build_sky_blocks_graph"]
+__all__ = ["BackgroundGraph", "build_background_graph", "build_sky_blocks_graph"]
+
+#: Frames per ``frame-gradients`` task and pairs per ``gain-pairs`` / ``overlap-pairs`` task.
+FRAMES_PER_TASK, PAIRS_PER_TASK = 256, 256
+#: Pairs the shared residual scale is measured on.
+SCALE_SAMPLE = 256
+
+
+@dataclass(frozen=True)
+class BackgroundGraph:
+    """The delayed results the client gathers: batch gradients, the gains (or None), the scale, pair batches."""
+
+    gradients: list[Delayed]
+    gains: Delayed | None
+    scale: Delayed
+    pairs: list[Delayed]
+
+    def tasks(self) -> list[Delayed]:
+        """Every task to compute, in the order :meth:`split` expects."""
+        return [*self.gradients, *([self.gains] if self.gains is not None else []), self.scale, *self.pairs]
+
+    def split(self, results: Sequence) -> tuple[list, object, object, list]:
+        """``(frame summaries, gains or None, scale, pair summaries)`` from the results of :meth:`tasks`."""
+        results = list(results)
+        k = len(self.gradients)
+        frames = [row for batch in results[:k] for row in batch]
+        gains = results[k] if self.gains is not None else None
+        k += self.gains is not None
+        return frames, gains, results[k], [s for batch in results[k + 1 :] for s in batch]
 
 
 def build_sky_blocks_graph(
@@ -30,3 +71,92 @@ def build_sky_blocks_graph(
         bound = functools.partial(measure_frame_sky, frame, options, header, grid.shape, int(cell), noise)
         tasks.append(dask.delayed(bound, pure=False, traverse=False)(dask_key_name=f"sky-blocks-{index}"))
     return tasks
+
+
+def _batches(pairs: Sequence[tuple[int, int]], size: int) -> list[tuple[list[tuple[int, int]], list[int]]]:
+    """Consecutive batches of ``pairs`` and the frames each one reads."""
+    out = []
+    for start in range(0, len(pairs), size):
+        batch = [(int(i), int(j)) for i, j in pairs[start : start + size]]
+        out.append((batch, sorted({f for pair in batch for f in pair})))
+    return out
+
+
+def build_background_graph(
+    frames: Sequence[FrameInfo],
+    options: FrameWindowOptions,
+    grid: OutputGrid,
+    overlaps: Sequence[tuple[int, int]],
+    *,
+    cell: int,
+    noise: tuple[float, ...] | None,
+    model: str,
+    max_points: int,
+    iterations: int,
+    gains: bool,
+) -> BackgroundGraph:
+    """The background model's measurement graph (see the module docstring).
+
+    Parameters
+    ----------
+    frames : sequence of FrameInfo
+        The plan's frames.
+    options : FrameWindowOptions
+        Frame preparation options.
+    grid : OutputGrid
+        The global grid.
+    overlaps : sequence of tuple of int
+        The overlapping pairs ``(i, j)`` the solve uses.
+    cell : int
+        Cell side in grid pixels.
+    noise : tuple of float or None
+        The session's typical pixel noise per channel (clipping unit of the cells).
+    model : {"offset", "plane"}
+        What each pair's differences are fitted with.
+    max_points : int
+        Overlap cells used per pair at most.
+    iterations : int
+        Robust reweighting passes of each pair's fit.
+    gains : bool
+        Also solve the frames' relative gains first, and compare gain-corrected skies.
+
+    Returns
+    -------
+    BackgroundGraph
+    """
+    sky = build_sky_blocks_graph(frames, options, grid, cell, noise)
+    gradients = []
+    for b, start in enumerate(range(0, len(frames), FRAMES_PER_TASK)):
+        batch = sky[start : start + FRAMES_PER_TASK]
+        gradients.append(dask.delayed(frame_summaries, pure=True)(*batch, dask_key_name=f"frame-gradients-{b}"))
+    gain_task = None
+    if gains and noise:
+        equations = [
+            dask.delayed(gain_equations, pure=True)(
+                pairs, used, tuple(noise), *[sky[f] for f in used], dask_key_name=f"gain-pairs-{b}"
+            )
+            for b, (pairs, used) in enumerate(_batches(overlaps, PAIRS_PER_TASK))
+        ]
+        gain_task = dask.delayed(solve_gains, pure=True)(
+            len(frames), len(noise), *equations, dask_key_name="frame-gains"
+        )
+    picks = np.unique(np.linspace(0, max(len(overlaps) - 1, 0), min(SCALE_SAMPLE, len(overlaps))).astype(np.int64))
+    sample, used = _batches([overlaps[int(k)] for k in picks], len(picks))[0] if len(picks) else ([], [])
+    scale = dask.delayed(pair_scale, pure=True)(
+        sample, used, model, max_points, gain_task, *[sky[f] for f in used], dask_key_name="overlap-scale"
+    )
+    pair_tasks = [
+        dask.delayed(pair_summaries, pure=True)(
+            pairs,
+            used,
+            model,
+            max_points,
+            iterations,
+            gain_task,
+            scale,
+            *[sky[f] for f in used],
+            dask_key_name=f"overlap-pairs-{b}",
+        )
+        for b, (pairs, used) in enumerate(_batches(overlaps, PAIRS_PER_TASK))
+    ]
+    return BackgroundGraph(gradients, gain_task, scale, pair_tasks)

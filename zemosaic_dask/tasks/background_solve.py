@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import spsolve
+from scipy.sparse.linalg import LinearOperator, cg
 
 from .sky_blocks import SkyCells
 
@@ -69,6 +69,7 @@ ROBUST_C = 3.0
 #: A pair's points are reweighted only when it has at least this many (a robust sigma needs them).
 MIN_ROBUST_POINTS = 8
 _RIDGE = 1e-12
+_CG_TOLERANCE, _CG_MAX_ITER = 1e-10, 5000
 #: Weight of a frame's own gradient as a prior on its plane, in typical slope information of a frame.
 SLOPE_PRIOR = 1e-6
 _EIGEN_FLOOR = 1e-10
@@ -396,6 +397,31 @@ def _design(pairs: Sequence[PairSummary], centres: np.ndarray, n_frames: int, te
     ).tocsr()
 
 
+def _solve_normal(normal: csr_matrix, rhs: np.ndarray, start: np.ndarray, terms: int) -> np.ndarray:
+    """Conjugate gradients on the normal equations, preconditioned by each frame's own block.
+
+    The overlap graph of a deep session is an expander (every frame tied to its strongest
+    overlaps anywhere in the field), on which a direct factorisation fills in densely; the
+    preconditioned iteration needs a few tens of sparse products whatever the number of frames.
+    It starts from ``start`` (the prior's values, then the previous reweighting's solution), so
+    a direction only the prior fixes keeps the prior's value.
+    """
+    n = normal.shape[0]
+    coo = normal.tocoo()
+    same = coo.row // terms == coo.col // terms
+    blocks = np.zeros((n // terms, terms, terms))
+    np.add.at(blocks, (coo.row[same] // terms, coo.row[same] % terms, coo.col[same] % terms), coo.data[same])
+    scale = np.maximum(np.abs(np.diagonal(blocks, axis1=1, axis2=2)).max(axis=1), 1e-300)
+    inverse = np.linalg.inv(blocks + _RIDGE * scale[:, None, None] * np.eye(terms))
+    preconditioner = LinearOperator(
+        (n, n), matvec=lambda v: np.einsum("kij,kj->ki", inverse, v.reshape(-1, terms)).ravel(), dtype=np.float64
+    )
+    solution, info = cg(normal, rhs, x0=start, rtol=_CG_TOLERANCE, atol=0.0, maxiter=_CG_MAX_ITER, M=preconditioner)
+    if info > 0:
+        log.warning("[Background] the solve stopped after %d iterations short of its tolerance", info)
+    return np.asarray(solution)
+
+
 def _pair_shift(rows: np.ndarray, weight: np.ndarray, terms: int) -> np.ndarray:
     """Mean square over each pair's points of a plane given through the pair's root (``R beta``)."""
     return (rows**2).reshape(-1, terms).sum(axis=1) / np.maximum(weight, 1e-300)
@@ -494,10 +520,11 @@ def solve_background_planes(
             noise = np.array([p.spread[c] for p in pairs]) ** 2  # each pair's own point scatter
             prior, prior_rhs = _slope_prior(design, observed[:, c, :], terms)
             pair_weights = np.ones(len(pairs))
+            x = prior_rhs / np.maximum(prior.diagonal(), 1e-300)  # the prior's own values: own slopes, no offset
             for _ in range(max(1, int(iterations))):
                 row_weights = np.repeat(pair_weights, terms)
-                normal = (design.T @ design.multiply(row_weights[:, None]).tocsr()).tocsc() + prior
-                x = np.asarray(spsolve(normal.tocsc(), design.T @ (row_weights * target) + prior_rhs))
+                normal = (design.T @ design.multiply(row_weights[:, None]).tocsr()).tocsr() + prior
+                x = _solve_normal(normal, design.T @ (row_weights * target) + prior_rhs, x, terms)
                 shift = _pair_shift(design @ x - target, weight, terms)
                 # As a point-level fit would: the scale is the typical rms of a pair's points about the solution.
                 scale = float(np.median(np.sqrt(noise + shift)))

@@ -1,0 +1,95 @@
+"""The background model's overlap work, run on the workers next to the frames' cell skies.
+
+The cell skies of every frame (:func:`~zemosaic_dask.units.frame_sky.measure_frame_sky`, about
+100 KB per full-size frame) stay on the workers: these units reduce them to what the client's
+solve needs, a few numbers per frame (its affine map and own gradient) and per overlapping pair
+(:class:`~zemosaic_dask.tasks.background_solve.PairSummary`), so that the client holds kilobytes
+per thousand frames instead of every frame's cells. Each unit takes the measurements it needs as
+trailing arguments, in the order of the frame indices it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..tasks.background_solve import FrameAffine, PairSummary, frame_gradients, overlap_scale, summarise_pair
+from ..tasks.frame_gains import GainSolution, pair_gain, solve_frame_gains
+from ..tasks.sky_blocks import SkyCells
+
+__all__ = ["frame_summaries", "gain_equations", "pair_scale", "pair_summaries", "solve_gains"]
+
+Measured = tuple[SkyCells, FrameAffine]
+
+
+def _lookup(frames: Sequence[int], measured: Sequence[Measured], gains: GainSolution | None) -> dict[int, SkyCells]:
+    cells = {}
+    for index, (sky, _) in zip(frames, measured, strict=True):
+        if gains is not None:
+            g = gains.gains[index]
+            sky = dataclasses.replace(sky, values=sky.values * g[:, None], fluxes=sky.fluxes * g[:, None])
+        cells[int(index)] = sky
+    return cells
+
+
+def frame_summaries(*measured: Measured) -> list[tuple[FrameAffine, np.ndarray]]:
+    """Each frame's affine map and own sky gradient ``(C, 2)`` (:func:`frame_gradients`)."""
+    gradients = frame_gradients([m[0] for m in measured], [m[1] for m in measured])
+    return [(m[1], g) for m, g in zip(measured, gradients, strict=True)]
+
+
+def gain_equations(
+    pairs: Sequence[tuple[int, int]], frames: Sequence[int], noise: Sequence[float], *measured: Measured
+) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """The relative-gain equations of ``pairs`` (:func:`~zemosaic_dask.tasks.frame_gains.pair_gain`)."""
+    cells = _lookup(frames, measured, None)
+    out = []
+    for i, j in pairs:
+        found = pair_gain(cells[i], cells[j], noise)
+        if found is not None:
+            out.append((i, j, *found))
+    return out
+
+
+def solve_gains(n_frames: int, channels: int, *batches: list[tuple[int, int, np.ndarray, np.ndarray]]) -> GainSolution:
+    """The frames' relative gains from every batch of :func:`gain_equations`."""
+    return solve_frame_gains(n_frames, channels, [e for batch in batches for e in batch])
+
+
+def pair_scale(
+    pairs: Sequence[tuple[int, int]],
+    frames: Sequence[int],
+    model: str,
+    max_points: int,
+    gains: GainSolution | None,
+    *measured: Measured,
+) -> np.ndarray | None:
+    """The residual scale shared by every pair's robust fit, from a sample of pairs (:func:`overlap_scale`)."""
+    cells = _lookup(frames, measured, gains)
+    remap = {index: k for k, index in enumerate(cells)}
+    ordered = list(cells.values())
+    return overlap_scale(ordered, [(remap[i], remap[j]) for i, j in pairs], model=model, max_points=max_points)
+
+
+def pair_summaries(
+    pairs: Sequence[tuple[int, int]],
+    frames: Sequence[int],
+    model: str,
+    max_points: int,
+    iterations: int,
+    gains: GainSolution | None,
+    scale: np.ndarray | None,
+    *measured: Measured,
+) -> list[PairSummary]:
+    """Every pair of ``pairs`` reduced to a robust plane of its differences (:func:`summarise_pair`)."""
+    cells = _lookup(frames, measured, gains)
+    out = []
+    for i, j in pairs:
+        found = summarise_pair(
+            i, j, cells[i], cells[j], model=model, max_points=max_points, iterations=iterations, scale=scale
+        )
+        if found is not None:
+            out.append(found)
+    return out
