@@ -94,3 +94,28 @@ def test_gains_recovered_from_the_starlight_of_overlaps():
     np.testing.assert_allclose(solution.gains[:, 0], expected, rtol=0.005)
     # A frame that overlaps nothing keeps gain 1.
     assert solve_frame_gains(5, 1, equations).gains[4, 0] == 1.0
+
+
+def test_gains_and_planes_solved_on_a_cluster(drifted_session, tmp_path):
+    """On a threaded cluster with gains on: cell skies, gains and pair summaries come from worker tasks.
+
+    (These small frames hold too few star-rich cells for a gain equation: the gains stay 1; the
+    gain maths is checked on cells in ``tasks/test_background_pairs.py``.)
+    """
+    from e2e import THREADS
+
+    folder, frames, params = drifted_session
+    noise = float(np.median(np.asarray(params["noise_sigma"])[:, 1]))
+    mosaic = run(
+        frames,
+        tmp_path / "gains",
+        THREADS,
+        mode="mosaic-first",
+        **{"background.gains": True, "background.block-px": 16},
+    )
+    background = mosaic.report["background"]
+    assert background["groups"] == 1 and background["pairs"] == 28 and background["points"] > 1000
+    assert background["gain_range"] == [1.0, 1.0]
+    truth = truth_on(mosaic, folder)
+    (level0, level1), _, _ = _panel_levels(mosaic, params, truth)
+    assert abs(level1 - level0) < 0.1 * noise, (level0, level1)
