@@ -70,6 +70,8 @@ ROBUST_C = 3.0
 MIN_ROBUST_POINTS = 8
 _RIDGE = 1e-12
 _CG_TOLERANCE, _CG_MAX_ITER = 1e-10, 5000
+#: Frames per cluster of the solve's coarse correction.
+_CLUSTER_FRAMES = 16
 #: Weight of a frame's own gradient as a prior on its plane, in typical slope information of a frame.
 SLOPE_PRIOR = 1e-6
 _EIGEN_FLOOR = 1e-10
@@ -397,15 +399,56 @@ def _design(pairs: Sequence[PairSummary], centres: np.ndarray, n_frames: int, te
     ).tocsr()
 
 
-def _solve_normal(normal: csr_matrix, rhs: np.ndarray, start: np.ndarray, terms: int) -> np.ndarray:
-    """Conjugate gradients on the normal equations, preconditioned by each frame's own block.
+def _clusters(centres: np.ndarray, size: int) -> np.ndarray:
+    """Labels of compact groups of at most ``size`` frames: centres split at the median, longest side first."""
+    labels = np.zeros(len(centres), dtype=np.int64)
+    pending, count = [np.arange(len(centres))], 0
+    while pending:
+        members = pending.pop()
+        if members.size <= size:
+            labels[members] = count
+            count += 1
+            continue
+        points = centres[members]
+        axis = int(np.argmax(np.ptp(points, axis=0)))
+        order = members[np.argsort(points[:, axis], kind="stable")]
+        pending += [order[: order.size // 2], order[order.size // 2 :]]
+    return labels
+
+
+def _coarse_space(centres: np.ndarray, terms: int) -> csr_matrix:
+    """``P``: per cluster of frames, its common offset (and common plane), as columns over the frames' unknowns."""
+    labels = _clusters(centres, _CLUSTER_FRAMES)
+    n, k = len(centres), np.arange(len(centres))
+    rows, cols, vals = [k * terms], [labels * terms], [np.ones(n)]
+    if terms == 3:
+        counts = np.bincount(labels)
+        mean = np.stack([np.bincount(labels, centres[:, a]) / counts for a in (0, 1)], axis=1)
+        relative = (centres - mean[labels]) / PLANE_LENGTH
+        for t in (1, 2):  # a common plane moves each member's slope and its offset (about its own centre)
+            rows += [k * terms + t, k * terms]
+            cols += [labels * terms + t] * 2
+            vals += [np.ones(n), relative[:, t - 1]]
+    shape = (n * terms, (int(labels.max()) + 1) * terms)
+    return coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape).tocsr()
+
+
+def _solve_normal(normal: csr_matrix, rhs: np.ndarray, start: np.ndarray, terms: int, coarse: csr_matrix) -> np.ndarray:
+    """Conjugate gradients on the normal equations, with a two-level preconditioner.
 
     The overlap graph of a deep session is an expander (every frame tied to its strongest
-    overlaps anywhere in the field), on which a direct factorisation fills in densely; the
-    preconditioned iteration needs a few tens of sparse products whatever the number of frames.
-    It starts from ``start`` (the prior's values, then the previous reweighting's solution), so
-    a direction only the prior fixes keeps the prior's value.
+    overlaps anywhere in the field), on which a direct factorisation fills in densely; that of
+    a wide survey is a lattice, on which an iteration that sees only each frame's own block
+    needs more steps the wider the survey. So the preconditioner adds to each frame's own block
+    a coarse correction: the system restricted to a common offset and plane per cluster of
+    :data:`_CLUSTER_FRAMES` neighbouring frames (``coarse``), solved directly. The iteration
+    starts from ``start`` (the prior's values, then the previous reweighting's solution), so a
+    direction only the prior fixes keeps the prior's value.
     """
+    from scipy.sparse.linalg import splu
+
+    if np.linalg.norm(rhs - normal @ start) <= _CG_TOLERANCE * np.linalg.norm(rhs):
+        return start  # the previous reweighting's solution still holds
     n = normal.shape[0]
     coo = normal.tocoo()
     same = coo.row // terms == coo.col // terms
@@ -413,13 +456,24 @@ def _solve_normal(normal: csr_matrix, rhs: np.ndarray, start: np.ndarray, terms:
     np.add.at(blocks, (coo.row[same] // terms, coo.row[same] % terms, coo.col[same] % terms), coo.data[same])
     scale = np.maximum(np.abs(np.diagonal(blocks, axis1=1, axis2=2)).max(axis=1), 1e-300)
     inverse = np.linalg.inv(blocks + _RIDGE * scale[:, None, None] * np.eye(terms))
-    preconditioner = LinearOperator(
-        (n, n), matvec=lambda v: np.einsum("kij,kj->ki", inverse, v.reshape(-1, terms)).ravel(), dtype=np.float64
-    )
+    restricted = (coarse.T @ normal @ coarse).tocsc()
+    ridge = 1e-10 * max(float(np.abs(restricted.diagonal()).max()), 1e-300)
+    factor = splu((restricted + ridge * _eye(restricted.shape[0])).tocsc())
+
+    def apply(v: np.ndarray) -> np.ndarray:
+        local = np.einsum("kij,kj->ki", inverse, v.reshape(-1, terms)).ravel()
+        return local + coarse @ factor.solve(coarse.T @ v)
+
+    preconditioner = LinearOperator((n, n), matvec=apply, dtype=np.float64)
     solution, info = cg(normal, rhs, x0=start, rtol=_CG_TOLERANCE, atol=0.0, maxiter=_CG_MAX_ITER, M=preconditioner)
     if info > 0:
         log.warning("[Background] the solve stopped after %d iterations short of its tolerance", info)
     return np.asarray(solution)
+
+
+def _eye(n: int) -> csr_matrix:
+    index = np.arange(n)
+    return coo_matrix((np.ones(n), (index, index)), shape=(n, n)).tocsc()
 
 
 def _pair_shift(rows: np.ndarray, weight: np.ndarray, terms: int) -> np.ndarray:
@@ -511,6 +565,7 @@ def solve_background_planes(
     groups, labels = connected_components(graph, directed=False)
     coefficients = np.zeros((n_frames, channels, 3))
     before, after = np.zeros(channels), np.zeros(channels)
+    coarse = _coarse_space(centres, terms)
     for c in range(channels):
         x = np.zeros(n_frames * terms)
         if pairs:
@@ -524,7 +579,7 @@ def solve_background_planes(
             for _ in range(max(1, int(iterations))):
                 row_weights = np.repeat(pair_weights, terms)
                 normal = (design.T @ design.multiply(row_weights[:, None]).tocsr()).tocsr() + prior
-                x = _solve_normal(normal, design.T @ (row_weights * target) + prior_rhs, x, terms)
+                x = _solve_normal(normal, design.T @ (row_weights * target) + prior_rhs, x, terms, coarse)
                 shift = _pair_shift(design @ x - target, weight, terms)
                 # As a point-level fit would: the scale is the typical rms of a pair's points about the solution.
                 scale = float(np.median(np.sqrt(noise + shift)))
