@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix, csr_matrix
+from scipy.sparse import coo_matrix, csc_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import LinearOperator, cg
 
@@ -471,7 +471,7 @@ def _solve_normal(normal: csr_matrix, rhs: np.ndarray, start: np.ndarray, terms:
     return np.asarray(solution)
 
 
-def _eye(n: int) -> csr_matrix:
+def _eye(n: int) -> csc_matrix:
     index = np.arange(n)
     return coo_matrix((np.ones(n), (index, index)), shape=(n, n)).tocsc()
 
