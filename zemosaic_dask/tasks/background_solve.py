@@ -225,8 +225,9 @@ def _robust_plane(
     passes = max(1, int(iterations)) if robust else 1
     weights = np.ones_like(difference)
     for index in range(passes):
-        root, inverse = _psd_root(np.einsum("cn,ni,nj->cij", weights, basis, basis))
-        fitted = np.einsum("cij,cj->ci", inverse, np.einsum("cn,ni,cn->ci", weights, basis, difference))
+        weighted = np.swapaxes(weights[:, :, None] * basis[None], 1, 2)  # (C, T, n)
+        root, inverse = _psd_root(weighted @ basis)
+        fitted = (inverse @ (weighted @ difference[:, :, None]))[:, :, 0]
         residual = difference - fitted @ basis.T
         if index + 1 < passes:
             if scale is None:
