@@ -70,8 +70,9 @@ ROBUST_C = 3.0
 MIN_ROBUST_POINTS = 8
 _RIDGE = 1e-12
 _CG_TOLERANCE, _CG_MAX_ITER = 1e-10, 5000
-#: Frames per cluster of the solve's coarse correction.
-_CLUSTER_FRAMES = 16
+#: Frames per cluster of the solve's coarse correction, and the most clusters (a deep session's
+#: clusters all overlap, so its coarse system is dense: its size must not grow with the frames).
+_CLUSTER_FRAMES, _MAX_CLUSTERS = 16, 1024
 #: Weight of a frame's own gradient as a prior on its plane, in typical slope information of a frame.
 SLOPE_PRIOR = 1e-6
 _EIGEN_FLOOR = 1e-10
@@ -419,7 +420,7 @@ def _clusters(centres: np.ndarray, size: int) -> np.ndarray:
 
 def _coarse_space(centres: np.ndarray, terms: int) -> csr_matrix:
     """``P``: per cluster of frames, its common offset (and common plane), as columns over the frames' unknowns."""
-    labels = _clusters(centres, _CLUSTER_FRAMES)
+    labels = _clusters(centres, max(_CLUSTER_FRAMES, -(-len(centres) // _MAX_CLUSTERS)))
     n, k = len(centres), np.arange(len(centres))
     rows, cols, vals = [k * terms], [labels * terms], [np.ones(n)]
     if terms == 3:
@@ -442,7 +443,8 @@ def _solve_normal(normal: csr_matrix, rhs: np.ndarray, start: np.ndarray, terms:
     a wide survey is a lattice, on which an iteration that sees only each frame's own block
     needs more steps the wider the survey. So the preconditioner adds to each frame's own block
     a coarse correction: the system restricted to a common offset and plane per cluster of
-    :data:`_CLUSTER_FRAMES` neighbouring frames (``coarse``), solved directly. The iteration
+    :data:`_CLUSTER_FRAMES` neighbouring frames (at most :data:`_MAX_CLUSTERS` clusters,
+    ``coarse``), solved directly. The iteration
     starts from ``start`` (the prior's values, then the previous reweighting's solution), so a
     direction only the prior fixes keeps the prior's value.
     """
