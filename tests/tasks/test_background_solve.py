@@ -268,3 +268,18 @@ def test_a_slope_no_overlap_measures_is_the_frame_own_gradient():
     assert np.all(np.isfinite(solution.coefficients))
     # Each strip fixes the value along it, not the slope across it: the x slopes stay the frames' own.
     np.testing.assert_allclose(solution.coefficients[:, 0, 1], 0.05 * PLANE_LENGTH, rtol=1e-3)
+
+
+def test_the_direct_fallback_gives_the_iterative_solution(monkeypatch):
+    """When conjugate gradients stop short, the sparse factorisation takes over with the same answer."""
+    from zemosaic_dask.tasks import background_solve
+
+    affines = _layout(rotation_deg=5.0, seed=6)
+    offsets = np.random.default_rng(7).uniform(-50, 50, len(affines))
+    blocks = [_cells(a, o, (0.01, 0.1), 20.0) for a, o in zip(affines, offsets, strict=True)]
+    iterative, _ = _solve(affines, blocks)
+    assert iterative.iterations > 0 and iterative.direct == 0
+    monkeypatch.setattr(background_solve, "_CG_MAX_ITER", 1)
+    direct, _ = _solve(affines, blocks)
+    assert direct.direct > 0
+    np.testing.assert_allclose(direct.coefficients, iterative.coefficients, atol=1e-3 * np.ptp(offsets))

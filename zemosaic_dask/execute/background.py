@@ -102,6 +102,7 @@ def solve_frame_backgrounds(
         "pairs": solution.pairs,
         "points": solution.points,
         "groups": solution.groups,
+        "solver": {"cg_iterations": solution.iterations, "direct_solves": solution.direct},
         "overlap_rms_before": [round(float(v), 4) for v in solution.rms_before],
         "overlap_rms_after": [round(float(v), 4) for v in solution.rms_after],
         "offset_range": [round(float(planes[:, :, 0].min()), 3), round(float(planes[:, :, 0].max()), 3)],

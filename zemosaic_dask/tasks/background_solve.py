@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.sparse import coo_matrix, csc_matrix, csr_matrix
@@ -69,7 +70,7 @@ ROBUST_C = 3.0
 #: A pair's points are reweighted only when it has at least this many (a robust sigma needs them).
 MIN_ROBUST_POINTS = 8
 _RIDGE = 1e-12
-_CG_TOLERANCE, _CG_MAX_ITER = 1e-10, 5000
+_CG_TOLERANCE, _CG_MAX_ITER = 1e-10, 400
 #: Frames per cluster of the solve's coarse correction, and the most clusters (a deep session's
 #: clusters all overlap, so its coarse system is dense: its size must not grow with the frames).
 _CLUSTER_FRAMES, _MAX_CLUSTERS = 16, 1024
@@ -158,6 +159,10 @@ class BackgroundSolution:
         Groups of frames connected by overlaps (each gauged on its own).
     pairs : int
         Overlapping pairs used.
+    iterations : int
+        Conjugate-gradient iterations of all the solves.
+    direct : int
+        Solves made by sparse factorisation (after an iteration that did not converge).
     """
 
     coefficients: np.ndarray
@@ -166,6 +171,8 @@ class BackgroundSolution:
     points: int
     groups: int
     pairs: int = 0
+    iterations: int = 0
+    direct: int = 0
 
 
 def pair_points(
@@ -435,7 +442,9 @@ def _coarse_space(centres: np.ndarray, terms: int) -> csr_matrix:
     return coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape).tocsr()
 
 
-def _solve_normal(normal: csr_matrix, rhs: np.ndarray, start: np.ndarray, terms: int, coarse: csr_matrix) -> np.ndarray:
+def _solve_normal(
+    normal: csr_matrix, rhs: np.ndarray, start: np.ndarray, terms: int, coarse: csr_matrix, counts: dict[str, int]
+) -> np.ndarray:
     """Conjugate gradients on the normal equations, with a two-level preconditioner.
 
     The overlap graph of a deep session is an expander (every frame tied to its strongest
@@ -448,10 +457,12 @@ def _solve_normal(normal: csr_matrix, rhs: np.ndarray, start: np.ndarray, terms:
     starts from ``start`` (the prior's values, then the previous reweighting's solution), so a
     direction only the prior fixes keeps the prior's value.
     """
-    from scipy.sparse.linalg import splu
+    from scipy.sparse.linalg import splu, spsolve
 
     if np.linalg.norm(rhs - normal @ start) <= _CG_TOLERANCE * np.linalg.norm(rhs):
         return start  # the previous reweighting's solution still holds
+    if counts["direct"]:
+        return _solve_direct(normal, rhs, spsolve, counts)
     n = normal.shape[0]
     coo = normal.tocoo()
     same = coo.row // terms == coo.col // terms
@@ -468,10 +479,36 @@ def _solve_normal(normal: csr_matrix, rhs: np.ndarray, start: np.ndarray, terms:
         return local + coarse @ factor.solve(coarse.T @ v)
 
     preconditioner = LinearOperator((n, n), matvec=apply, dtype=np.float64)
-    solution, info = cg(normal, rhs, x0=start, rtol=_CG_TOLERANCE, atol=0.0, maxiter=_CG_MAX_ITER, M=preconditioner)
+    steps = [0]
+
+    def count(_: np.ndarray) -> None:
+        steps[0] += 1
+
+    solution, info = cg(
+        normal, rhs, x0=start, rtol=_CG_TOLERANCE, atol=0.0, maxiter=_CG_MAX_ITER, M=preconditioner, callback=count
+    )
+    counts["iterations"] += steps[0]
     if info > 0:
-        log.warning("[Background] the solve stopped after %d iterations short of its tolerance", info)
+        # Overlaps of one or two cells leave many directions that only the weak priors fix: the
+        # iteration crawls there. A direct factorisation solves such a system exactly, and on the
+        # sparse graphs where this happens it is cheap; it serves the rest of the solve.
+        log.warning(
+            "[Background] conjugate gradients stopped after %d iterations short of their tolerance: "
+            "solving by sparse factorisation instead",
+            info,
+        )
+        return _solve_direct(normal, rhs, spsolve, counts)
     return np.asarray(solution)
+
+
+def _solve_direct(
+    normal: csr_matrix, rhs: np.ndarray, spsolve: Any, counts: dict[str, int] | None = None
+) -> np.ndarray:
+    """The normal equations by sparse LU, with a ridge of 1e-9 of the largest diagonal term."""
+    if counts is not None:
+        counts["direct"] += 1
+    ridge = 1e-9 * max(float(np.abs(normal.diagonal()).max()), 1e-300)
+    return np.asarray(spsolve((normal + ridge * _eye(normal.shape[0])).tocsc(), rhs))
 
 
 def _eye(n: int) -> csc_matrix:
@@ -569,6 +606,7 @@ def solve_background_planes(
     coefficients = np.zeros((n_frames, channels, 3))
     before, after = np.zeros(channels), np.zeros(channels)
     coarse = _coarse_space(centres, terms)
+    counts = {"iterations": 0, "direct": 0}
     for c in range(channels):
         x = np.zeros(n_frames * terms)
         if pairs:
@@ -582,7 +620,7 @@ def solve_background_planes(
             for _ in range(max(1, int(iterations))):
                 row_weights = np.repeat(pair_weights, terms)
                 normal = (design.T @ design.multiply(row_weights[:, None]).tocsr()).tocsr() + prior
-                x = _solve_normal(normal, design.T @ (row_weights * target) + prior_rhs, x, terms, coarse)
+                x = _solve_normal(normal, design.T @ (row_weights * target) + prior_rhs, x, terms, coarse, counts)
                 shift = _pair_shift(design @ x - target, weight, terms)
                 # As a point-level fit would: the scale is the typical rms of a pair's points about the solution.
                 scale = float(np.median(np.sqrt(noise + shift)))
@@ -603,7 +641,9 @@ def solve_background_planes(
         np.round(before, 2).tolist(),
         np.round(after, 2).tolist(),
     )
-    return BackgroundSolution(coefficients, before, after, points, int(groups), len(pairs))
+    return BackgroundSolution(
+        coefficients, before, after, points, int(groups), len(pairs), counts["iterations"], counts["direct"]
+    )
 
 
 def planes_in_frame_pixels(solution: BackgroundSolution, affines: Sequence[FrameAffine]) -> np.ndarray:
