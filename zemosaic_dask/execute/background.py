@@ -83,7 +83,9 @@ def solve_frame_backgrounds(
         compute(handle, graph.tasks(), label="background", show_progress=show_progress)
     )
     affines = [m[0] for m in measured]
-    gains = found_gains or GainSolution(np.ones((len(affines), plan.n_channels)), 0, np.zeros(plan.n_channels))
+    gains = found_gains
+    if gains is None:
+        gains = GainSolution(np.ones((len(affines), plan.n_channels)), 0, np.zeros(plan.n_channels))
     # A frame's own gradient scales with its gain (the robust plane fit is linear in the values).
     observed = np.stack([m[1] for m in measured]) * gains.gains[:, :, None]
     solution = solve_background_planes(
