@@ -136,12 +136,8 @@ def run_child(frames_file: str, seed: int, cell: int) -> None:
     from zemosaic_dask.plans import plan_output_grid
     from zemosaic_dask.plans.grid import frame_pixel_boxes
     from zemosaic_dask.plans.pair_graph import select_overlapping_pairs
-    from zemosaic_dask.tasks.background_solve import (
-        frame_gradients,
-        overlap_scale,
-        solve_background_planes,
-        summarise_pair,
-    )
+    from zemosaic_dask.tasks.background_solve import frame_gradients, solve_background_planes
+    from zemosaic_dask.tasks.overlap_planes import overlap_scale, summarise_pair
 
     config = default_config()
     with open(frames_file, "rb") as fh:

@@ -9,11 +9,10 @@ from zemosaic_dask.tasks.background_solve import (
     PLANE_LENGTH,
     FrameAffine,
     frame_gradients,
-    pair_points,
     planes_in_frame_pixels,
     solve_background_planes,
-    summarise_pair,
 )
+from zemosaic_dask.tasks.overlap_planes import pair_points, summarise_pair
 from zemosaic_dask.tasks.sky_blocks import SkyCells, measure_sky_cells, subtract_background_plane
 
 FRAME = (240, 160)  # (H, W) frame pixels
@@ -223,31 +222,6 @@ def test_pair_summaries_give_the_point_level_least_squares_solution():
     assert solution.pairs == len(summaries) and solution.points == differences.size
 
 
-def test_a_shared_scale_lets_a_pair_of_few_points_reject_a_trail():
-    n_columns = 50
-    ids = np.array([0, 1, 2, 3, 4, 5, 50, 51, 52, 53, 54, 55], dtype=np.int64)  # 2 rows of 6 cells
-    base = SkyCells(ids, np.full((1, ids.size), 100.0), np.zeros((1, ids.size)), CELL, n_columns)
-    gx, gy = base.centres()
-    other_values = 100.0 - (7.0 + 0.5 * gx / CELL)[None, :]  # the other frame: 7 ADU lower, and a slope
-    other_values[0, 3] += 400.0  # a trail crosses one cell of it
-    other = SkyCells(ids, other_values, np.zeros((1, ids.size)), CELL, n_columns)
-    shared = summarise_pair(0, 1, base, other, scale=np.array([1.0]))
-    own = summarise_pair(0, 1, base, other)  # 12 points: each pair's own robust sigma
-    few = summarise_pair(0, 1, base, SkyCells(ids[:6], other_values[:, :6], np.zeros((1, 6)), CELL, n_columns))
-    assert shared.points == 12 and few.points == 6
-
-    def fitted(summary):
-        return np.linalg.lstsq(summary.root[0], summary.target[0], rcond=None)[0]
-
-    # The plane of s_i - s_j at the pair's centre: 7 + 0.5 * X_centre / CELL.
-    expected = 7.0 + 0.5 * shared.centre[0] / CELL
-    assert abs(fitted(shared)[0] - expected) < 0.5
-    assert abs(fitted(own)[0] - expected) < 0.5
-    # 6 points in a row, no scale given: too few for a robust sigma, the trail pulls the plain fit.
-    assert abs(fitted(few)[0] - (7.0 + 0.5 * few.centre[0] / CELL)) > 20.0
-    assert shared.weight[0] < 11.1  # the trail's cell counts for almost nothing
-
-
 def test_a_slope_no_overlap_measures_is_the_frame_own_gradient():
     """Frames in a row joined by strips one cell wide: the solve stays finite and keeps their own slopes."""
     n_columns = 100
@@ -272,14 +246,14 @@ def test_a_slope_no_overlap_measures_is_the_frame_own_gradient():
 
 def test_the_direct_fallback_gives_the_iterative_solution(monkeypatch):
     """When conjugate gradients stop short, the sparse factorisation takes over with the same answer."""
-    from zemosaic_dask.tasks import background_solve
+    from zemosaic_dask.tasks import normal_equations
 
     affines = _layout(rotation_deg=5.0, seed=6)
     offsets = np.random.default_rng(7).uniform(-50, 50, len(affines))
     blocks = [_cells(a, o, (0.01, 0.1), 20.0) for a, o in zip(affines, offsets, strict=True)]
     iterative, _ = _solve(affines, blocks)
     assert iterative.iterations > 0 and iterative.direct == 0
-    monkeypatch.setattr(background_solve, "_CG_MAX_ITER", 1)
+    monkeypatch.setattr(normal_equations, "_CG_MAX_ITER", 1)
     direct, _ = _solve(affines, blocks)
     assert direct.direct > 0
     np.testing.assert_allclose(direct.coefficients, iterative.coefficients, atol=1e-3 * np.ptp(offsets))

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dask
-import numpy as np
 from dask.delayed import Delayed
 
 from ..plans.frames import FrameInfo
 from ..plans.grid import OutputGrid
+from ..tasks.overlap_planes import sample_pairs
 from ..units.background_pairs import frame_summaries, gain_equations, pair_scale, pair_summaries, solve_gains
 from ..units.frame_sky import measure_frame_sky
 from ..units.frame_window import FrameWindowOptions
@@ -140,8 +140,8 @@ def build_background_graph(
         gain_task = dask.delayed(solve_gains, pure=True)(
             len(frames), len(noise), *equations, dask_key_name="frame-gains"
         )
-    picks = np.unique(np.linspace(0, max(len(overlaps) - 1, 0), min(SCALE_SAMPLE, len(overlaps))).astype(np.int64))
-    sample, used = _batches([overlaps[int(k)] for k in picks], len(picks))[0] if len(picks) else ([], [])
+    sampled = sample_pairs(overlaps, SCALE_SAMPLE)
+    sample, used = _batches(sampled, len(sampled))[0] if sampled else ([], [])
     scale = dask.delayed(pair_scale, pure=True)(
         sample, used, model, max_points, gain_task, *[sky[f] for f in used], dask_key_name="overlap-scale"
     )

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..tasks.background_solve import FrameAffine, PairSummary, frame_gradients, overlap_scale, summarise_pair
+from ..tasks.background_solve import FrameAffine, frame_gradients
 from ..tasks.frame_gains import GainSolution, pair_gain, solve_frame_gains
+from ..tasks.overlap_planes import PairSummary, overlap_scale, summarise_pair
 from ..tasks.sky_blocks import SkyCells
 
 __all__ = ["frame_summaries", "gain_equations", "pair_scale", "pair_summaries", "solve_gains"]
@@ -66,11 +67,9 @@ def pair_scale(
     gains: GainSolution | None,
     *measured: Measured,
 ) -> np.ndarray | None:
-    """The residual scale shared by every pair's robust fit, from a sample of pairs (:func:`overlap_scale`)."""
+    """The residual scale shared by every pair's robust fit, from the sampled ``pairs`` (:func:`overlap_scale`)."""
     cells = _lookup(frames, measured, gains)
-    remap = {index: k for k, index in enumerate(cells)}
-    ordered = list(cells.values())
-    return overlap_scale(ordered, [(remap[i], remap[j]) for i, j in pairs], model=model, max_points=max_points)
+    return overlap_scale(cells, pairs, model=model, max_points=max_points, sample=len(pairs))
 
 
 def pair_summaries(

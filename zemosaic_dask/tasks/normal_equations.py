@@ -1,0 +1,129 @@
+"""Solving the background model's sparse normal equations: conjugate gradients, two-level preconditioned.
+
+The normal matrix has a ``terms x terms`` block per frame and one per overlapping pair of
+frames. :func:`solve_normal_equations` iterates with a preconditioner made of each frame's own
+block and a coarse correction (:func:`coarse_space`: a common offset and plane per cluster of
+neighbouring frames, solved directly); when the iteration does not converge it factorises the
+system instead. Pure numpy/scipy.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.sparse import coo_matrix, csr_matrix, identity
+from scipy.sparse.linalg import LinearOperator, cg, splu, spsolve
+
+__all__ = ["coarse_space", "solve_normal_equations"]
+
+log = logging.getLogger(__name__)
+
+_CG_TOLERANCE, _CG_MAX_ITER = 1e-10, 400
+#: Frames per cluster of the coarse correction, and the most clusters (a deep session's clusters
+#: all overlap, so its coarse system is dense: its size must not grow with the frames).
+_CLUSTER_FRAMES, _MAX_CLUSTERS = 16, 1024
+_BLOCK_RIDGE = 1e-12
+
+
+def _clusters(centres: np.ndarray, size: int) -> np.ndarray:
+    """Labels of compact groups of at most ``size`` frames: centres split at the median, longest side first."""
+    labels = np.zeros(len(centres), dtype=np.int64)
+    pending, count = [np.arange(len(centres))], 0
+    while pending:
+        members = pending.pop()
+        if members.size <= size:
+            labels[members] = count
+            count += 1
+            continue
+        points = centres[members]
+        axis = int(np.argmax(np.ptp(points, axis=0)))
+        order = members[np.argsort(points[:, axis], kind="stable")]
+        pending += [order[: order.size // 2], order[order.size // 2 :]]
+    return labels
+
+
+def coarse_space(centres: np.ndarray, terms: int, length: float) -> csr_matrix:
+    """``P``: per cluster of frames, its common offset (and common plane), as columns over the frames' unknowns.
+
+    ``centres`` are the frames' ``(N, 2)`` centres and ``length`` the unit of the plane terms:
+    a common plane moves each member's slope and its offset about its own centre.
+    """
+    labels = _clusters(centres, max(_CLUSTER_FRAMES, -(-len(centres) // _MAX_CLUSTERS)))
+    n, k = len(centres), np.arange(len(centres))
+    rows, cols, vals = [k * terms], [labels * terms], [np.ones(n)]
+    if terms == 3:
+        counts = np.bincount(labels)
+        mean = np.stack([np.bincount(labels, centres[:, a]) / counts for a in (0, 1)], axis=1)
+        relative = (centres - mean[labels]) / length
+        for t in (1, 2):
+            rows += [k * terms + t, k * terms]
+            cols += [labels * terms + t] * 2
+            vals += [np.ones(n), relative[:, t - 1]]
+    shape = (n * terms, (int(labels.max()) + 1) * terms)
+    return coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape).tocsr()
+
+
+def solve_normal_equations(
+    normal: csr_matrix, rhs: np.ndarray, start: np.ndarray, terms: int, coarse: csr_matrix, counts: dict[str, int]
+) -> np.ndarray:
+    """Conjugate gradients on the normal equations, with a two-level preconditioner.
+
+    The overlap graph of a deep session is an expander (every frame tied to its strongest
+    overlaps anywhere in the field), on which a direct factorisation fills in densely; that of
+    a wide survey is a lattice, on which an iteration that sees only each frame's own block
+    needs more steps the wider the survey. So the preconditioner adds to each frame's own block
+    a coarse correction: the system restricted to a common offset and plane per cluster of
+    :data:`_CLUSTER_FRAMES` neighbouring frames (at most :data:`_MAX_CLUSTERS` clusters,
+    ``coarse``, :func:`coarse_space`), solved directly. The iteration starts from ``start``
+    (the prior's values, then the previous reweighting's solution), so a direction only the
+    prior fixes keeps the prior's value. ``counts`` (``iterations``, ``direct``) is updated:
+    once an iteration has not converged, the remaining solves are direct.
+    """
+    if np.linalg.norm(rhs - normal @ start) <= _CG_TOLERANCE * np.linalg.norm(rhs):
+        return start  # the previous reweighting's solution still holds
+    if counts["direct"]:
+        return _solve_direct(normal, rhs, counts)
+    n = normal.shape[0]
+    coo = normal.tocoo()
+    same = coo.row // terms == coo.col // terms
+    blocks = np.zeros((n // terms, terms, terms))
+    np.add.at(blocks, (coo.row[same] // terms, coo.row[same] % terms, coo.col[same] % terms), coo.data[same])
+    scale = np.maximum(np.abs(np.diagonal(blocks, axis1=1, axis2=2)).max(axis=1), 1e-300)
+    inverse = np.linalg.inv(blocks + _BLOCK_RIDGE * scale[:, None, None] * np.eye(terms))
+    restricted = (coarse.T @ normal @ coarse).tocsc()
+    ridge = 1e-10 * max(float(np.abs(restricted.diagonal()).max()), 1e-300)
+    factor = splu((restricted + ridge * identity(restricted.shape[0], format="csc")).tocsc())
+
+    def apply(v: np.ndarray) -> np.ndarray:
+        local = np.einsum("kij,kj->ki", inverse, v.reshape(-1, terms)).ravel()
+        return local + coarse @ factor.solve(coarse.T @ v)
+
+    preconditioner = LinearOperator((n, n), matvec=apply, dtype=np.float64)
+    steps = [0]
+
+    def count(_: np.ndarray) -> None:
+        steps[0] += 1
+
+    solution, info = cg(
+        normal, rhs, x0=start, rtol=_CG_TOLERANCE, atol=0.0, maxiter=_CG_MAX_ITER, M=preconditioner, callback=count
+    )
+    counts["iterations"] += steps[0]
+    if info > 0:
+        # Overlaps of one or two cells leave many directions that only the weak priors fix: the
+        # iteration crawls there. A direct factorisation solves such a system exactly, and on the
+        # sparse graphs where this happens it is cheap; it serves the rest of the solve.
+        log.warning(
+            "[Background] conjugate gradients stopped after %d iterations short of their tolerance: "
+            "solving by sparse factorisation instead",
+            info,
+        )
+        return _solve_direct(normal, rhs, counts)
+    return np.asarray(solution)
+
+
+def _solve_direct(normal: csr_matrix, rhs: np.ndarray, counts: dict[str, int]) -> np.ndarray:
+    """The normal equations by sparse LU, with a ridge of 1e-9 of the largest diagonal term."""
+    counts["direct"] += 1
+    ridge = 1e-9 * max(float(np.abs(normal.diagonal()).max()), 1e-300)
+    return np.asarray(spsolve((normal + ridge * identity(normal.shape[0], format="csc")).tocsc(), rhs))
