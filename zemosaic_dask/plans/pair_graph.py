@@ -7,11 +7,21 @@ The solve needs far fewer: each box with a handful of well-measured links, and t
 links as connected as the full overlap graph (a box the full graph reaches must stay reachable,
 or its gain and offset could not be solved).
 
-:func:`select_overlapping_pairs` keeps, for each box, the ``k`` overlapping boxes with the
-largest overlap area, then adds the largest-area overlaps that join what those links leave
-apart, so that the selected graph has the connected components of the full one. Pairs per box
-are bounded, hence ``O(N k)`` pairs. When no box has more than ``k`` overlapping neighbours
-the selection *is* the full pair set, so small runs are unchanged.
+:func:`select_overlapping_pairs` keeps, for each box, ``k`` overlapping boxes, then adds the
+largest-area overlaps that join what those links leave apart, so that the selected graph has
+the connected components of the full one. Pairs per box are bounded, hence ``O(N k)`` pairs.
+When no box has more than ``k`` overlapping neighbours the selection *is* the full pair set,
+so small runs are unchanged.
+
+The ``k`` are chosen in two passes. Largest areas alone would be wrong for a mosaic of deep
+panels: with 16 dithered frames per panel, a frame's 15 largest overlaps are its own panel's
+frames, and two panels end up joined by one or two pairs. What is measured across a panel
+boundary (the panels' relative offsets and, through a strip a third of a frame wide, their
+relative slopes) then rests on one pair's noise, and the mosaic bends panel by panel. So a
+box first takes the largest overlap in each other *place* (box centres snapped to a lattice of
+:data:`PLACE_STEP` box sizes), up to ``k // 2`` places and only overlaps of at least
+:data:`MIN_PLACE_FRACTION` of its area (a sliver measures nothing); the rest of the ``k`` go to
+the largest overlaps left.
 
 Candidates come from the grid-bucket index of :mod:`~zemosaic_dask.plans.overlaps`; a box whose
 cells hold more than ``max_candidates`` entries (a deep stack) is compared only with the
@@ -30,10 +40,16 @@ from statistics import median
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["DEFAULT_PAIR_NEIGHBOURS", "select_overlapping_pairs"]
+__all__ = ["DEFAULT_PAIR_NEIGHBOURS", "MIN_PLACE_FRACTION", "PLACE_STEP", "select_overlapping_pairs"]
 
-#: Default number of strongest overlaps kept per box (``zemosaic.calibration.pair-neighbours``).
+#: Default number of overlaps kept per box (``zemosaic.calibration.pair-neighbours``).
 DEFAULT_PAIR_NEIGHBOURS = 16
+#: Lattice step, in box heights and widths, of the places box centres are snapped to.
+PLACE_STEP = 0.1
+#: Smallest overlap, as a fraction of the box's own area, that the first pass takes for a place.
+MIN_PLACE_FRACTION = 0.05
+#: Members of each nearby place a crowded box is also compared with.
+_PER_PLACE = 4
 
 
 class _Forest:
@@ -75,10 +91,11 @@ def select_overlapping_pairs(
     boxes : sequence of tuple of int
         ``(y0, y1, x0, x1)`` half-open boxes of the output grid; an empty box overlaps nothing.
     k : int or None, optional
-        Overlaps kept per box, the largest by area (ties to the lower index). A pair is
-        selected when either of its boxes keeps it, so a box may end up in more than ``k``
-        pairs, but the total is at most ``N k`` plus the ``N - 1`` links of the forest. None
-        selects every overlapping pair.
+        Overlaps kept per box: the largest in each other place first (at most ``k // 2``),
+        then the largest by area (ties to the lower index), so the ``k - k // 2`` largest are
+        always kept. A pair is selected when either of its boxes keeps it, so a box may end up
+        in more than ``k`` pairs, but the total is at most ``N k`` plus the ``N - 1`` links of
+        the forest. None selects every overlapping pair.
     min_overlap_px : int, optional
         Smallest overlap, in pixels along each axis, for a pair to count (as in
         :func:`~zemosaic_dask.plans.overlaps.find_overlapping_pairs`).
@@ -86,8 +103,9 @@ def select_overlapping_pairs(
         Side of the bucket index's cells; defaults to the median of the boxes' longer sides.
     max_candidates : int, optional
         A box whose cells hold more entries than this is compared only with the boxes whose
-        centres are the ``max_candidates`` nearest to its own, as long as at least ``k`` of those
-        overlap it; otherwise (and always when ``k`` is None) with every member of its cells.
+        centres are the ``max_candidates`` nearest to its own and with a few members of every
+        place near it, as long as at least ``k`` of those overlap it; otherwise (and always
+        when ``k`` is None) with every member of its cells.
 
     Returns
     -------
@@ -122,13 +140,17 @@ def select_overlapping_pairs(
     elif cell < 1:
         raise ValueError(f"cell must be >= 1 pixel, got {cell}")
     buckets = _buckets(array, valid, cell)
-    index = _Candidates(array, valid, buckets, max_candidates)
+    places = _places(array, valid)
+    index = _Candidates(array, valid, buckets, max_candidates, places)
     forest = _Forest(len(array))
+    load = np.zeros(len(array), dtype=np.int64)  # times each box was taken for its place
     selected: set[tuple[int, int]] = set()
     spare: list[np.ndarray] = []  # overlaps seen but not kept: rows (i, j, area)
     for i in valid.tolist():
         partners, areas = index.overlaps(i, min_overlap_px, want=k)
         order = np.lexsort((partners, -areas))
+        if k is not None and len(order) > k:
+            order = _spread_order(i, partners, areas, order, places, load, array, k)
         for j in partners[order[:k] if k is not None else order].tolist():
             selected.add((i, j) if i < j else (j, i))
             forest.union(i, j)
@@ -156,7 +178,12 @@ class _Candidates:
     """Each box's overlapping candidates: its buckets' members, or its nearest centres when crowded."""
 
     def __init__(
-        self, array: np.ndarray, valid: np.ndarray, buckets: dict[tuple[int, int], list[int]], limit: int
+        self,
+        array: np.ndarray,
+        valid: np.ndarray,
+        buckets: dict[tuple[int, int], list[int]],
+        limit: int,
+        places: np.ndarray,
     ) -> None:
         self.array = array
         self.cells: dict[int, list[list[int]]] = defaultdict(list)
@@ -165,6 +192,7 @@ class _Candidates:
                 self.cells[k].append(members)
         self.crowded = {k for k in valid.tolist() if sum(len(m) for m in self.cells[k]) > limit}
         self.nearest: dict[int, np.ndarray] = {}
+        self.places: dict[int, np.ndarray] = {}
         if self.crowded:
             ordered = sorted(self.crowded)
             position = np.searchsorted(valid, ordered)
@@ -172,6 +200,8 @@ class _Candidates:
             _, nearest = cKDTree(centres).query(centres[position], k=min(limit + 1, len(valid)), p=1)
             rows = valid[np.asarray(nearest).reshape(len(ordered), -1)]
             self.nearest = dict(zip(ordered, rows, strict=True))
+            near_places = _place_members(centres, places[valid], valid, centres[position])
+            self.places = dict(zip(ordered, near_places, strict=True))
 
     def overlaps(self, i: int, min_overlap_px: int, want: int | None) -> tuple[np.ndarray, np.ndarray]:
         """Candidates of box ``i`` that overlap it by ``min_overlap_px``, and the overlap areas.
@@ -182,6 +212,12 @@ class _Candidates:
         """
         if i in self.nearest:
             partners, areas = self._overlapping(i, self.nearest[i], min_overlap_px)
+            # Members of the places around (for the first pass), where they share enough to count.
+            extra, extra_areas = self._overlapping(i, np.setdiff1d(self.places[i], partners), min_overlap_px)
+            keep = extra_areas >= _least_place_area(self.array[i])
+            if keep.any():
+                partners = np.concatenate([partners, extra[keep]])
+                areas = np.concatenate([areas, extra_areas[keep]])
             if want is not None and len(partners) >= want:
                 return partners, areas
         members = np.unique(np.concatenate([np.asarray(m, dtype=np.int64) for m in self.cells[i]]))
@@ -194,6 +230,87 @@ class _Candidates:
         dx = np.minimum(box[3], others[:, 3]) - np.maximum(box[2], others[:, 2])
         hit = (dy >= min_overlap_px) & (dx >= min_overlap_px)
         return partners[hit], (dy * dx)[hit]
+
+
+def _places(array: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """A place id per box (-1 for an empty one): its scaled centre snapped to the :data:`PLACE_STEP` lattice."""
+    places = np.full(len(array), -1, dtype=np.int64)
+    keys = np.floor(_scaled_centres(array[valid]) / PLACE_STEP).astype(np.int64)
+    places[valid] = np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
+    return places
+
+
+def _place_members(centres: np.ndarray, places: np.ndarray, boxes: np.ndarray, queries: np.ndarray) -> list[np.ndarray]:
+    """For each query centre, up to :data:`_PER_PLACE` boxes of every place that could overlap it.
+
+    Two boxes of the median size overlap only when their scaled centres are less than 1 apart
+    on each axis; places within 2 are taken, so larger boxes are covered too. Each place is
+    represented by its members nearest the query (ties to the lower index).
+    """
+    ids, rank = np.unique(places, return_inverse=True)
+    counts = np.bincount(rank, minlength=len(ids))
+    sums = np.zeros((len(ids), 2))
+    np.add.at(sums, rank, centres)
+    place_centres = sums / counts[:, None]
+    members = np.split(np.argsort(rank, kind="stable"), np.cumsum(counts)[:-1])
+    tree = cKDTree(place_centres)
+    out = []
+    for query, near in zip(queries, tree.query_ball_point(queries, r=2.0, p=np.inf), strict=True):
+        picked = []
+        for place in sorted(near):
+            rows = members[place]
+            if len(rows) > _PER_PLACE:
+                distance = np.abs(centres[rows] - query).sum(axis=1)
+                rows = rows[np.lexsort((rows, distance))[:_PER_PLACE]]
+            picked.append(boxes[rows])
+        out.append(np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64))
+    return out
+
+
+def _least_place_area(box: np.ndarray) -> float:
+    """The smallest overlap with ``box`` that represents a place (:data:`MIN_PLACE_FRACTION` of its area)."""
+    return MIN_PLACE_FRACTION * float(box[1] - box[0]) * float(box[3] - box[2])
+
+
+def _spread_order(
+    i: int,
+    partners: np.ndarray,
+    areas: np.ndarray,
+    order: np.ndarray,
+    places: np.ndarray,
+    load: np.ndarray,
+    array: np.ndarray,
+    k: int,
+) -> np.ndarray:
+    """``order`` (largest area first) with one overlap of each other place moved to the front.
+
+    At most ``k // 2`` places are taken, in order of their largest overlap, and only overlaps
+    of at least :data:`MIN_PLACE_FRACTION` of box ``i``'s own area. Within a place the member
+    taken least often so far wins (then the larger overlap, then the lower index), and a box
+    already taken ``k // 2`` times is passed over, so that a panel boundary is crossed by many
+    different boxes on both sides and a lone box does not become a hub; ``load`` counts the
+    times each box was taken and is updated.
+    """
+    least = _least_place_area(array[i])
+    usable = order[(places[partners[order]] != places[i]) & (areas[order] >= least) & (load[partners[order]] < k // 2)]
+    first: list[int] = []
+    seen: set[int] = set()
+    for position in usable.tolist():  # places in order of their largest overlap
+        place = int(places[partners[position]])
+        if place in seen:
+            continue
+        seen.add(place)
+        members = usable[places[partners[usable]] == place]
+        choice = members[np.lexsort((partners[members], -areas[members], load[partners[members]]))[0]]
+        load[partners[choice]] += 1
+        first.append(int(choice))
+        if len(first) >= k // 2:
+            break
+    if not first:
+        return order
+    taken = np.zeros(len(partners), dtype=bool)
+    taken[first] = True
+    return np.concatenate([np.asarray(first, dtype=order.dtype), order[~taken[order]]])
 
 
 def _scaled_centres(boxes: np.ndarray) -> np.ndarray:
