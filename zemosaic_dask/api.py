@@ -32,6 +32,7 @@ from .errors import OutputError, PlanError
 from .execute import Timings, cluster_resources, compute, execute_plan, plan_sections
 from .execute.product_tasks import band_runner
 from .graph.ingest import build_ingest_graph
+from .graph.keys import run_keys
 from .io.frames import IngestOptions
 from .io.lock import output_lock
 from .io.products import write_json, write_mosaic_products
@@ -156,7 +157,7 @@ def make_plan(
     cache = str(wcs_cache_dir) if wcs_cache_dir is not None else str(default_wcs_cache())
     attach = config.cluster.scheduler or config.cluster.scheduler_file
     options = cluster_options(config) if attach else ClusterOptions(kind="synchronous")
-    with open_cluster(options) as handle:
+    with open_cluster(options) as handle, run_keys():
         files, missing = scan_inputs(inputs, extensions=config.ingest.extensions, recursive=config.ingest.recursive)
         frames, rejected = ingest(files, ingest_options(config, cache), handle, show_progress=False)
         rejected = [FrameRejection(p, r) for p, r in missing] + rejected
@@ -234,6 +235,7 @@ def run_mosaic(
         cluster = cluster or cluster_options(config)
         with timings.stage("cluster"), contextlib.ExitStack() as stack:
             handle = stack.enter_context(open_cluster(cluster))
+            report["task_token"] = stack.enter_context(run_keys())
             report["dashboard"] = handle.dashboard_link
             report["cluster"] = {"kind": handle.kind}
             if handle.dashboard_link:

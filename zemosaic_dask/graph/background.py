@@ -25,6 +25,7 @@ from ..tasks.overlap_planes import sample_pairs
 from ..units.background_pairs import frame_summaries, gain_equations, pair_scale, pair_summaries, solve_gains
 from ..units.frame_sky import measure_frame_sky
 from ..units.frame_window import FrameWindowOptions
+from .keys import task_key
 
 __all__ = ["BackgroundGraph", "build_background_graph", "build_sky_blocks_graph"]
 
@@ -69,7 +70,7 @@ def build_sky_blocks_graph(
     header = grid.header_string()
     for index, frame in enumerate(frames):
         bound = functools.partial(measure_frame_sky, frame, options, header, grid.shape, int(cell), noise)
-        tasks.append(dask.delayed(bound, pure=False, traverse=False)(dask_key_name=f"sky-blocks-{index}"))
+        tasks.append(dask.delayed(bound, pure=False, traverse=False)(dask_key_name=task_key(f"sky-blocks-{index}")))
     return tasks
 
 
@@ -128,22 +129,24 @@ def build_background_graph(
     gradients = []
     for b, start in enumerate(range(0, len(frames), FRAMES_PER_TASK)):
         batch = sky[start : start + FRAMES_PER_TASK]
-        gradients.append(dask.delayed(frame_summaries, pure=True)(*batch, dask_key_name=f"frame-gradients-{b}"))
+        gradients.append(
+            dask.delayed(frame_summaries, pure=True)(*batch, dask_key_name=task_key(f"frame-gradients-{b}"))
+        )
     gain_task = None
     if gains and noise:
         equations = [
             dask.delayed(gain_equations, pure=True)(
-                pairs, used, tuple(noise), *[sky[f] for f in used], dask_key_name=f"gain-pairs-{b}"
+                pairs, used, tuple(noise), *[sky[f] for f in used], dask_key_name=task_key(f"gain-pairs-{b}")
             )
             for b, (pairs, used) in enumerate(_batches(overlaps, PAIRS_PER_TASK))
         ]
         gain_task = dask.delayed(solve_gains, pure=True)(
-            len(frames), len(noise), *equations, dask_key_name="frame-gains"
+            len(frames), len(noise), *equations, dask_key_name=task_key("frame-gains")
         )
     sampled = sample_pairs(overlaps, SCALE_SAMPLE)
     sample, used = _batches(sampled, len(sampled))[0] if sampled else ([], [])
     scale = dask.delayed(pair_scale, pure=True)(
-        sample, used, model, max_points, gain_task, *[sky[f] for f in used], dask_key_name="overlap-scale"
+        sample, used, model, max_points, gain_task, *[sky[f] for f in used], dask_key_name=task_key("overlap-scale")
     )
     pair_tasks = [
         dask.delayed(pair_summaries, pure=True)(
@@ -155,7 +158,7 @@ def build_background_graph(
             gain_task,
             scale,
             *[sky[f] for f in used],
-            dask_key_name=f"overlap-pairs-{b}",
+            dask_key_name=task_key(f"overlap-pairs-{b}"),
         )
         for b, (pairs, used) in enumerate(_batches(overlaps, PAIRS_PER_TASK))
     ]

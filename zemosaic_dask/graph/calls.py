@@ -15,6 +15,8 @@ from typing import Any
 import dask
 from dask.delayed import Delayed
 
+from .keys import task_key
+
 __all__ = ["job_task"]
 
 
@@ -30,7 +32,8 @@ def job_task(func: Callable[..., Any], job: Any, *dependencies: Any, key: str) -
     *dependencies
         Further arguments; delayed values among them become dependencies of the task.
     key : str
-        The task's key, as shown on the dashboard.
+        The task's name, as shown on the dashboard; its key is the name with the run's
+        token (:func:`~zemosaic_dask.graph.keys.task_key`).
     """
     bound = functools.partial(func, job)
-    return dask.delayed(bound, pure=False, traverse=False)(*dependencies, dask_key_name=key)
+    return dask.delayed(bound, pure=False, traverse=False)(*dependencies, dask_key_name=task_key(key))

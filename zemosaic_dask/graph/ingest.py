@@ -8,6 +8,7 @@ import dask
 from dask.delayed import Delayed
 
 from ..io.frames import IngestOptions, inspect_frame
+from .keys import task_key
 
 __all__ = ["build_ingest_graph"]
 
@@ -15,4 +16,6 @@ __all__ = ["build_ingest_graph"]
 def build_ingest_graph(paths: Sequence[str], options: IngestOptions) -> list[Delayed]:
     """Return one delayed :func:`~zemosaic_dask.io.inspect_frame` per path, read on workers."""
     inspect = dask.delayed(inspect_frame, pure=True)
-    return [inspect(path, options, dask_key_name=f"inspect-frame-{index}") for index, path in enumerate(paths)]
+    return [
+        inspect(path, options, dask_key_name=task_key(f"inspect-frame-{index}")) for index, path in enumerate(paths)
+    ]

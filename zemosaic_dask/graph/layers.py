@@ -19,6 +19,7 @@ from ..units.combine_region import CombineJob, build_combined_region, mask_low_c
 from ..units.tile_layer import TileLayerJob, build_tile_layer_region
 from ..units.two_pass_region import TwoPassJob, apply_two_pass_region, layer_scale_values
 from .calls import job_task
+from .keys import task_key
 from .regions import build_region_graph
 
 __all__ = [
@@ -38,7 +39,7 @@ def _after(value: Any, *_dependencies: Any) -> Any:
 
 def build_tile_layer_graph(jobs: Sequence[TileLayerJob], tile_id: int, tile_tasks: Sequence[Delayed]) -> list[Delayed]:
     """Put a tile onto the global grid once all of the tile's regions are stacked."""
-    ready = dask.delayed(_after, pure=True)(None, *tile_tasks, dask_key_name=f"tile-ready-{tile_id}")
+    ready = dask.delayed(_after, pure=True)(None, *tile_tasks, dask_key_name=task_key(f"tile-ready-{tile_id}"))
     return [
         job_task(_build_after, job, ready, key=f"reproject-tile-{tile_id}-{job.region.iy}-{job.region.ix}")
         for job in jobs
