@@ -9,10 +9,10 @@ the bands run in the calling process, in turn.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..graph.keys import task_key
 from ..io.band_tasks import BandRunner, run_in_turn
 from ..progress import results_or_first_error, stage_progress, watch_futures
 
@@ -31,10 +31,8 @@ class _OnWorkers:
     def __call__(
         self, function: Callable[[Any], Any], jobs: Sequence[Any], collect: Callable[[Any], None], label: str
     ) -> None:
-        token = uuid.uuid4().hex[:8]
-        futures = {
-            job.y0: self.client.submit(function, job, key=f"{label}-band-{job.y0}-{token}", pure=False) for job in jobs
-        }
+        submit = self.client.submit
+        futures = {job.y0: submit(function, job, key=task_key(f"{label}-band-{job.y0}"), pure=False) for job in jobs}
         log.info("%s: %d band task(s)", label, len(futures))
         outcomes = watch_futures(futures, stage_progress(len(futures), label, self.show_progress))
         for result in results_or_first_error(outcomes, futures):
