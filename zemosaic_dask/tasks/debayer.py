@@ -6,6 +6,7 @@ row and column of the sensor so that the Bayer phase of the full frame applies.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from .namespace import array_namespace, is_numpy_namespace
 __all__ = [
     "BAYER_PATTERNS",
     "bayer_masks",
+    "binned_noise_ratio",
     "correct_hot_pixels",
     "correct_hot_pixels_reference",
     "debayer_bilinear",
@@ -111,6 +113,50 @@ def _debayer_numba(raw: np.ndarray, pattern: str) -> np.ndarray:
     out = np.empty((3,) + raw.shape, dtype=np.float32)
     debayer_bilinear_cpu(np.ascontiguousarray(raw), colour_of, DEBAYER_WEIGHTS, out)
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def binned_noise_ratio(pattern: str | None, factor: int) -> tuple[float, float, float]:
+    """Noise of ``factor x factor`` means of a demosaiced frame, per unit noise of its raw pixels.
+
+    Demosaicing interpolates every colour from its sparse sites, so neighbouring output
+    pixels share raw samples and a block mean of red or blue is far noisier than
+    ``noise / factor``, the ratio of independent pixels. Computed exactly for white raw
+    noise, through :func:`debayer_bilinear` itself, for blocks that start on the sensor's
+    Bayer phase (an even ``factor``, or the root mean square over the phases otherwise).
+
+    Parameters
+    ----------
+    pattern : str or None
+        Bayer pattern of the frame; None for a frame that is not demosaiced (mono or
+        colour planes), whose pixels are independent: ``1 / factor`` for every channel.
+    factor : int
+        Side of the block in pixels (>= 1).
+
+    Returns
+    -------
+    tuple of float
+        R, G, B ratios.
+    """
+    factor = int(factor)
+    if factor < 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    if pattern is None:
+        return (1.0 / factor,) * 3
+    period = factor if factor % 2 == 0 else 2 * factor
+    margin = 4
+    size = 2 * margin + period
+    variances = np.zeros(3)
+    phases = [(y, x) for y in range(0, period, factor) for x in range(0, period, factor)]
+    for sy in range(size):
+        for sx in range(size):
+            impulse = np.zeros((size, size), dtype=np.float32)
+            impulse[sy, sx] = 1.0
+            response = np.asarray(debayer_bilinear(impulse, pattern), dtype=np.float64)
+            for y, x in phases:
+                block = response[:, margin + y : margin + y + factor, margin + x : margin + x + factor]
+                variances += block.mean(axis=(1, 2)) ** 2
+    return tuple(float(v) for v in np.sqrt(variances / len(phases)))
 
 
 def debayer_bilinear_reference(raw: Any, pattern: str) -> Any:

@@ -17,14 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from .debayer import binned_noise_ratio
 from .namespace import array_namespace, to_numpy
 
 __all__ = ["CLIP_HIGH", "CLIP_LOW", "SkyCells", "measure_sky_cells", "subtract_background_plane"]
 
 #: A cell counts only when the frame fills at least this fraction of it.
 MIN_FILL = 0.9
-#: Clipping limits of the cell means, in robust sigmas of the frame's pixels.
-CLIP_LOW, CLIP_HIGH = 4.0, 2.5
+#: Clipping limits of the cell means, in sigmas of the (binned) pixels. Symmetric: a clipped
+#: mean of symmetric noise is then unbiased, while an asymmetric window biases it by a fixed
+#: fraction of the noise, which grows with the sky level and so bends the background model.
+CLIP_LOW, CLIP_HIGH = 2.5, 2.5
 _CLIP_PASSES = 3
 #: Frames are binned by the largest of these factors that leaves a cell :data:`CELL_BINS` binned pixels a side.
 BINS = (2, 4)
@@ -71,6 +74,7 @@ def measure_sky_cells(
     *,
     pixel_area: float = 1.0,
     noise: Any = None,
+    bayer_pattern: str | None = None,
 ) -> SkyCells:
     """Clipped mean of a ``(C, H, W)`` frame in every global-grid cell it fills.
 
@@ -95,6 +99,10 @@ def measure_sky_cells(
         sit at the same height above the local sky in every frame, so the faint wings of
         stars and a galaxy's core are clipped alike in overlapping frames and cancel in
         their difference. Default: each frame's own robust noise.
+    bayer_pattern : str, optional
+        The Bayer pattern ``image`` was demosaiced from (bilinearly), when ``noise`` is
+        that of the raw pixels: the noise of a binned pixel is then
+        :func:`~.debayer.binned_noise_ratio` times it, not ``noise / factor``.
 
     Returns
     -------
@@ -106,8 +114,9 @@ def measure_sky_cells(
     The frame is first binned 2x2 (cells of 16 to 31 grid pixels) or 4x4 (32 or more),
     so that a cell still holds 8 x 8 binned pixels or more. Each
     (binned) pixel is assigned to the cell holding its centre. The mean is clipped three
-    times to ``[mean - 4 sigma, mean + 2.5 sigma]`` (the first time upwards only), with
-    sigma ``noise`` (divided by the binning factor) or the frame's robust pixel noise per
+    times to ``[mean - 2.5 sigma, mean + 2.5 sigma]`` (the first time upwards only), with
+    sigma the noise of a binned pixel (``noise`` times
+    :func:`~.debayer.binned_noise_ratio`) or the frame's robust pixel noise per
     channel (1.4826 x the median absolute deviation from the cell means).
     """
     if int(cell) < 2:
@@ -117,15 +126,16 @@ def measure_sky_cells(
     cell = int(cell)
     data = to_numpy(image).astype(np.float32, copy=False)
     factor = max((f for f in BINS if cell >= CELL_BINS * f), default=1)
-    if factor > 1:  # factor x factor means: factor**2 fewer pixels to place, noise / factor (the clip limits follow)
+    if factor > 1:  # factor x factor means: factor**2 fewer pixels to place (the clip limits follow their noise)
         channels, height, width = data.shape
         binned = np.empty((channels, height // factor, width // factor), dtype=np.float32)
         bin_mean_cpu(data, factor, binned)  # = data.reshape(C, h, factor, w, factor).mean(axis=(2, 4))
         data = binned
         pixel_area *= factor * factor
-        if noise is not None:
-            noise = np.asarray(noise, dtype=np.float64) / factor
     channels, height, width = data.shape
+    if noise is not None:
+        ratio = binned_noise_ratio(bayer_pattern if channels == 3 else None, factor)
+        noise = np.resize(np.asarray(noise, dtype=np.float64), channels) * np.asarray(ratio[:channels])
     grid_height, grid_width = grid_shape
     n_columns = -(-grid_width // cell)
     n_cells = -(-grid_height // cell) * n_columns
@@ -159,7 +169,7 @@ def measure_sky_cells(
         plain = np.bincount(lookup, v, filled.size)
         mean = plain / pixels
         if noise is not None:
-            sigma = float(np.resize(np.asarray(noise, dtype=np.float64), channels)[c])
+            sigma = float(noise[c])
         else:
             sigma = 1.4826 * float(np.median(np.abs(v - mean[lookup])))
         for index in range(_CLIP_PASSES):

@@ -51,8 +51,9 @@ def measure_frame_sky(
     cell : int
         Cell side in grid pixels.
     noise : tuple of float, optional
-        The session's typical pixel noise per channel, the unit of the clipping limits
-        (see :func:`~zemosaic_dask.tasks.sky_blocks.measure_sky_cells`).
+        The session's typical raw pixel noise per channel, the unit of the clipping limits
+        (see :func:`~zemosaic_dask.tasks.sky_blocks.measure_sky_cells`, which converts it to
+        the noise of the demosaiced, binned pixels it clips).
 
     Returns
     -------
@@ -65,4 +66,8 @@ def measure_frame_sky(
     raw = read_frame_window(frame, 0, height, 0, width)
     image, _ = prepare_window(raw, frame, options)
     area = abs(float(np.linalg.det(np.asarray(affine.matrix))))
-    return measure_sky_cells(image, affine.to_grid, cell, grid_shape, pixel_area=area, noise=noise), affine
+    pattern = frame.bayer_pattern if frame.layout == "bayer" else None
+    cells = measure_sky_cells(
+        image, affine.to_grid, cell, grid_shape, pixel_area=area, noise=noise, bayer_pattern=pattern
+    )
+    return cells, affine
