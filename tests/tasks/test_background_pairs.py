@@ -43,7 +43,7 @@ def test_gains_scale_the_cells_before_the_pairs_are_summarised():
     scale = pair_scale(pairs, frames, "plane", 400, gains, *measured)
     assert scale is not None and 0.1 < scale[0] < 2.0
     summaries = pair_summaries(pairs, frames, "plane", 400, 5, gains, scale, *measured)
-    assert [(p.i, p.j) for p in summaries] == pairs
+    assert list(zip(summaries.i.tolist(), summaries.j.tolist(), strict=True)) == pairs
     summary = frame_summaries(*measured)
     observed = np.stack([s[1] for s in summary]) * gains.gains[:, :, None]
     centres = np.array([s[0].grid_centre for s in summary])

@@ -21,7 +21,7 @@ from dask.delayed import Delayed
 
 from ..plans.frames import FrameInfo
 from ..plans.grid import OutputGrid
-from ..tasks.overlap_planes import sample_pairs
+from ..tasks.overlap_planes import PairTable, sample_pairs
 from ..units.background_pairs import frame_summaries, gain_equations, pair_scale, pair_summaries, solve_gains
 from ..units.frame_sky import measure_frame_sky
 from ..units.frame_window import FrameWindowOptions
@@ -48,14 +48,14 @@ class BackgroundGraph:
         """Every task to compute, in the order :meth:`split` expects."""
         return [*self.gradients, *([self.gains] if self.gains is not None else []), self.scale, *self.pairs]
 
-    def split(self, results: Sequence) -> tuple[list, object, object, list]:
-        """``(frame summaries, gains or None, scale, pair summaries)`` from the results of :meth:`tasks`."""
+    def split(self, results: Sequence) -> tuple[list, object, object, PairTable]:
+        """``(frame summaries, gains or None, scale, pair table)`` from the results of :meth:`tasks`."""
         results = list(results)
         k = len(self.gradients)
         frames = [row for batch in results[:k] for row in batch]
         gains = results[k] if self.gains is not None else None
         k += self.gains is not None
-        return frames, gains, results[k], [s for batch in results[k + 1 :] for s in batch]
+        return frames, gains, results[k], PairTable.concatenate(results[k + 1 :])
 
 
 def build_sky_blocks_graph(

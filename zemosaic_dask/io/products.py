@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     target = Path(path)
-    with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        # Streamed: a plan of many frames is never held as one string beside its dictionary.
+        json.dump(data, handle, indent=2, sort_keys=False, default=str)
+        handle.write("\n")
 
 
 _STRETCH_SAMPLES = 500_000

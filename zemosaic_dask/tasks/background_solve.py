@@ -40,7 +40,7 @@ from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .normal_equations import coarse_space, solve_normal_equations
-from .overlap_planes import PLANE_LENGTH, PairSummary, model_terms
+from .overlap_planes import PLANE_LENGTH, PairSummary, PairTable, model_terms
 from .robust_weights import cauchy_weights
 from .sky_blocks import SkyCells
 
@@ -150,26 +150,25 @@ def frame_gradients(cells: Sequence[SkyCells], affines: Sequence[FrameAffine]) -
     return np.asarray(out, dtype=np.float64)
 
 
-def _transfer(pairs: Sequence[PairSummary], centres: np.ndarray, side: int, terms: int) -> np.ndarray:
+def _transfer(pairs: PairTable, centres: np.ndarray, side: int, terms: int) -> np.ndarray:
     """``(P, T, T)`` maps of one side's frame coefficients to its plane about each pair centre."""
-    frames = np.array([p.i if side == 0 else p.j for p in pairs], dtype=np.int64)
-    pair_centres = np.array([p.centre for p in pairs], dtype=np.float64)
+    frames = pairs.i if side == 0 else pairs.j
     out = np.broadcast_to(np.eye(terms), (len(pairs), terms, terms)).copy()
     if terms == 3:
-        out[:, 0, 1:] = (pair_centres - centres[frames]) / PLANE_LENGTH
+        out[:, 0, 1:] = (pairs.centre - centres[frames]) / PLANE_LENGTH
     return out
 
 
-def _design(pairs: Sequence[PairSummary], centres: np.ndarray, n_frames: int, terms: int, channel: int) -> csr_matrix:
+def _design(pairs: PairTable, centres: np.ndarray, n_frames: int, terms: int, channel: int) -> csr_matrix:
     """Rows ``R (A_i theta_i - A_j theta_j)`` of every pair, ``terms`` per pair; columns ``terms`` per frame."""
-    if not pairs:
+    if not len(pairs):
         return csr_matrix((0, n_frames * terms))
-    roots = np.stack([p.root[channel] for p in pairs])  # (P, T, T)
+    roots = pairs.root[:, channel]  # (P, T, T)
     rows = np.arange(len(pairs))[:, None, None] * terms + np.arange(terms)[None, :, None]
     rows = np.broadcast_to(rows, (len(pairs), terms, terms))
     blocks, columns = [], []
     for side, sign in ((0, 1.0), (1, -1.0)):
-        frames = np.array([p.i if side == 0 else p.j for p in pairs], dtype=np.int64)
+        frames = pairs.i if side == 0 else pairs.j
         blocks.append(sign * roots @ _transfer(pairs, centres, side, terms))
         columns.append(np.broadcast_to(frames[:, None, None] * terms + np.arange(terms)[None, None, :], rows.shape))
     return coo_matrix(
@@ -232,7 +231,7 @@ def _apply_gauge(
 
 def solve_background_planes(
     n_frames: int,
-    pairs: Sequence[PairSummary],
+    pairs: PairTable | Sequence[PairSummary],
     centres: np.ndarray,
     observed: np.ndarray,
     *,
@@ -245,8 +244,9 @@ def solve_background_planes(
     ----------
     n_frames : int
         Number of frames.
-    pairs : sequence of PairSummary
-        The overlapping pairs, each reduced by :func:`summarise_pair` with the same ``model``.
+    pairs : PairTable or sequence of PairSummary
+        The overlapping pairs, each reduced by :func:`summarise_pair` with the same ``model``
+        (as the pair tasks return them, or as a list).
     centres : numpy.ndarray
         ``(N, 2)`` grid ``(X, Y)`` of every frame centre.
     observed : numpy.ndarray
@@ -265,10 +265,13 @@ def solve_background_planes(
     terms = model_terms(model)
     channels = observed.shape[1]
     centres = np.asarray(centres, dtype=np.float64)
-    pairs = [p for p in pairs if p.points]
-    if any(p.root.shape[-1] != terms for p in pairs):
+    if not isinstance(pairs, PairTable):
+        pairs = PairTable.from_summaries(list(pairs))
+    if not np.all(pairs.points > 0):
+        pairs = pairs.select(pairs.points > 0)
+    if len(pairs) and pairs.terms != terms:
         raise ValueError(f"pair summaries were not fitted with the {model!r} model (summarise_pair(model=...))")
-    graph = coo_matrix((np.ones(len(pairs)), ([p.i for p in pairs], [p.j for p in pairs])), shape=(n_frames, n_frames))
+    graph = coo_matrix((np.ones(len(pairs)), (pairs.i, pairs.j)), shape=(n_frames, n_frames))
     groups, labels = connected_components(graph, directed=False)
     coefficients = np.zeros((n_frames, channels, 3))
     before, after = np.zeros(channels), np.zeros(channels)
@@ -276,11 +279,11 @@ def solve_background_planes(
     counts = {"iterations": 0, "direct": 0}
     for c in range(channels):
         x = np.zeros(n_frames * terms)
-        if pairs:
+        if len(pairs):
             design = _design(pairs, centres, n_frames, terms, c)
-            target = np.concatenate([p.target[c] for p in pairs])
-            weight = np.array([p.weight[c] for p in pairs])
-            noise = np.array([p.spread[c] for p in pairs]) ** 2  # each pair's own point scatter
+            target = pairs.target[:, c].ravel()
+            weight = pairs.weight[:, c]
+            noise = pairs.spread[:, c] ** 2  # each pair's own point scatter
             prior, prior_rhs = _slope_prior(design, observed[:, c, :], terms)
             pair_weights = np.ones(len(pairs))
             x = prior_rhs / np.maximum(prior.diagonal(), 1e-300)  # the prior's own values: own slopes, no offset
@@ -298,7 +301,7 @@ def solve_background_planes(
             before[c] = np.median(np.sqrt(noise + _pair_shift(-target, weight, terms)))
             after[c] = np.median(np.sqrt(noise + _pair_shift(design @ x - target, weight, terms)))
         coefficients[:, c, :terms] = _apply_gauge(x, labels, groups, terms, centres, observed[:, c, :])
-    points = int(sum(p.points for p in pairs))
+    points = int(pairs.points.sum())
     log.info(
         "[Background] %s model of %d frame(s) from %d pair(s), %d overlap point(s) in %d group(s); "
         "overlap rms %s -> %s ADU",

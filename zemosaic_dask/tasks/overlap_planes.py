@@ -15,6 +15,7 @@ cells rejects them as a large one does. Pure numpy.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ __all__ = [
     "MIN_ROBUST_POINTS",
     "PLANE_LENGTH",
     "PairSummary",
+    "PairTable",
     "model_terms",
     "overlap_scale",
     "pair_points",
@@ -75,6 +77,92 @@ class PairSummary:
     residual: np.ndarray
     spread: np.ndarray
     points: int
+
+
+@dataclass(frozen=True)
+class PairTable:
+    """Many :class:`PairSummary` as columns: what a pair task returns and the solve reads.
+
+    A pair summary as an object with its own small arrays costs its holder about 2 KB; the
+    client gathers one per overlapping pair (tens of thousands at a few thousand frames), so
+    the summaries travel and are kept as one row each of these arrays (about 0.4 KB for three
+    channels). The attributes are those of :class:`PairSummary` with a leading pair axis:
+    ``i``, ``j`` and ``points`` ``(P,)`` int64, ``centre`` ``(P, 2)``, ``root`` ``(P, C, T, T)``,
+    ``target`` ``(P, C, T)``, ``weight``, ``residual`` and ``spread`` ``(P, C)``, all float64.
+    """
+
+    i: np.ndarray
+    j: np.ndarray
+    centre: np.ndarray
+    root: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    residual: np.ndarray
+    spread: np.ndarray
+    points: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.i.shape[0])
+
+    @property
+    def terms(self) -> int:
+        """Plane terms per channel (3 for a plane, 1 for an offset; 0 for an empty table)."""
+        return int(self.root.shape[-1])
+
+    @classmethod
+    def from_summaries(cls, summaries: Sequence[PairSummary]) -> PairTable:
+        """Stack summaries (all fitted with the same model and channels) into a table."""
+        if not summaries:
+            return cls.empty()
+        return cls(
+            np.array([s.i for s in summaries], dtype=np.int64),
+            np.array([s.j for s in summaries], dtype=np.int64),
+            np.array([s.centre for s in summaries], dtype=np.float64).reshape(-1, 2),
+            np.stack([np.asarray(s.root, dtype=np.float64) for s in summaries]),
+            np.stack([np.asarray(s.target, dtype=np.float64) for s in summaries]),
+            np.stack([np.asarray(s.weight, dtype=np.float64) for s in summaries]),
+            np.stack([np.asarray(s.residual, dtype=np.float64) for s in summaries]),
+            np.stack([np.asarray(s.spread, dtype=np.float64) for s in summaries]),
+            np.array([s.points for s in summaries], dtype=np.int64),
+        )
+
+    @classmethod
+    def empty(cls) -> PairTable:
+        """A table of no pair."""
+        none = np.zeros(0, dtype=np.int64)
+        per_channel = np.zeros((0, 0))
+        return cls(
+            none, none, np.zeros((0, 2)), np.zeros((0, 0, 0, 0)), np.zeros((0, 0, 0)),
+            per_channel, per_channel, per_channel, none,
+        )  # fmt: skip
+
+    @classmethod
+    def concatenate(cls, tables: Sequence[PairTable]) -> PairTable:
+        """One table of the rows of ``tables`` in order (empty tables are skipped)."""
+        rows = [t for t in tables if len(t)]
+        if not rows:
+            return cls.empty()
+        if len(rows) == 1:
+            return rows[0]
+        return cls(*(np.concatenate([getattr(t, f.name) for t in rows]) for f in dataclasses.fields(cls)))
+
+    def select(self, keep: np.ndarray) -> PairTable:
+        """The rows where the boolean ``keep`` is true."""
+        return PairTable(*(getattr(self, f.name)[keep] for f in dataclasses.fields(self)))
+
+    def summary(self, row: int) -> PairSummary:
+        """Row ``row`` as a :class:`PairSummary`."""
+        return PairSummary(
+            int(self.i[row]),
+            int(self.j[row]),
+            (float(self.centre[row, 0]), float(self.centre[row, 1])),
+            self.root[row],
+            self.target[row],
+            self.weight[row],
+            self.residual[row],
+            self.spread[row],
+            int(self.points[row]),
+        )
 
 
 def pair_points(

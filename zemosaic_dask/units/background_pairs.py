@@ -3,8 +3,8 @@
 The cell skies of every frame (:func:`~zemosaic_dask.units.frame_sky.measure_frame_sky`, about
 100 KB per full-size frame) stay on the workers: these units reduce them to what the client's
 solve needs, a few numbers per frame (its affine map and own gradient) and per overlapping pair
-(:class:`~zemosaic_dask.tasks.background_solve.PairSummary`), so that the client holds kilobytes
-per thousand frames instead of every frame's cells. Each unit takes the measurements it needs as
+(a row of a :class:`~zemosaic_dask.tasks.overlap_planes.PairTable`, about 0.4 KB), so that the
+client holds about 6 KB per frame instead of every frame's cells. Each unit takes the measurements it needs as
 trailing arguments, in the order of the frame indices it is given.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from ..tasks.background_solve import FrameAffine, frame_gradients
 from ..tasks.frame_gains import GainSolution, pair_gain, solve_frame_gains
-from ..tasks.overlap_planes import PairSummary, overlap_scale, summarise_pair
+from ..tasks.overlap_planes import PairTable, overlap_scale, summarise_pair
 from ..tasks.sky_blocks import SkyCells
 
 __all__ = ["frame_summaries", "gain_equations", "pair_scale", "pair_summaries", "solve_gains"]
@@ -81,8 +81,8 @@ def pair_summaries(
     gains: GainSolution | None,
     scale: np.ndarray | None,
     *measured: Measured,
-) -> list[PairSummary]:
-    """Every pair of ``pairs`` reduced to a robust plane of its differences (:func:`summarise_pair`)."""
+) -> PairTable:
+    """Every pair of ``pairs`` reduced to a robust plane of its differences (:func:`summarise_pair`), as a table."""
     cells = _lookup(frames, measured, gains)
     out = []
     for i, j in pairs:
@@ -91,4 +91,4 @@ def pair_summaries(
         )
         if found is not None:
             out.append(found)
-    return out
+    return PairTable.from_summaries(out)
