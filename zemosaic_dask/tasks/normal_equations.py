@@ -112,13 +112,15 @@ def solve_normal_equations(
     )
     counts["iterations"] += steps[0]
     if info > 0:
+        reached = float(np.linalg.norm(rhs - normal @ solution) / max(np.linalg.norm(rhs), 1e-300))
         # Overlaps of one or two cells leave many directions that only the weak priors fix: the
         # iteration crawls there. A direct factorisation solves such a system exactly, and on the
         # sparse graphs where this happens it is cheap; it serves the rest of the solve.
         log.warning(
-            "[Background] conjugate gradients stopped after %d iterations short of their tolerance: "
-            "solving by sparse factorisation instead",
+            "[Background] conjugate gradients stopped after %d iterations at a relative residual of %.2g, "
+            "short of their tolerance: solving by sparse factorisation instead",
             info,
+            reached,
         )
         return _solve_direct(normal, rhs, counts)
     return np.asarray(solution)
