@@ -41,3 +41,33 @@ def test_sparse_coarse_system_keeps_the_sparse_lu():
     rhs = np.random.default_rng(2).normal(size=n)
     expected = np.linalg.solve(_ridged(laplacian.toarray()), rhs)
     np.testing.assert_allclose(solve(rhs), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_symmetric_lu_fills_less_than_the_default_ordering_and_solves_the_same():
+    """A normal matrix of frames on a 2-D lattice with long-range ties (a deep session's overlaps)."""
+    from scipy.sparse import coo_matrix, identity
+    from scipy.sparse.linalg import splu
+
+    from zemosaic_dask.tasks.normal_equations import symmetric_lu
+
+    rng = np.random.default_rng(4)
+    side = 30
+    n = side * side
+    index = np.arange(n).reshape(side, side)
+    pairs = [(index[:, :-1].ravel(), index[:, 1:].ravel()), (index[:-1].ravel(), index[1:].ravel())]
+    pairs.append((rng.integers(0, n, 3 * n), rng.integers(0, n, 3 * n)))  # ties anywhere in the field
+    i = np.concatenate([a for a, _ in pairs])
+    j = np.concatenate([b for _, b in pairs])
+    keep = i != j
+    i, j = i[keep], j[keep]
+    w = rng.uniform(0.5, 2.0, i.size)
+    # Graph Laplacian of the ties plus a weak ridge: symmetric positive definite.
+    off = coo_matrix((-w, (i, j)), shape=(n, n))
+    laplacian = off + off.T
+    laplacian = laplacian - diags(np.asarray(laplacian.sum(axis=1)).ravel()) + 1e-3 * identity(n)
+    matrix = csc_matrix(laplacian)
+    factor = symmetric_lu(matrix)
+    default = splu(matrix)
+    assert factor.L.nnz + factor.U.nnz < 0.7 * (default.L.nnz + default.U.nnz)
+    rhs = rng.normal(size=n)
+    np.testing.assert_allclose(factor.solve(rhs), np.linalg.solve(matrix.toarray(), rhs), rtol=1e-8, atol=1e-8)
