@@ -130,11 +130,11 @@ def solve_normal_equations(
 def _coarse_solver(restricted: csc_matrix) -> Callable[[np.ndarray], np.ndarray]:
     """A solver of the coarse system (with a ridge of 1e-10 of its largest diagonal term).
 
-    The clusters of a deep session all overlap, so its coarse system is dense, and a sparse LU
-    of a dense matrix is slow: 4.1 s for the 3,072 unknowns of 1,024 clusters on this
+    When most clusters overlap (a field few clusters across) the coarse system is dense, and a
+    sparse LU of a dense matrix is slow: 4.1 s for a dense 3,072-unknown matrix on this
     project's 2-core reference machine, against 1.1 s for a dense Cholesky factor, once per
-    channel and reweighting. A sparse system (a wide survey's clusters touch only their
-    neighbours) keeps the sparse LU.
+    channel and reweighting. A sparse system keeps the sparse LU (the 1,024 clusters of 15,681
+    deep frames filled 3.9 % of theirs).
     """
     size = restricted.shape[0]
     ridge = 1e-10 * max(float(np.abs(restricted.diagonal()).max()), 1e-300) if size else 0.0
@@ -142,11 +142,9 @@ def _coarse_solver(restricted: csc_matrix) -> Callable[[np.ndarray], np.ndarray]
         dense = restricted.toarray()
         dense[np.diag_indices(size)] += ridge
         try:
-            factor = cho_factor(dense, lower=True, overwrite_a=True, check_finite=False)
+            factor = cho_factor(dense, lower=True, check_finite=False)
             return lambda v: cho_solve(factor, v, check_finite=False)
         except np.linalg.LinAlgError:  # not positive definite to working precision: pivoted LU
-            dense = restricted.toarray()
-            dense[np.diag_indices(size)] += ridge
             pivoted = lu_factor(dense, overwrite_a=True, check_finite=False)
             return lambda v: lu_solve(pivoted, v, check_finite=False)
     return symmetric_lu(restricted + ridge * identity(size, format="csc")).solve

@@ -4,7 +4,7 @@ The cell skies of every frame (:func:`~zemosaic_dask.units.frame_sky.measure_fra
 100 KB per full-size frame) stay on the workers: these units reduce them to what the client's
 solve needs, a few numbers per frame (its affine map and own gradient) and per overlapping pair
 (a row of a :class:`~zemosaic_dask.tasks.overlap_planes.PairTable`, about 0.4 KB), so that the
-client holds about 6 KB per frame instead of every frame's cells. Each unit takes the measurements it needs as
+client holds a few kilobytes per frame instead of every frame's cells. Each unit takes the measurements it needs as
 trailing arguments, in the order of the frame indices it is given.
 """
 
