@@ -1,4 +1,4 @@
-"""The coarse system of the background solve: dense when it is dense, sparse LU otherwise, same answer."""
+"""The background solve's coarse space (clusters within connected groups) and coarse system (dense or sparse LU)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from scipy.sparse import csc_matrix, diags
 from scipy.sparse.linalg import SuperLU
 
-from zemosaic_dask.tasks.normal_equations import _coarse_solver
+from zemosaic_dask.tasks.normal_equations import _MAX_CLUSTERS, _coarse_solver, coarse_space
 
 
 def _ridged(matrix: np.ndarray) -> np.ndarray:
@@ -71,3 +71,36 @@ def test_symmetric_lu_fills_less_than_the_default_ordering_and_solves_the_same()
     assert factor.L.nnz + factor.U.nnz < 0.7 * (default.L.nnz + default.U.nnz)
     rhs = rng.normal(size=n)
     np.testing.assert_allclose(factor.solve(rhs), np.linalg.solve(matrix.toarray(), rhs), rtol=1e-8, atol=1e-8)
+
+
+def test_coarse_space_holds_every_connected_groups_common_offset_and_plane():
+    """Interleaved groups (no overlap between them) each move as a whole inside the coarse space.
+
+    A group without overlaps to the rest is free to take any common offset and plane; the
+    preconditioner must represent that motion or the iteration crawls. With clusters drawn
+    over the centres alone, each cluster mixes the groups and the motion is not in the span.
+    """
+    rng = np.random.default_rng(3)
+    n, terms, length = 600, 3, 1000.0
+    centres = rng.uniform(0, 4000, size=(n, 2))
+    groups = rng.integers(0, 5, size=n)  # five groups spread over the whole field
+    coarse = coarse_space(centres, terms, length, groups).toarray()
+    assert coarse.shape[1] // terms <= _MAX_CLUSTERS + 5
+    for g in range(5):
+        members = groups == g
+        slope = np.array([0.3, -0.2])
+        motion = np.zeros((n, terms))
+        motion[members, 0] = 1.0 + centres[members] @ slope / length  # a common offset and plane
+        motion[members, 1:] = slope
+        coefficients, *_ = np.linalg.lstsq(coarse, motion.ravel(), rcond=None)
+        assert np.abs(coarse @ coefficients - motion.ravel()).max() < 1e-8
+    # Each cluster belongs to one group.
+    cluster = np.argmax(coarse[::terms, ::terms], axis=1)
+    for c in np.unique(cluster):
+        assert np.unique(groups[cluster == c]).size == 1
+    # Without the groups, the clusters mix them and a group's motion leaves the span.
+    mixed = coarse_space(centres, terms, length).toarray()
+    motion = np.zeros((n, terms))
+    motion[groups == 0, 0] = 1.0
+    coefficients, *_ = np.linalg.lstsq(mixed, motion.ravel(), rcond=None)
+    assert np.abs(mixed @ coefficients - motion.ravel()).max() > 0.1

@@ -275,7 +275,7 @@ def solve_background_planes(
     groups, labels = connected_components(graph, directed=False)
     coefficients = np.zeros((n_frames, channels, 3))
     before, after = np.zeros(channels), np.zeros(channels)
-    coarse = coarse_space(centres, terms, PLANE_LENGTH)
+    coarse = coarse_space(centres, terms, PLANE_LENGTH, labels)
     counts = {"iterations": 0, "direct": 0}
     for c in range(channels):
         x = np.zeros(n_frames * terms)

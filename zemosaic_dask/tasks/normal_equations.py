@@ -22,7 +22,7 @@ __all__ = ["coarse_space", "solve_normal_equations", "symmetric_lu"]
 
 log = logging.getLogger(__name__)
 
-_CG_TOLERANCE, _CG_MAX_ITER = 1e-10, 400
+_CG_TOLERANCE, _CG_MAX_ITER = 1e-10, 1000
 #: Frames per cluster of the coarse correction, and the most clusters (a deep session's clusters
 #: all overlap, so its coarse system is dense: its size must not grow with the frames).
 _CLUSTER_FRAMES, _MAX_CLUSTERS = 16, 1024
@@ -48,13 +48,50 @@ def _clusters(centres: np.ndarray, size: int) -> np.ndarray:
     return labels
 
 
-def coarse_space(centres: np.ndarray, terms: int, length: float) -> csr_matrix:
+def _clusters_within(centres: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Cluster labels that never mix two connected groups of frames (:func:`_clusters` within each group).
+
+    The frames of a group that shares no overlap with the rest move together at no cost: their
+    common offset (and plane) is fixed only by the prior and the gauge. A cluster holding frames
+    of two groups cannot represent that motion, the iteration then has to find it alone, and it
+    crawls (15,681 deep frames of 96 x 54 pixels fall into 10 groups: with clusters drawn over
+    the centres alone the iteration needed 2,566 steps to reach 1e-10, split by group 531). Clusters hold
+    at most ``max(_CLUSTER_FRAMES, N / _MAX_CLUSTERS)`` frames, so there are at most
+    :data:`_MAX_CLUSTERS` plus one per group.
+    """
+    size = max(_CLUSTER_FRAMES, -(-len(centres) // _MAX_CLUSTERS))
+    if groups is None:
+        return _clusters(centres, size)
+    labels = np.zeros(len(centres), dtype=np.int64)
+    count = 0
+    for members in np.split(np.argsort(groups, kind="stable"), np.flatnonzero(np.diff(np.sort(groups))) + 1):
+        inner = _clusters(centres[members], size)
+        labels[members] = inner + count
+        count += int(inner.max()) + 1 if members.size else 0
+    return labels
+
+
+def coarse_space(centres: np.ndarray, terms: int, length: float, groups: np.ndarray | None = None) -> csr_matrix:
     """``P``: per cluster of frames, its common offset (and common plane), as columns over the frames' unknowns.
 
-    ``centres`` are the frames' ``(N, 2)`` centres and ``length`` the unit of the plane terms:
-    a common plane moves each member's slope and its offset about its own centre.
+    Parameters
+    ----------
+    centres : numpy.ndarray
+        The frames' ``(N, 2)`` centres.
+    terms : int
+        Unknowns per frame: 1 (offset) or 3 (offset and plane).
+    length : float
+        The unit of the plane terms: a common plane moves each member's slope and its offset
+        about its own centre.
+    groups : numpy.ndarray, optional
+        ``(N,)`` label of each frame's connected group of overlaps: no cluster spans two groups.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``(N * terms, clusters * terms)``.
     """
-    labels = _clusters(centres, max(_CLUSTER_FRAMES, -(-len(centres) // _MAX_CLUSTERS)))
+    labels = _clusters_within(centres, groups)
     n, k = len(centres), np.arange(len(centres))
     rows, cols, vals = [k * terms], [labels * terms], [np.ones(n)]
     if terms == 3:
@@ -172,7 +209,13 @@ def symmetric_lu(matrix: Any) -> SuperLU:
 
 
 def _solve_direct(normal: csr_matrix, rhs: np.ndarray, counts: dict[str, int]) -> np.ndarray:
-    """The normal equations by sparse LU, with a ridge of 1e-9 of the largest diagonal term."""
+    """The normal equations by sparse LU, with a ridge of 1e-13 of the largest diagonal term.
+
+    The priors already make the system definite; the ridge only guards the factorisation, and
+    it biases the answer in proportion: on 15,681 deep frames (diagonal terms spread over five
+    decades) a ridge of 1e-9 left a relative residual of 1.4e-6, 1e-13 one of 1.4e-10, the
+    iteration's own tolerance.
+    """
     counts["direct"] += 1
-    ridge = 1e-9 * max(float(np.abs(normal.diagonal()).max()), 1e-300)
+    ridge = 1e-13 * max(float(np.abs(normal.diagonal()).max()), 1e-300)
     return np.asarray(symmetric_lu(normal + ridge * identity(normal.shape[0], format="csc")).solve(rhs))
