@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ import click
 from . import __version__
 from .cli_flags import cluster_flags, debug_flag, load_flags, pixel_flags, read_plan, stacking_flags
 from .errors import ZeMosaicError
+from .logs import UnretrievedTeardownFilter
 
 __all__ = ["main"]
 
@@ -40,6 +42,13 @@ def _raise_interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001
     raise KeyboardInterrupt
 
 
+def _quiet_teardown() -> None:
+    """Keep asyncio's reports of connection futures left unread at cluster shutdown off stderr."""
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, UnretrievedTeardownFilter) for f in asyncio_log.filters):
+        asyncio_log.addFilter(UnretrievedTeardownFilter())
+
+
 class CliGroup(click.Group):
     """The command group with the one top-level error handler.
 
@@ -50,6 +59,7 @@ class CliGroup(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
+        _quiet_teardown()
         previous = signal.getsignal(signal.SIGTERM)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _raise_interrupt)
