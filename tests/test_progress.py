@@ -116,7 +116,7 @@ def test_render_bar():
 def test_terminal_bar_redraws_in_place():
     clock = FakeClock()
     stream = io.StringIO()
-    bar = TerminalBar(stream, label="Intertile", clock=clock)
+    bar = TerminalBar(stream, label="Intertile", clock=clock, in_place=True)
     clock.now = 2.0
     bar(1, 2)
     clock.now = 4.0
@@ -124,6 +124,30 @@ def test_terminal_bar_redraws_in_place():
     text = stream.getvalue()
     assert text.count("\r") == 2 and text.endswith("ETA 0s\n")
     assert "1/2  50% ETA 2s" in text
+
+
+def test_terminal_bar_draws_at_a_bounded_rate_and_always_the_last_update():
+    clock = FakeClock()
+    stream = io.StringIO()
+    bar = TerminalBar(stream, label="sky", clock=clock, in_place=True)
+    for done in range(1, 16_001):  # 16,000 tasks finishing over 8 s
+        clock.now = done * 0.0005
+        bar(done, 16_000)
+    drawn = stream.getvalue().split("\r")[1:]
+    assert 70 <= len(drawn) <= 90  # one drawing per 0.1 s, not one per task
+    assert drawn[-1].startswith("sky [") and " 16000/16000 100% " in drawn[-1] and drawn[-1].endswith("\n")
+
+
+def test_terminal_bar_writes_lines_to_a_file_every_ten_seconds():
+    clock = FakeClock()
+    stream = io.StringIO()  # not a terminal
+    bar = TerminalBar(stream, label="sky", clock=clock)
+    for done in range(1, 1_001):  # 1,000 tasks over 100 s
+        clock.now = done * 0.1
+        bar(done, 1_000)
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and 10 <= len(lines) <= 12
+    assert " 1/1000 " in lines[0] and " 1000/1000 100% " in lines[-1]
 
 
 def _quick(n: int) -> int:

@@ -206,7 +206,12 @@ def render_bar(done: int, total: int, eta_s: float | None, *, width: int = 30, l
 
 
 class TerminalBar:
-    """An ``on_update`` callback that redraws :func:`render_bar` in place on a text stream.
+    """An ``on_update`` callback that draws :func:`render_bar` on a text stream, at a bounded rate.
+
+    On a terminal the bar is redrawn in place (``\\r``) at most every ``min_interval_s``
+    (0.1 s); on a file or pipe (a batch job's log, a benchmark's capture) it writes a line
+    at most every 10 s, so a stage of 16,000 tasks leaves a few lines, not 16,000 redraws.
+    The first update and the last (``done >= total``) are always drawn.
 
     Parameters
     ----------
@@ -215,20 +220,46 @@ class TerminalBar:
     label : str, optional
         Shown before the bar.
     clock : callable, optional
-        For the ETA (``time.monotonic``).
+        For the ETA and the rate (``time.monotonic``).
+    in_place : bool, optional
+        Redraw in place; by default when ``stream`` is a terminal.
+    min_interval_s : float, optional
+        Least time between two drawings; by default 0.1 s in place, 10 s otherwise.
     """
 
-    def __init__(self, stream: IO[str], label: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: IO[str],
+        label: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        in_place: bool | None = None,
+        min_interval_s: float | None = None,
+    ) -> None:
         self._stream = stream
         self._label = label
         self._clock = clock
         self._started = clock()
+        if in_place is None:
+            isatty = getattr(stream, "isatty", None)
+            in_place = bool(isatty is not None and isatty())
+        self._in_place = in_place
+        self._interval = (0.1 if in_place else 10.0) if min_interval_s is None else float(min_interval_s)
+        self._last: float | None = None
 
     def __call__(self, done: int, total: int) -> None:
-        elapsed = self._clock() - self._started
+        now = self._clock()
+        final = done >= total
+        if not final and self._last is not None and now - self._last < self._interval:
+            return
+        self._last = now
+        elapsed = now - self._started
         eta = elapsed / done * (total - done) if done > 0 else None
-        end = "\n" if done >= total else ""
-        self._stream.write("\r" + render_bar(done, total, eta, label=self._label) + end)
+        line = render_bar(done, total, eta, label=self._label)
+        if self._in_place:
+            self._stream.write("\r" + line + ("\n" if final else ""))
+        else:
+            self._stream.write(line + "\n")
         self._stream.flush()
 
 
