@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import pickle
+import weakref
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -115,10 +118,23 @@ class FrameInfo:
     quality: FrameQuality | None = None
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle with the WCS header compressed: it is 60 % of a record that every task carries."""
-        values = [getattr(self, field.name) for field in dataclasses.fields(self)]
-        values[_HEADER_FIELD] = zlib.compress(self.wcs_header.encode("utf-8"), 1)
-        return _unpickle_frame, tuple(values)
+        """Pickle as a digest and one compressed blob of the fields.
+
+        Every task that reads a frame carries its record, and the scheduler keeps each task's
+        arguments while the task lives. A process that already holds an equal record (found
+        by the digest) reuses it without unpacking the blob: the in-process scheduler of the
+        embedded cluster shares the client's records, and a worker keeps one record per frame
+        however many of its tasks name it. The blob (the WCS header is 60 % of a record)
+        is a single compressed bytes object, so a record that is reused costs no small
+        allocations.
+        """
+        blob = zlib.compress(pickle.dumps([getattr(self, f.name) for f in dataclasses.fields(self)], protocol=5), 1)
+        digest = self.__dict__.get("_digest")
+        if digest is None:
+            digest = hashlib.blake2b(blob, digest_size=16).digest()
+            object.__setattr__(self, "_digest", digest)
+        _RECORDS.setdefault(digest, self)
+        return _unpickle_frame, (digest, blob)
 
     @property
     def n_channels(self) -> int:
@@ -213,12 +229,15 @@ def is_seestar(frame: FrameInfo) -> bool:
     return any(token in text for token in SEESTAR_TOKENS)
 
 
-#: Position of ``wcs_header`` among FrameInfo's fields (the one :meth:`FrameInfo.__reduce__` compresses).
-_HEADER_FIELD = [field.name for field in dataclasses.fields(FrameInfo)].index("wcs_header")
+#: The records this process holds, by the digest :meth:`FrameInfo.__reduce__` pickles with them.
+_RECORDS: weakref.WeakValueDictionary[bytes, FrameInfo] = weakref.WeakValueDictionary()
 
 
-def _unpickle_frame(*values: Any) -> FrameInfo:
-    """Rebuild a :class:`FrameInfo` pickled by its ``__reduce__``."""
-    values = list(values)
-    values[_HEADER_FIELD] = zlib.decompress(values[_HEADER_FIELD]).decode("utf-8")
-    return FrameInfo(*values)
+def _unpickle_frame(digest: bytes, blob: bytes) -> FrameInfo:
+    """Rebuild a :class:`FrameInfo` pickled by its ``__reduce__``, or reuse the equal one this process holds."""
+    found = _RECORDS.get(digest)
+    if found is not None:
+        return found
+    record = FrameInfo(*pickle.loads(zlib.decompress(blob)))
+    object.__setattr__(record, "_digest", digest)
+    return _RECORDS.setdefault(digest, record)
