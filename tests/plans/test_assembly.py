@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zemosaic_dask.errors import ConfigError, PlanError
+from zemosaic_dask.plans.layers import LayerPlan, layer_units
 from zemosaic_dask.plans import (
     AssemblyPlan,
     AssemblyTargets,
@@ -120,6 +121,29 @@ def test_cpu_workers_follow_threads_load_and_the_grid_regions():
     small = OutputGrid(crval=(10.0, 20.0), pixel_scale=2.4, crpix=(1.0, 1.0), shape=(600, 1400))
     plan = plan_assembly(pool, small, AssemblyTargets())  # 2 x 3 regions of 512 px: 6 units at most
     assert plan.cpu_workers == 6 and "6 region" in plan.reason("cpu_workers")
+
+
+def test_a_plan_with_layers_is_capped_by_its_layer_regions_not_the_grid():
+    """A deep session on a one-region field still has one batch unit per batch to spread."""
+    pool = ClusterResources((cpu_worker("a", 8), cpu_worker("b", 8)))
+    one = OutputGrid(crval=(10.0, 20.0), pixel_scale=2.4, crpix=(1.0, 1.0), shape=(300, 400))
+    assert plan_assembly(pool, one, AssemblyTargets()).cpu_workers == 1
+    deep = plan_assembly(pool, one, AssemblyTargets(), units=40)
+    assert deep.cpu_workers == 16 and "capped" not in deep.reason("cpu_workers")
+    few = plan_assembly(pool, one, AssemblyTargets(), units=5)
+    assert few.cpu_workers == 5 and "5 layer region(s)" in few.reason("cpu_workers")
+    small = OutputGrid(crval=(10.0, 20.0), pixel_scale=2.4, crpix=(1.0, 1.0), shape=(600, 1400))
+    assert plan_assembly(pool, small, AssemblyTargets(), units=2).cpu_workers == 6  # never below the regions
+
+
+def test_layer_units_count_each_layers_regions():
+    grid = OutputGrid(crval=(10.0, 20.0), pixel_scale=2.4, crpix=(1.0, 1.0), shape=(1200, 1400), chunk=512)
+    layers = [
+        LayerPlan(id=0, kind="batch", frames=(0,), salvage=False, box=(0, 1024, 0, 1400)),  # 2 x 3
+        LayerPlan(id=1, kind="batch", frames=(1,), salvage=False, box=(512, 1024, 512, 1024)),  # 1 x 1
+        LayerPlan(id=2, kind="batch", frames=(2,), salvage=False, box=(0, 0, 0, 0)),  # off the grid
+    ]
+    assert layer_units(layers, grid) == 7
 
 
 def test_gpu_decisions():

@@ -9,6 +9,7 @@ from typing import Any
 from ..clusters import worker_resources
 from ..messages import msg
 from ..plans.assembly import AssemblyPlan, ClusterResources, plan_assembly
+from ..plans.layers import LayerPlan, layer_units
 from ..plans.mosaic import MosaicPlan
 from ..plans.sections import PlanningPolicies, plan_mode_sections, resources_from_workers
 
@@ -50,4 +51,6 @@ def plan_sections(
 
 def derived_assembly_plan(plan: MosaicPlan, targets: Any, handle: Any) -> AssemblyPlan:
     """An :class:`AssemblyPlan` derived from the cluster's workers now, for a plan saved without one."""
-    return plan_assembly(cluster_of(cluster_resources(handle)), plan.grid, targets)
+    layers = [LayerPlan.from_dict(x) for x in plan.sections.get("layers", ())]
+    units = layer_units(layers, plan.grid) if layers else None
+    return plan_assembly(cluster_of(cluster_resources(handle)), plan.grid, targets, units=units)

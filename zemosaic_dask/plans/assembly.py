@@ -295,7 +295,9 @@ def _rows(chunk_bytes: int, grid: OutputGrid, n_channels: int) -> int:
     return max(1, min(int(grid.shape[0]), chunk_bytes // max(1, row_bytes)))
 
 
-def plan_assembly(resources: ClusterResources, grid: OutputGrid, config: AssemblyTargets) -> AssemblyPlan:
+def plan_assembly(
+    resources: ClusterResources, grid: OutputGrid, config: AssemblyTargets, *, units: int | None = None
+) -> AssemblyPlan:
     """Derive the assembly plan from the cluster's resources and the configured targets.
 
     Parameters
@@ -307,6 +309,11 @@ def plan_assembly(resources: ClusterResources, grid: OutputGrid, config: Assembl
         stage runs, so no more workers are planned than it has regions).
     config : AssemblyTargets
         Targets, caps and GPU switches.
+    units : int, optional
+        The most units one stage of the run computes (:func:`~zemosaic_dask.plans.layers.layer_units`:
+        every layer's regions, for classic tiles and SDS batches); the grid's regions when
+        fewer or not given (mosaic-first runs one unit per region). No more workers are
+        planned than there are units.
 
     Returns
     -------
@@ -325,14 +332,16 @@ def plan_assembly(resources: ClusterResources, grid: OutputGrid, config: Assembl
             reason="no workers",
         )
     ny, nx = grid.n_regions
-    n_units = max(1, ny * nx)
+    regions = max(1, ny * nx)
+    n_units = max(regions, units or 0)
+    what = f"{n_units} region(s) of the grid" if n_units == regions else f"{n_units} layer region(s) of the plan"
     reasons: dict[str, str] = {}
     threads = resources.total_threads
     cpu_workers = max(1, math.floor(threads * config.cpu_load))
     reasons["cpu_workers"] = f"floor({threads} thread(s) x cpu_load {config.cpu_load}) = {cpu_workers}"
     if cpu_workers > n_units:
         cpu_workers = n_units
-        reasons["cpu_workers"] += f", capped by {n_units} region(s) of the grid"
+        reasons["cpu_workers"] += f", capped by {what}"
     max_chunk, reasons["max_chunk_bytes"] = _cpu_chunk(resources, config)
     rows = _rows(max_chunk, grid, config.n_channels)
     reasons["rows_per_chunk"] = f"{_mib(max_chunk)} / row of {grid.shape[1]} px x {config.n_channels + 1} planes"

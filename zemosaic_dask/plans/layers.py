@@ -22,7 +22,7 @@ from .grid import OutputGrid, frame_bboxes, plan_output_grid
 from .groups import GroupPlan, frame_centres
 from .sds import SdsPlan
 
-__all__ = ["LayerPlan", "layers_from_batches", "layers_from_sds", "region_box"]
+__all__ = ["LayerPlan", "layer_units", "layers_from_batches", "layers_from_sds", "region_box"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,16 @@ class LayerPlan:
             grid=None if data.get("grid") is None else OutputGrid.from_dict(data["grid"]),
             coverage_fraction=data.get("coverage_fraction"),
         )
+
+
+def layer_units(layers: Sequence[LayerPlan], grid: OutputGrid) -> int:
+    """The units the layer stage computes: every layer's regions (a layer is stacked region by region).
+
+    A deep session on a small field has one region and hundreds of batches: its batch stage
+    still runs one unit per batch, and the assembly plan must not plan fewer workers.
+    """
+    chunk = grid.chunk
+    return sum(math.ceil((x.box[1] - x.box[0]) / chunk) * math.ceil((x.box[3] - x.box[2]) / chunk) for x in layers)
 
 
 def region_box(grid: OutputGrid, frames: Sequence[FrameInfo]) -> tuple[int, int, int, int]:

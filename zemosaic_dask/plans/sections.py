@@ -17,7 +17,7 @@ from .altaz import AltazPolicy, plan_altaz_cleanup
 from .assembly import AssemblyTargets, ClusterResources, WorkerResources, plan_assembly
 from .batches import BatchPolicy, plan_classic_batches
 from .groups import GroupingPolicy
-from .layers import layers_from_batches, layers_from_sds
+from .layers import layer_units, layers_from_batches, layers_from_sds
 from .mosaic import MosaicPlan
 from .sds import SdsPolicy, plan_sds_batches
 
@@ -77,16 +77,21 @@ def batches_view(plan: MosaicPlan) -> list[dict[str, Any]]:
     return out
 
 
-def _classic(plan: MosaicPlan, policies: PlanningPolicies) -> dict[str, Any]:
+def _classic(plan: MosaicPlan, policies: PlanningPolicies) -> tuple[dict[str, Any], int]:
+    """The classic sections, and the units of their layer stage."""
     groups, batches = plan_classic_batches(plan.frames, policies.grouping, policies.batching)
     layers = layers_from_batches(plan.frames, plan.grid, groups, batches, tile_chunk=plan.grid.chunk)
-    return {"groups": groups.to_dict(), "batch_plan": batches.to_dict(), "layers": [x.to_dict() for x in layers]}
+    sections = {"groups": groups.to_dict(), "batch_plan": batches.to_dict(), "layers": [x.to_dict() for x in layers]}
+    return sections, layer_units(layers, plan.grid)
 
 
-def _sds(plan: MosaicPlan, policies: PlanningPolicies, preplan: Sequence[Sequence[str]] | None) -> dict[str, Any]:
+def _sds(
+    plan: MosaicPlan, policies: PlanningPolicies, preplan: Sequence[Sequence[str]] | None
+) -> tuple[dict[str, Any], int]:
+    """The SDS sections, and the units of their batch stage."""
     sds = plan_sds_batches(plan.frames, plan.grid, policies.sds, preplan=preplan)
     layers = layers_from_sds(plan.frames, plan.grid, sds)
-    return {"sds": sds.to_dict(), "layers": [x.to_dict() for x in layers]}
+    return {"sds": sds.to_dict(), "layers": [x.to_dict() for x in layers]}, layer_units(layers, plan.grid)
 
 
 def plan_mode_sections(
@@ -104,17 +109,20 @@ def plan_mode_sections(
     """
     mode, fallback = plan.mode, plan.fallback
     sections: dict[str, Any] = {}
+    units = None  # mosaic-first: one unit per region of the grid
     if mode == "sds":
         try:
-            sections.update(_sds(plan, policies, preplan))
+            found, units = _sds(plan, policies, preplan)
+            sections.update(found)
         except PlanError as err:
             reason = getattr(err, "reason", str(err))
             if sds_error_message is not None:
                 log.warning(sds_error_message(reason))
             mode, fallback = "mosaic-first", f"sds_error_no_valid_batches: {reason}"
     elif mode == "classic":
-        sections.update(_classic(plan, policies))
-    assembly = plan_assembly(resources, plan.grid, policies.assembly)
+        found, units = _classic(plan, policies)
+        sections.update(found)
+    assembly = plan_assembly(resources, plan.grid, policies.assembly, units=units)
     sections["assembly_plan"] = assembly.to_dict()
     sections["altaz"] = plan_altaz_cleanup(plan.frames, policies.altaz).to_dict()
     return dataclasses.replace(plan, mode=mode, fallback=fallback, sections=sections)
