@@ -40,12 +40,13 @@ class MosaicStore:
     url: str
     prefix: str = ""
 
-    def _path(self, name: str) -> str:
+    def array_path(self, name: str) -> str:
+        """Path of array ``name`` within the Zarr store at :attr:`url`."""
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def array(self, name: str, mode: str = "r+") -> zarr.Array:
         """Open one array of the store."""
-        return zarr.open_array(store=self.url, path=self._path(name), mode=mode, zarr_format=3)
+        return zarr.open_array(store=self.url, path=self.array_path(name), mode=mode, zarr_format=3)
 
     def region_done(self, region: OutputRegion) -> bool:
         """Return True when the region's chunks are complete."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,10 +20,12 @@ from ..plans.grid import OutputRegion
 from ..plans.sds_mask import SdsMaskSummary
 from ..tasks.namespace import to_numpy
 from ..tasks.stacking import StackOptions, peak_memory_bytes, stack_samples
+from .layer_reader import LayerReader
 from .region_job import RegionSummary
 
 __all__ = [
     "CombineJob",
+    "Combined",
     "LayerInput",
     "build_combined_region",
     "combine_layers_in_region",
@@ -40,6 +42,20 @@ class LayerInput:
     gain: tuple[float, ...] = (1.0,)
     offset: tuple[float, ...] = (0.0,)
     scale: float = 1.0
+
+
+class Combined(NamedTuple):
+    """A region's combination: image, coverage, layers used, each layer's largest coverage, layers per pixel."""
+
+    image: np.ndarray
+    coverage: np.ndarray
+    used: int
+    layer_max: dict[int, float]
+    count: np.ndarray
+
+
+#: Layers whose region a plain mean reads at once.
+LAYERS_PER_READ = 64
 
 
 @dataclass(frozen=True)
@@ -72,69 +88,74 @@ def _layer_noise(job: CombineJob, weights: list[np.ndarray]) -> dict[str, Any]:
     return {"noise": noise.astype(np.float32), "background": sky[None, :, None, None]}
 
 
-def _read_layer(layer: LayerInput, region: OutputRegion) -> tuple[np.ndarray, np.ndarray]:
-    image = np.asarray(layer.store.array("mosaic", mode="r")[:, region.y0 : region.y1, region.x0 : region.x1])
-    coverage = np.asarray(layer.store.array("coverage", mode="r")[region.y0 : region.y1, region.x0 : region.x1])
-    return image.astype(np.float32), coverage.astype(np.float32)
-
-
 def layer_count(job: CombineJob) -> np.ndarray:
     """Number of layers with data at each pixel of the job's region."""
     count = np.zeros(job.region.shape, dtype=np.int32)
-    for layer in job.layers:
-        window = (slice(job.region.y0, job.region.y1), slice(job.region.x0, job.region.x1))
-        count += np.asarray(layer.store.array("coverage", mode="r")[window]) > 0
+    reader = LayerReader([layer.store for layer in job.layers], coverage_only=True)
+    for _, coverage in reader.read(job.region):
+        count += coverage > 0
     return count
 
 
-def _streamed_mean(job: CombineJob, xp: Any) -> tuple[np.ndarray, np.ndarray, int, dict[int, float]]:
+def _streamed_mean(job: CombineJob, xp: Any) -> Combined:
     """Coverage-weighted mean of the corrected layers, accumulated one layer at a time.
 
-    Memory holds one layer's region and the two sums, whatever the number of layers.
+    Memory holds the region of at most :data:`LAYERS_PER_READ` layers and the two sums,
+    whatever the number of layers.
     """
     height, width = job.region.shape
     num = xp.zeros((job.n_channels, height, width), dtype=xp.float64)
     den = xp.zeros((height, width), dtype=xp.float64)
+    count = np.zeros((height, width), dtype=np.int32)
     used = 0
     layer_max: dict[int, float] = {}
-    for layer in job.layers:
-        image, coverage = _read_layer(layer, job.region)
-        layer_max[layer.id] = float(coverage.max(initial=0.0))
-        if not (coverage > 0).any():
-            continue
-        used += 1
-        gain = np.resize(np.asarray(layer.gain, np.float64), image.shape[0])[:, None, None] * layer.scale
-        offset = np.resize(np.asarray(layer.offset, np.float64), image.shape[0])[:, None, None] * layer.scale
-        valid = (coverage > 0) & np.all(np.isfinite(image), axis=0)
-        weight = xp.asarray(np.where(valid, coverage, 0).astype(np.float64))
-        corrected = xp.asarray(np.where(valid[None], image * gain + offset, 0.0))
-        num += corrected * weight[None]
-        den += weight
+    for start in range(0, len(job.layers), LAYERS_PER_READ):
+        group = job.layers[start : start + LAYERS_PER_READ]
+        reader = LayerReader([layer.store for layer in group])
+        for layer, (image, coverage) in zip(group, reader.read(job.region), strict=True):
+            layer_max[layer.id] = float(coverage.max(initial=0.0))
+            if not (coverage > 0).any():
+                continue
+            used += 1
+            count += coverage > 0
+            gain = np.resize(np.asarray(layer.gain, np.float64), image.shape[0])[:, None, None] * layer.scale
+            offset = np.resize(np.asarray(layer.offset, np.float64), image.shape[0])[:, None, None] * layer.scale
+            valid = (coverage > 0) & np.all(np.isfinite(image), axis=0)
+            weight = xp.asarray(np.where(valid, coverage, 0).astype(np.float64))
+            corrected = xp.asarray(np.where(valid[None], image * gain + offset, 0.0))
+            num += corrected * weight[None]
+            den += weight
     safe = xp.where(den > 0, den, 1.0)
     image = xp.where(den[None] > 0, num / safe[None], xp.nan)
-    return to_numpy(image).astype(np.float32), to_numpy(den).astype(np.float32), used, layer_max
+    return Combined(to_numpy(image).astype(np.float32), to_numpy(den).astype(np.float32), used, layer_max, count)
 
 
-def _stacked(job: CombineJob, xp: Any) -> tuple[np.ndarray, np.ndarray, int, dict[int, float]]:
-    """Layers stacked with a rejection across layers, in bands of rows within ``job.max_bytes``."""
+def _stacked(job: CombineJob, xp: Any) -> Combined:
+    """Layers stacked with a rejection across layers, in bands of rows within ``job.max_bytes``.
+
+    Every layer's arrays are opened once for the region, and each band is read from all of
+    them at once (:class:`~zemosaic_dask.units.layer_reader.LayerReader`).
+    """
     region = job.region
     height, width = region.shape
     image = np.full((job.n_channels, height, width), np.nan, dtype=np.float32)
     coverage = np.zeros((height, width), dtype=np.float32)
+    layers_here = np.zeros((height, width), dtype=np.int32)
     count = max(1, len(job.layers))
     per_row = peak_memory_bytes((count, job.n_channels, 1, width), job.stack) + count * (job.n_channels + 1) * width * 4
     rows = int(max(8, min(height, job.max_bytes // max(per_row, 1))))
     layer_max: dict[int, float] = {}
     used: set[int] = set()
+    reader = LayerReader([layer.store for layer in job.layers])
     for y0 in range(region.y0, region.y1, rows):
         band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
         samples, weights, gains, offsets = [], [], [], []
-        for layer in job.layers:
-            values, cover = _read_layer(layer, band)
+        for layer, (values, cover) in zip(job.layers, reader.read(band), strict=True):
             layer_max[layer.id] = max(layer_max.get(layer.id, 0.0), float(cover.max(initial=0.0)))
             if not (cover > 0).any():
                 continue
             used.add(layer.id)
+            layers_here[y0 - region.y0 : band.y1 - region.y0] += cover > 0
             samples.append(values)
             weights.append(cover)
             gains.append(np.resize(np.asarray(layer.gain, np.float32) * np.float32(layer.scale), values.shape[0]))
@@ -151,10 +172,10 @@ def _stacked(job: CombineJob, xp: Any) -> tuple[np.ndarray, np.ndarray, int, dic
         )
         image[:, y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.image)
         coverage[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.coverage)
-    return image, coverage, len(used), layer_max
+    return Combined(image, coverage, len(used), layer_max, layers_here)
 
 
-def combine_layers_in_region(job: CombineJob, xp: Any = np) -> tuple[np.ndarray, np.ndarray, int, dict[int, float]]:
+def combine_layers_in_region(job: CombineJob, xp: Any = np) -> Combined:
     """The region's combined image and coverage, without writing them.
 
     A plain weighted mean streams over the layers; a rejection across layers stacks them.
@@ -174,9 +195,11 @@ def build_combined_region(job: CombineJob, xp: Any = np) -> dict[str, Any]:
     region = job.region
     if not job.rewrite and job.out.region_done(region):
         summary = RegionSummary(region.name, len(job.layers), 0, 0, 0.0, reused=True)
-        layer_max = {layer.id: float(_read_layer(layer, region)[1].max(initial=0.0)) for layer in job.layers}
-        return {"summary": summary, "max_layers": int(layer_count(job).max(initial=0)), "layer_max": layer_max}
-    image, coverage, used, layer_max = combine_layers_in_region(job, xp)
+        covers = [c for _, c in LayerReader([layer.store for layer in job.layers], coverage_only=True).read(region)]
+        layer_max = {layer.id: float(c.max(initial=0.0)) for layer, c in zip(job.layers, covers, strict=True)}
+        count = sum((c > 0).astype(np.int32) for c in covers) if covers else np.zeros(region.shape, np.int32)
+        return {"summary": summary, "max_layers": int(np.max(count, initial=0)), "layer_max": layer_max}
+    image, coverage, used, layer_max, count = combine_layers_in_region(job, xp)
     image = np.where(coverage[None] > 0, image, np.float32(np.nan))
     alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
     job.out.write_region(region, image, coverage, alpha)
@@ -189,7 +212,7 @@ def build_combined_region(job: CombineJob, xp: Any = np) -> dict[str, Any]:
         reused=False,
         backend="cpu" if xp is np else xp.__name__,
     )
-    return {"summary": summary, "max_layers": int(layer_count(job).max(initial=0)), "layer_max": layer_max}
+    return {"summary": summary, "max_layers": int(count.max(initial=0)), "layer_max": layer_max}
 
 
 def mask_low_coverage_region(job: CombineJob, min_layers: float) -> SdsMaskSummary:

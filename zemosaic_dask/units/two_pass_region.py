@@ -18,7 +18,8 @@ import numpy as np
 from ..tasks.blur import halo_width
 from ..tasks.namespace import array_namespace
 from ..tasks.two_pass import coverage_scale_map, merge_passes, well_covered_scale_values
-from .combine_region import CombineJob, _read_layer
+from .combine_region import CombineJob
+from .layer_reader import LayerReader
 from .two_pass_backend import run_channels_on_one_backend
 
 __all__ = ["TwoPassJob", "apply_two_pass_region", "layer_scale_values", "weighted_channel"]
@@ -55,8 +56,9 @@ def layer_scale_values(job: TwoPassJob, layer_max: dict[int, float]) -> dict[int
     sides = (region.y0 - y0, y1 - region.y1, region.x0 - x0, x1 - region.x1)
     scale = coverage_scale_map(coverage, sides, job.sigma, job.scale_clip)
     out: dict[int, np.ndarray] = {}
-    for layer in job.combine.layers:
-        _, layer_coverage = _read_layer(layer, region)
+    layers = job.combine.layers
+    reader = LayerReader([layer.store for layer in layers], coverage_only=True)
+    for layer, (_, layer_coverage) in zip(layers, reader.read(region), strict=True):
         values = well_covered_scale_values(scale, layer_coverage, coverage_max=layer_max.get(layer.id))
         if values.size:
             out[layer.id] = np.asarray(values[::SAMPLE_STEP], dtype=np.float32)
@@ -81,9 +83,10 @@ def apply_two_pass_region(job: TwoPassJob, gains: dict[int, float]) -> dict[str,
     region = job.combine.region
     step = max(1, int(job.rows))
     gpu_all, fallback, bands = job.use_gpu, None, 0
+    reader = LayerReader([layer.store for layer in job.combine.layers])
     for y0 in range(region.y0, region.y1, step):
         band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + step))
-        ran = _apply_band(job, band, gains)
+        ran = _apply_band(job, band, gains, reader)
         bands += 1
         if ran is not None:
             gpu_all = gpu_all and ran.gpu_all
@@ -91,7 +94,7 @@ def apply_two_pass_region(job: TwoPassJob, gains: dict[int, float]) -> dict[str,
     return {"region": region.name, "gpu_all": gpu_all and job.use_gpu, "fallback": fallback, "bands": bands}
 
 
-def _apply_band(job: TwoPassJob, region: Any, gains: dict[int, float]) -> Any:
+def _apply_band(job: TwoPassJob, region: Any, gains: dict[int, float], reader: LayerReader) -> Any:
     """Renormalise one band of rows of the region; returns the backend run (None: no layer pixel)."""
     combine = job.combine
     store = combine.out
@@ -99,8 +102,7 @@ def _apply_band(job: TwoPassJob, region: Any, gains: dict[int, float]) -> Any:
     image_p1 = np.asarray(store.array("mosaic", mode="r")[(slice(None),) + window], dtype=np.float32)
     cov_p1 = np.asarray(store.array("coverage", mode="r")[window], dtype=np.float32)
     weighted, weights = [], []
-    for layer in combine.layers:
-        image, coverage = _read_layer(layer, region)
+    for layer, (image, coverage) in zip(combine.layers, reader.read(region), strict=True):
         valid = (coverage > 0) & np.all(np.isfinite(image), axis=0)
         if not valid.any():
             continue

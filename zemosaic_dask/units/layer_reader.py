@@ -1,0 +1,66 @@
+"""Reading one window of many layer stores: the arrays opened once, every read of a window at once.
+
+A deep session stacks thousands of layers (SDS batch mosaics) on a region. Opened and read
+one by one through Zarr's synchronous interface, each read waits for its own round trip to
+Zarr's I/O loop (about 1 ms), and the region's bands multiplied those waits: 2,560 layers in
+12 bands spent 140 of 195 s reading. :class:`LayerReader` opens every layer's arrays in one
+round trip and reads a window of all of them in another, so the waits no longer add up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import zarr.api.asynchronous as zarr_async
+from zarr.core.sync import sync
+
+from ..io.store import MosaicStore
+from ..plans.grid import OutputRegion
+
+__all__ = ["LayerReader"]
+
+
+class LayerReader:
+    """The ``mosaic`` and ``coverage`` arrays of several layer stores, read a window at a time.
+
+    Parameters
+    ----------
+    stores : sequence of MosaicStore
+        The layers' stores, in the order :meth:`read` returns them.
+    coverage_only : bool, optional
+        Open (and read) only the coverage arrays.
+    """
+
+    def __init__(self, stores: Sequence[MosaicStore], *, coverage_only: bool = False) -> None:
+        self._coverage_only = coverage_only
+        names = ("coverage",) if coverage_only else ("mosaic", "coverage")
+        opened = sync(_gather([_open(store, name) for store in stores for name in names]))
+        step = len(names)
+        self._arrays = [tuple(opened[k : k + step]) for k in range(0, len(opened), step)]
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def read(self, window: OutputRegion) -> list[tuple[np.ndarray | None, np.ndarray]]:
+        """Every layer's ``(image, coverage)`` on ``window`` as float32 (image None when coverage only)."""
+        rows, cols = slice(window.y0, window.y1), slice(window.x0, window.x1)
+        reads = []
+        for arrays in self._arrays:
+            if not self._coverage_only:
+                reads.append(arrays[0].getitem((slice(None), rows, cols)))
+            reads.append(arrays[-1].getitem((rows, cols)))
+        values = [np.asarray(v, dtype=np.float32) for v in sync(_gather(reads))]
+        if self._coverage_only:
+            return [(None, cover) for cover in values]
+        return [(values[k], values[k + 1]) for k in range(0, len(values), 2)]
+
+
+async def _open(store: MosaicStore, name: str) -> Any:
+    return await zarr_async.open_array(store=store.url, path=store.array_path(name), mode="r", zarr_format=3)
+
+
+async def _gather(coroutines: list[Any]) -> list[Any]:
+    return list(await asyncio.gather(*coroutines))
