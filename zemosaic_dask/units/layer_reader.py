@@ -4,7 +4,10 @@ A deep session stacks thousands of layers (SDS batch mosaics) on a region. Opene
 one by one through Zarr's synchronous interface, each read waits for its own round trip to
 Zarr's I/O loop (about 1 ms), and the region's bands multiplied those waits: 2,560 layers in
 12 bands spent 140 of 195 s reading. :class:`LayerReader` opens every layer's arrays in one
-round trip and reads a window of all of them in another, so the waits no longer add up.
+round trip and reads a window of many of them in each further one, so the waits no longer add up.
+Zarr decodes a whole chunk to read part of it, so the reads in flight together are bounded by
+the bytes of their decoded chunks (:data:`READ_BYTES`): reading all 2,560 layers at once held
+0.9 GB of decoded chunks and doubled the worker's peak; 16 MiB at once costs 5 % more time than 64 MiB.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from zarr.core.sync import sync
 from ..io.store import MosaicStore
 from ..plans.grid import OutputRegion
 
-__all__ = ["LayerReader"]
+__all__ = ["READ_BYTES", "LayerReader"]
+
+#: Decoded chunk bytes read at once, at most (one layer's arrays are read together whatever their size).
+READ_BYTES = 16 * 1024 * 1024
 
 
 class LayerReader:
@@ -40,6 +46,8 @@ class LayerReader:
         opened = sync(_gather([_open(store, name) for store in stores for name in names]))
         step = len(names)
         self._arrays = [tuple(opened[k : k + step]) for k in range(0, len(opened), step)]
+        chunk_bytes = sum(_chunk_bytes(a) for a in self._arrays[0]) if self._arrays else 1
+        self._per_read = max(1, READ_BYTES // max(chunk_bytes, 1))
 
     def __len__(self) -> int:
         return len(self._arrays)
@@ -47,15 +55,22 @@ class LayerReader:
     def read(self, window: OutputRegion) -> list[tuple[np.ndarray | None, np.ndarray]]:
         """Every layer's ``(image, coverage)`` on ``window`` as float32 (image None when coverage only)."""
         rows, cols = slice(window.y0, window.y1), slice(window.x0, window.x1)
-        reads = []
-        for arrays in self._arrays:
-            if not self._coverage_only:
-                reads.append(arrays[0].getitem((slice(None), rows, cols)))
-            reads.append(arrays[-1].getitem((rows, cols)))
-        values = [np.asarray(v, dtype=np.float32) for v in sync(_gather(reads))]
+        values: list[np.ndarray] = []
+        for start in range(0, len(self._arrays), self._per_read):
+            reads = []
+            for arrays in self._arrays[start : start + self._per_read]:
+                if not self._coverage_only:
+                    reads.append(arrays[0].getitem((slice(None), rows, cols)))
+                reads.append(arrays[-1].getitem((rows, cols)))
+            # A copy: a read can be a view of its whole decoded chunk, which must not stay alive.
+            values += [np.array(v, dtype=np.float32) for v in sync(_gather(reads))]
         if self._coverage_only:
             return [(None, cover) for cover in values]
         return [(values[k], values[k + 1]) for k in range(0, len(values), 2)]
+
+
+def _chunk_bytes(array: Any) -> int:
+    return int(np.prod(array.chunks)) * np.dtype(array.dtype).itemsize
 
 
 async def _open(store: MosaicStore, name: str) -> Any:
