@@ -1,13 +1,14 @@
-"""Reading one window of many layer stores: the arrays opened once, every read of a window at once.
+"""Reading one window of many layer stores: the arrays opened once, the reads gathered.
 
-A deep session stacks thousands of layers (SDS batch mosaics) on a region. Opened and read
-one by one through Zarr's synchronous interface, each read waits for its own round trip to
-Zarr's I/O loop (about 1 ms), and the region's bands multiplied those waits: 2,560 layers in
-12 bands spent 140 of 195 s reading. :class:`LayerReader` opens every layer's arrays in one
-round trip and reads a window of many of them in each further one, so the waits no longer add up.
+A deep session stacks thousands of layers (SDS batch mosaics) on a region, band by band.
+Opened and read one by one through Zarr's synchronous interface, every read is a separate
+round trip to Zarr's I/O loop: 2,560 layers in 12 bands spent 140 of 195 s opening and
+reading. :class:`LayerReader` opens every layer's arrays once and reads a band of many layers
+per round trip (the same region: 78 s of reading, now Zarr's own work per chunk).
 Zarr decodes a whole chunk to read part of it, so the reads in flight together are bounded by
 the bytes of their decoded chunks (:data:`READ_BYTES`): reading all 2,560 layers at once held
-0.9 GB of decoded chunks and doubled the worker's peak; 16 MiB at once costs 5 % more time than 64 MiB.
+0.9 GB of decoded chunks and doubled the worker's peak; 16 MiB at once costs 5 % more time
+than 64 MiB. The opened arrays cost about 36 KB per layer.
 """
 
 from __future__ import annotations
