@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zemosaic_dask.errors import ConfigError, PlanError
-from zemosaic_dask.plans.layers import LayerPlan, layer_units
 from zemosaic_dask.plans import (
     AssemblyPlan,
     AssemblyTargets,
@@ -21,6 +20,7 @@ from zemosaic_dask.plans import (
     select_two_pass_plan,
     two_pass_use_gpu,
 )
+from zemosaic_dask.plans.layers import LayerPlan, layer_units
 
 MiB, GiB = 2**20, 2**30
 GRID = OutputGrid(crval=(10.0, 20.0), pixel_scale=2.4, crpix=(1.0, 1.0), shape=(3000, 5000))
