@@ -8,6 +8,7 @@ import numpy as np
 
 from zemosaic_dask.io.store import open_mosaic_store
 from zemosaic_dask.plans.grid import OutputGrid
+from zemosaic_dask.units import layer_reader
 from zemosaic_dask.units.combine_region import CombineJob, LayerInput, build_combined_region, layer_count
 from zemosaic_dask.units.layer_reader import LayerReader
 
@@ -59,3 +60,18 @@ def test_the_combination_counts_layers_as_the_separate_count_does(tmp_path):
         assert done["max_layers"] == expected.max()
         for k, (_, cover) in enumerate(truth):
             assert done["layer_max"][k] == cover[window].max()
+
+
+def test_reads_in_groups_bounded_by_their_decoded_bytes_give_the_same_layers(tmp_path, monkeypatch):
+    stores, truth = _layers(tmp_path, 5)
+    region = next(iter(GRID.regions()))
+    chunk_bytes = (3 + 1) * GRID.chunk * GRID.chunk * 4  # one layer's mosaic and coverage chunks
+    monkeypatch.setattr(layer_reader, "READ_BYTES", 2 * chunk_bytes)
+    reader = LayerReader(stores)
+    assert reader._per_read == 2  # 5 layers in 3 reads
+    got = list(reader.iter_read(region))
+    assert len(got) == 5
+    for (image, coverage), (true_image, true_coverage) in zip(got, truth, strict=True):
+        np.testing.assert_array_equal(image, true_image[:, region.y0 : region.y1, region.x0 : region.x1])
+        np.testing.assert_array_equal(coverage, true_coverage[region.y0 : region.y1, region.x0 : region.x1])
+        assert image.base is None or image.base.nbytes == image.nbytes  # a copy, not a view of the chunk

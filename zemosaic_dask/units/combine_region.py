@@ -54,10 +54,6 @@ class Combined(NamedTuple):
     count: np.ndarray
 
 
-#: Layers whose region a plain mean reads at once.
-LAYERS_PER_READ = 64
-
-
 @dataclass(frozen=True)
 class CombineJob:
     """Combine ``layers`` on ``region`` and write the result into ``out``."""
@@ -92,7 +88,7 @@ def layer_count(job: CombineJob) -> np.ndarray:
     """Number of layers with data at each pixel of the job's region."""
     count = np.zeros(job.region.shape, dtype=np.int32)
     reader = LayerReader([layer.store for layer in job.layers], coverage_only=True)
-    for _, coverage in reader.read(job.region):
+    for _, coverage in reader.iter_read(job.region):
         count += coverage > 0
     return count
 
@@ -100,8 +96,9 @@ def layer_count(job: CombineJob) -> np.ndarray:
 def _streamed_mean(job: CombineJob, xp: Any) -> Combined:
     """Coverage-weighted mean of the corrected layers, accumulated one layer at a time.
 
-    Memory holds the region of at most :data:`LAYERS_PER_READ` layers and the two sums,
-    whatever the number of layers.
+    Memory holds the two sums and the layers of one read
+    (:meth:`~zemosaic_dask.units.layer_reader.LayerReader.iter_read`), whatever the number of
+    layers.
     """
     height, width = job.region.shape
     num = xp.zeros((job.n_channels, height, width), dtype=xp.float64)
@@ -109,22 +106,20 @@ def _streamed_mean(job: CombineJob, xp: Any) -> Combined:
     count = np.zeros((height, width), dtype=np.int32)
     used = 0
     layer_max: dict[int, float] = {}
-    for start in range(0, len(job.layers), LAYERS_PER_READ):
-        group = job.layers[start : start + LAYERS_PER_READ]
-        reader = LayerReader([layer.store for layer in group])
-        for layer, (image, coverage) in zip(group, reader.read(job.region), strict=True):
-            layer_max[layer.id] = float(coverage.max(initial=0.0))
-            if not (coverage > 0).any():
-                continue
-            used += 1
-            count += coverage > 0
-            gain = np.resize(np.asarray(layer.gain, np.float64), image.shape[0])[:, None, None] * layer.scale
-            offset = np.resize(np.asarray(layer.offset, np.float64), image.shape[0])[:, None, None] * layer.scale
-            valid = (coverage > 0) & np.all(np.isfinite(image), axis=0)
-            weight = xp.asarray(np.where(valid, coverage, 0).astype(np.float64))
-            corrected = xp.asarray(np.where(valid[None], image * gain + offset, 0.0))
-            num += corrected * weight[None]
-            den += weight
+    reader = LayerReader([layer.store for layer in job.layers])
+    for layer, (image, coverage) in zip(job.layers, reader.iter_read(job.region), strict=True):
+        layer_max[layer.id] = float(coverage.max(initial=0.0))
+        if not (coverage > 0).any():
+            continue
+        used += 1
+        count += coverage > 0
+        gain = np.resize(np.asarray(layer.gain, np.float64), image.shape[0])[:, None, None] * layer.scale
+        offset = np.resize(np.asarray(layer.offset, np.float64), image.shape[0])[:, None, None] * layer.scale
+        valid = (coverage > 0) & np.all(np.isfinite(image), axis=0)
+        weight = xp.asarray(np.where(valid, coverage, 0).astype(np.float64))
+        corrected = xp.asarray(np.where(valid[None], image * gain + offset, 0.0))
+        num += corrected * weight[None]
+        den += weight
     safe = xp.where(den > 0, den, 1.0)
     image = xp.where(den[None] > 0, num / safe[None], xp.nan)
     return Combined(to_numpy(image).astype(np.float32), to_numpy(den).astype(np.float32), used, layer_max, count)
@@ -150,7 +145,7 @@ def _stacked(job: CombineJob, xp: Any) -> Combined:
     for y0 in range(region.y0, region.y1, rows):
         band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
         samples, weights, gains, offsets = [], [], [], []
-        for layer, (values, cover) in zip(job.layers, reader.read(band), strict=True):
+        for layer, (values, cover) in zip(job.layers, reader.iter_read(band), strict=True):
             layer_max[layer.id] = max(layer_max.get(layer.id, 0.0), float(cover.max(initial=0.0)))
             if not (cover > 0).any():
                 continue
@@ -195,9 +190,11 @@ def build_combined_region(job: CombineJob, xp: Any = np) -> dict[str, Any]:
     region = job.region
     if not job.rewrite and job.out.region_done(region):
         summary = RegionSummary(region.name, len(job.layers), 0, 0, 0.0, reused=True)
-        covers = [c for _, c in LayerReader([layer.store for layer in job.layers], coverage_only=True).read(region)]
-        layer_max = {layer.id: float(c.max(initial=0.0)) for layer, c in zip(job.layers, covers, strict=True)}
-        count = sum((c > 0).astype(np.int32) for c in covers) if covers else np.zeros(region.shape, np.int32)
+        reader = LayerReader([layer.store for layer in job.layers], coverage_only=True)
+        count, layer_max = np.zeros(region.shape, np.int32), {}
+        for layer, (_, cover) in zip(job.layers, reader.iter_read(region), strict=True):
+            layer_max[layer.id] = float(cover.max(initial=0.0))
+            count += cover > 0
         return {"summary": summary, "max_layers": int(np.max(count, initial=0)), "layer_max": layer_max}
     image, coverage, used, layer_max, count = combine_layers_in_region(job, xp)
     image = np.where(coverage[None] > 0, image, np.float32(np.nan))

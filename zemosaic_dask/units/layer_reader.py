@@ -14,7 +14,7 @@ than 64 MiB. The opened arrays cost about 36 KB per layer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,8 +55,15 @@ class LayerReader:
 
     def read(self, window: OutputRegion) -> list[tuple[np.ndarray | None, np.ndarray]]:
         """Every layer's ``(image, coverage)`` on ``window`` as float32 (image None when coverage only)."""
+        return list(self.iter_read(window))
+
+    def iter_read(self, window: OutputRegion) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
+        """Each layer's ``(image, coverage)`` on ``window`` in turn, read :data:`READ_BYTES` at a time.
+
+        Only the layers of one read are held here, so a caller that keeps nothing of a layer
+        (a running sum, a count) holds at most that much whatever the number of layers.
+        """
         rows, cols = slice(window.y0, window.y1), slice(window.x0, window.x1)
-        values: list[np.ndarray] = []
         for start in range(0, len(self._arrays), self._per_read):
             reads = []
             for arrays in self._arrays[start : start + self._per_read]:
@@ -64,10 +71,11 @@ class LayerReader:
                     reads.append(arrays[0].getitem((slice(None), rows, cols)))
                 reads.append(arrays[-1].getitem((rows, cols)))
             # A copy: a read can be a view of its whole decoded chunk, which must not stay alive.
-            values += [np.array(v, dtype=np.float32) for v in sync(_gather(reads))]
-        if self._coverage_only:
-            return [(None, cover) for cover in values]
-        return [(values[k], values[k + 1]) for k in range(0, len(values), 2)]
+            values = [np.array(v, dtype=np.float32) for v in sync(_gather(reads))]
+            if self._coverage_only:
+                yield from ((None, cover) for cover in values)
+            else:
+                yield from ((values[k], values[k + 1]) for k in range(0, len(values), 2))
 
 
 def _chunk_bytes(array: Any) -> int:

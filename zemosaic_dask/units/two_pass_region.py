@@ -58,7 +58,7 @@ def layer_scale_values(job: TwoPassJob, layer_max: dict[int, float]) -> dict[int
     out: dict[int, np.ndarray] = {}
     layers = job.combine.layers
     reader = LayerReader([layer.store for layer in layers], coverage_only=True)
-    for layer, (_, layer_coverage) in zip(layers, reader.read(region), strict=True):
+    for layer, (_, layer_coverage) in zip(layers, reader.iter_read(region), strict=True):
         values = well_covered_scale_values(scale, layer_coverage, coverage_max=layer_max.get(layer.id))
         if values.size:
             out[layer.id] = np.asarray(values[::SAMPLE_STEP], dtype=np.float32)
@@ -102,7 +102,7 @@ def _apply_band(job: TwoPassJob, region: Any, gains: dict[int, float], reader: L
     image_p1 = np.asarray(store.array("mosaic", mode="r")[(slice(None),) + window], dtype=np.float32)
     cov_p1 = np.asarray(store.array("coverage", mode="r")[window], dtype=np.float32)
     weighted, weights = [], []
-    for layer, (image, coverage) in zip(combine.layers, reader.read(region), strict=True):
+    for layer, (image, coverage) in zip(combine.layers, reader.iter_read(region), strict=True):
         valid = (coverage > 0) & np.all(np.isfinite(image), axis=0)
         if not valid.any():
             continue
