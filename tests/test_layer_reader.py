@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from zemosaic_dask.io.store import open_mosaic_store
 from zemosaic_dask.plans.grid import OutputGrid
+from zemosaic_dask.tasks.stacking import StackOptions
 from zemosaic_dask.units import layer_reader
 from zemosaic_dask.units.combine_region import CombineJob, LayerInput, build_combined_region, layer_count
 from zemosaic_dask.units.layer_reader import LayerReader
@@ -48,18 +50,20 @@ def test_a_window_of_every_layer_equals_the_layers_read_one_by_one(tmp_path):
         np.testing.assert_array_equal(coverage, true_coverage[window.y0 : window.y1, window.x0 : window.x1])
 
 
-def test_the_combination_counts_layers_as_the_separate_count_does(tmp_path):
+@pytest.mark.parametrize("stack", [StackOptions(rejection="none"), StackOptions(rejection="kappa_sigma")])
+def test_the_combination_counts_layers_as_the_separate_count_does(tmp_path, stack):
+    """Both combinations (streamed mean, stacked with rejection) and a reused region report the same counts."""
     stores, truth = _layers(tmp_path, 4, channels=1)
     out, _ = open_mosaic_store(str(tmp_path / "out.zarr"), GRID, 1, fingerprint="f")
     for region in GRID.regions():
-        job = CombineJob(region, tuple(LayerInput(k, s) for k, s in enumerate(stores)), out, n_channels=1)
-        done = build_combined_region(job)
+        job = CombineJob(region, tuple(LayerInput(k, s) for k, s in enumerate(stores)), out, n_channels=1, stack=stack)
         window = (slice(region.y0, region.y1), slice(region.x0, region.x1))
         expected = sum((cover[window] > 0).astype(int) for _, cover in truth)
         np.testing.assert_array_equal(layer_count(job), expected)
-        assert done["max_layers"] == expected.max()
-        for k, (_, cover) in enumerate(truth):
-            assert done["layer_max"][k] == cover[window].max()
+        for done in (build_combined_region(job), build_combined_region(job)):  # computed, then reused
+            assert done["max_layers"] == expected.max()
+            assert done["layer_max"] == {k: float(cover[window].max()) for k, (_, cover) in enumerate(truth)}
+        assert done["summary"].reused
 
 
 def test_reads_in_groups_bounded_by_their_decoded_bytes_give_the_same_layers(tmp_path, monkeypatch):

@@ -86,11 +86,17 @@ def _layer_noise(job: CombineJob, weights: list[np.ndarray]) -> dict[str, Any]:
 
 def layer_count(job: CombineJob) -> np.ndarray:
     """Number of layers with data at each pixel of the job's region."""
-    count = np.zeros(job.region.shape, dtype=np.int32)
+    return _coverage_summary(job)[0]
+
+
+def _coverage_summary(job: CombineJob) -> tuple[np.ndarray, dict[int, float]]:
+    """Layers with data at each pixel of the job's region, and each layer's largest coverage there."""
+    count, layer_max = np.zeros(job.region.shape, dtype=np.int32), {}
     reader = LayerReader([layer.store for layer in job.layers], coverage_only=True)
-    for _, coverage in reader.iter_read(job.region):
+    for layer, (_, coverage) in zip(job.layers, reader.iter_read(job.region), strict=True):
+        layer_max[layer.id] = float(coverage.max(initial=0.0))
         count += coverage > 0
-    return count
+    return count, layer_max
 
 
 def _streamed_mean(job: CombineJob, xp: Any) -> Combined:
@@ -128,8 +134,8 @@ def _streamed_mean(job: CombineJob, xp: Any) -> Combined:
 def _stacked(job: CombineJob, xp: Any) -> Combined:
     """Layers stacked with a rejection across layers, in bands of rows within ``job.max_bytes``.
 
-    Every layer's arrays are opened once for the region, and each band is read from all of
-    them at once (:class:`~zemosaic_dask.units.layer_reader.LayerReader`).
+    Every layer's arrays are opened once for the region, and each band is read from many
+    layers per round trip (:class:`~zemosaic_dask.units.layer_reader.LayerReader`).
     """
     region = job.region
     height, width = region.shape
@@ -190,11 +196,7 @@ def build_combined_region(job: CombineJob, xp: Any = np) -> dict[str, Any]:
     region = job.region
     if not job.rewrite and job.out.region_done(region):
         summary = RegionSummary(region.name, len(job.layers), 0, 0, 0.0, reused=True)
-        reader = LayerReader([layer.store for layer in job.layers], coverage_only=True)
-        count, layer_max = np.zeros(region.shape, np.int32), {}
-        for layer, (_, cover) in zip(job.layers, reader.iter_read(region), strict=True):
-            layer_max[layer.id] = float(cover.max(initial=0.0))
-            count += cover > 0
+        count, layer_max = _coverage_summary(job)
         return {"summary": summary, "max_layers": int(np.max(count, initial=0)), "layer_max": layer_max}
     image, coverage, used, layer_max, count = combine_layers_in_region(job, xp)
     image = np.where(coverage[None] > 0, image, np.float32(np.nan))
