@@ -79,6 +79,9 @@ class StageOptions:
         Thresholds and widths of the alt-az edge mask.
     altaz_policy : AltazPolicy
         For a plan saved without an ``altaz`` section: the setting to decide the cleanup from.
+    layer_fan_in : int
+        Most layers one task combines on a region; deeper regions combine as a tree
+        (:func:`~zemosaic_dask.plans.layer_tree.layer_tree`).
     """
 
     stack: StackOptions
@@ -91,6 +94,7 @@ class StageOptions:
     assembly_targets: AssemblyTargets
     altaz: EdgeCleanupOptions
     altaz_policy: AltazPolicy
+    layer_fan_in: int
 
 
 def stack_options(config: ZeMosaicConfig) -> StackOptions:
@@ -140,6 +144,7 @@ def stage_options(config: ZeMosaicConfig, n_channels: int) -> StageOptions:
         assembly_targets=assembly_targets(config, n_channels),
         altaz=altaz_cleanup_options(config),
         altaz_policy=altaz_policy(config),
+        layer_fan_in=config.assembly.layer_fan_in,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from ..graph.layers import build_combine_graph, build_mask_graph, build_region_graph, build_tile_layer_graph
 from ..graph.mosaic_first import region_jobs
 from ..io.store import MosaicStore, open_mosaic_store
+from ..plans.grid import OutputGrid
+from ..plans.layer_tree import layer_tree
 from ..plans.layers import LayerPlan
 from ..plans.mosaic import MosaicPlan
 from ..plans.regions import assign_frames_to_regions
@@ -16,7 +19,7 @@ from ..tasks.stacking import StackOptions
 from ..units.combine_region import CombineJob, LayerInput
 from ..units.tile_layer import TileLayerJob
 
-__all__ = ["LayerStores", "build_layers", "combine_layers", "layer_inputs"]
+__all__ = ["LayerStores", "build_layers", "combine_layers", "combine_trees", "layer_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +161,49 @@ def combine_jobs(
     return jobs
 
 
-def combine_layers(jobs: list[CombineJob], prefix: str) -> list[Any]:
-    """Delayed combinations of the layers, one per region."""
-    return build_combine_graph(jobs, prefix)
+def combine_trees(
+    jobs: list[CombineJob], fan_in: int, *, grid: OutputGrid, n_channels: int, fingerprint: str
+) -> list[list[list[CombineJob]]]:
+    """Each region's combination as the levels of its tree (:func:`~zemosaic_dask.plans.layer_tree.layer_tree`).
+
+    A region reached by at most ``fan_in`` layers is one level of one job. A deeper one is
+    combined in groups of layers, written to the group stores ``groups/<level>/<k>`` (a
+    store per group position, shared by every region, each region writing its own
+    chunks), then in groups of groups, until the root job writes the region; every node
+    keeps the region's stacking options and expected noise. The group stores are made
+    (or reopened, to resume) on ``grid`` with the run's ``fingerprint``.
+    """
+    shapes = [layer_tree(len(job.layers), fan_in) for job in jobs]
+    widths: dict[int, int] = {}
+    for levels in shapes:
+        for level, groups in enumerate(levels[:-1]):
+            widths[level] = max(widths.get(level, 0), len(groups))
+    url = jobs[0].out.url if jobs else ""
+    stores = {
+        (level, k): _open(MosaicStore(url, f"groups/{level}/{k}"), grid, n_channels, fingerprint, False)
+        for level, width in sorted(widths.items())
+        for k in range(width)
+    }
+    trees = []
+    for job, levels in zip(jobs, shapes, strict=True):
+        nodes: list[list[CombineJob]] = []
+        inputs = job.layers
+        for level, groups in enumerate(levels[:-1]):
+            nodes.append(
+                [
+                    dataclasses.replace(job, layers=tuple(inputs[r.start : r.stop]), out=stores[level, k], group=True)
+                    for k, r in enumerate(groups)
+                ]
+            )
+            inputs = tuple(LayerInput(k, stores[level, k]) for k in range(len(groups)))
+        nodes.append([dataclasses.replace(job, layers=inputs)])
+        trees.append(nodes)
+    return trees
+
+
+def combine_layers(trees: list[list[list[CombineJob]]], prefix: str) -> list[Any]:
+    """Delayed combinations of the layers, one per region (the root of its tree)."""
+    return build_combine_graph(trees, prefix)
 
 
 def mask_layers(jobs: list[CombineJob], min_layers: float) -> list[Any]:

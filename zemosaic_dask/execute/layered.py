@@ -16,13 +16,32 @@ from ..tasks.stacking import StackOptions
 from .calibration import calibrate_layers
 from .coefficients import frame_coefficients, frame_noise_and_sky
 from .compute import Timings, compute
-from .layer_stores import build_layers, combine_jobs, combine_layers, layer_inputs, layer_stores, mask_layers
+from .layer_stores import (
+    build_layers,
+    combine_jobs,
+    combine_layers,
+    combine_trees,
+    layer_inputs,
+    layer_stores,
+    mask_layers,
+)
 from .routing import ExecutionResult, assembly_plan_of, gpu_fallbacks, gpu_resources, unit_chunk_bytes, units_in_flight
 from .two_pass import renormalise
 
 __all__ = ["execute_layers"]
 
 log = logging.getLogger(__name__)
+
+
+def tree_summary(trees: list[list[list[Any]]], fan_in: int) -> dict[str, Any]:
+    """The report's account of the combination trees: fan-in, regions combined in groups, group tasks, levels."""
+    deep = [levels for levels in trees if len(levels) > 1]
+    return {
+        "fan_in": int(fan_in),
+        "regions_in_groups": len(deep),
+        "group_tasks": sum(len(jobs) for levels in deep for jobs in levels[:-1]),
+        "levels": max((len(levels) for levels in trees), default=0),
+    }
 
 
 def execute_layers(
@@ -73,9 +92,11 @@ def execute_layers(
         noise, sky = (tuple(np.median(np.asarray(t), axis=0).tolist()) for t in frame_noise_and_sky(plan, planes))
     jobs = combine_jobs(plan, stores, inputs, store, combine, max_bytes=max_bytes, noise=noise, sky=sky)
     with timings.stage("assembly"):
-        combined = compute(
-            handle, combine_layers(jobs, prefix), label="assembly", show_progress=show_progress, max_in_flight=in_flight
-        )
+        fan_in = options.layer_fan_in
+        trees = combine_trees(jobs, fan_in, grid=plan.grid, n_channels=plan.n_channels, fingerprint=plan.fingerprint())
+        report["combine_tree"] = tree_summary(trees, fan_in)
+        graph = combine_layers(trees, prefix)
+        combined = compute(handle, graph, label="assembly", show_progress=show_progress, max_in_flight=in_flight)
     if options.two_pass.enabled and len(stores) > 1 and jobs:
         with timings.stage("two-pass"):
             report["two_pass"] = renormalise(plan, options, jobs, combined, assembly, handle, show_progress)

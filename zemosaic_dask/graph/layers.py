@@ -3,7 +3,8 @@
 Task keys read well on the dashboard: ``stack-tile-<id>-<y>-<x>`` (a master tile's region on
 its own grid), ``reproject-tile-<id>-<y>-<x>`` (a tile put onto the global grid),
 ``reproject-batch-<id>-<y>-<x>`` (an SDS batch mosaic region), ``stack-region-<y>-<x>`` /
-``sds-combine-<y>-<x>`` (the final combination) and ``mask-region-<y>-<x>``.
+``sds-combine-<y>-<x>`` (the final combination), ``sds-combine-<y>-<x>-group-<level>-<k>``
+(a group of a deep region's combination tree) and ``mask-region-<y>-<x>``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from typing import Any
 import dask
 from dask.delayed import Delayed
 
-from ..units.combine_region import CombineJob, build_combined_region, mask_low_coverage_region
+from ..units.combine_region import (
+    CombineJob,
+    build_combined_region,
+    build_group_region,
+    build_tree_region,
+    mask_low_coverage_region,
+)
 from ..units.tile_layer import TileLayerJob, build_tile_layer_region
 from ..units.two_pass_region import TwoPassJob, apply_two_pass_region, layer_scale_values
 from .calls import job_task
@@ -50,9 +57,41 @@ def _build_after(job: TileLayerJob, _ready: Any) -> Any:
     return build_tile_layer_region(job)
 
 
-def build_combine_graph(jobs: Sequence[CombineJob], prefix: str) -> list[Delayed]:
-    """One delayed combination per region, keyed ``<prefix>-<iy>-<ix>``."""
-    return [job_task(build_combined_region, job, key=f"{prefix}-{job.region.iy}-{job.region.ix}") for job in jobs]
+def build_combine_graph(trees: Sequence[Sequence[Sequence[CombineJob]]], prefix: str) -> list[Delayed]:
+    """One delayed combination per region, keyed ``<prefix>-<iy>-<ix>``.
+
+    Each region comes as the levels of its combination tree
+    (:func:`~zemosaic_dask.execute.layer_stores.combine_trees`): a single level is one task;
+    otherwise every group is a task fed by the groups of the level below that it
+    combines, and the region's task is the root.
+    """
+    out = []
+    for levels in trees:
+        root = levels[-1][0]
+        name = f"{prefix}-{root.region.iy}-{root.region.ix}"
+        if len(levels) == 1:
+            out.append(job_task(build_combined_region, root, key=name))
+            continue
+        below: list[Delayed] = []
+        for level, jobs in enumerate(levels[:-1]):
+            spans = _spans(levels, level)
+            below = [
+                job_task(build_group_region, job, *below[span], key=f"{name}-group-{level}-{k}")
+                for k, (job, span) in enumerate(zip(jobs, spans, strict=True))
+            ]
+        out.append(job_task(build_tree_region, root, *below, key=name))
+    return out
+
+
+def _spans(levels: Sequence[Sequence[CombineJob]], level: int) -> list[slice]:
+    """Which nodes of the level below each node of ``level`` combines (none for the layers' groups)."""
+    if level == 0:
+        return [slice(0, 0)] * len(levels[0])
+    spans, start = [], 0
+    for job in levels[level]:
+        spans.append(slice(start, start + len(job.layers)))
+        start += len(job.layers)
+    return spans
 
 
 def build_mask_graph(jobs: Sequence[CombineJob], min_layers: float) -> list[Delayed]:

@@ -189,12 +189,18 @@ class StackResult:
     pair_rejections : int
         ``noise_clip`` only (0 otherwise): number of channel-pixels with two samples
         where the brighter one was rejected because the two disagreed beyond their noise.
+    kept_weight : array or None
+        ``(H, W)`` float32: the footprint weight of the samples the rejection kept, averaged
+        over the channels (the weight behind the image; ``coverage`` when nothing was
+        rejected). A stack that is combined again (a group of layers) takes its noise
+        from it.
     """
 
     image: Any
     coverage: Any
     n_frames: Any
     pair_rejections: int = 0
+    kept_weight: Any = None
 
 
 def stack_samples(
@@ -310,9 +316,16 @@ def stack_samples(
             background = background * gain
             background += offset
         model = (noise, background)
-    image, pair_rejections = _combine(values, weights, valid, options, model)
+    image, pair_rejections, keep = _combine(values, weights, valid, options, model)
     coverage, n_frames = _coverage(xp, weight, has_data, frame_ids, count)
-    return StackResult(image=image, coverage=coverage, n_frames=n_frames, pair_rejections=pair_rejections)
+    kept = sum(xp.sum(xp.where(keep[:, c], weight, xp.float32(0)), axis=0) for c in range(channels)) / channels
+    return StackResult(
+        image=image,
+        coverage=coverage,
+        n_frames=n_frames,
+        pair_rejections=pair_rejections,
+        kept_weight=xp.asarray(kept, dtype=xp.float32),
+    )
 
 
 def peak_memory_bytes(
@@ -380,12 +393,12 @@ def _per_sample(xp: Any, array: Any, count: int, channels: int, name: str) -> An
     return array  # 4-D shapes are checked by reject_noise_clip
 
 
-def _combine(values: Any, weights: Any, valid: Any, options: StackOptions, model: Any) -> tuple[Any, int]:
-    """Return the combined image and the number of pair-rule rejections (noise_clip)."""
+def _combine(values: Any, weights: Any, valid: Any, options: StackOptions, model: Any) -> tuple[Any, int, Any]:
+    """Return the combined image, the number of pair-rule rejections (noise_clip) and the samples kept."""
     if options.rejection == "median":
-        return kept_median(values, valid), 0
+        return kept_median(values, valid), 0, valid
     if options.rejection == "robust_mean":
-        return huber_mean(values, weights, valid, min_samples=options.min_samples_for_rejection), 0
+        return huber_mean(values, weights, valid, min_samples=options.min_samples_for_rejection), 0, valid
     keep = valid
     pair_rejections = 0
     clipper = _CLIPPERS.get(options.rejection)
@@ -412,8 +425,8 @@ def _combine(values: Any, weights: Any, valid: Any, options: StackOptions, model
             min_samples=options.min_samples_for_rejection,
         )
     if options.combine == "median":
-        return kept_median(values, keep), pair_rejections
-    return weighted_mean(values, weights, keep), pair_rejections
+        return kept_median(values, keep), pair_rejections, keep
+    return weighted_mean(values, weights, keep), pair_rejections, keep
 
 
 def _coverage(xp: Any, weight: Any, has_data: Any, frame_ids: Any, count: int) -> tuple[Any, Any]:

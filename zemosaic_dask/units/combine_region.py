@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -28,6 +29,8 @@ __all__ = [
     "Combined",
     "LayerInput",
     "build_combined_region",
+    "build_group_region",
+    "build_tree_region",
     "combine_layers_in_region",
     "mask_low_coverage_region",
 ]
@@ -45,18 +48,28 @@ class LayerInput:
 
 
 class Combined(NamedTuple):
-    """A region's combination: image, coverage, layers used, each layer's largest coverage, layers per pixel."""
+    """A region's combination: image, coverage, layers used, each layer's largest coverage, layers per pixel.
+
+    ``kept`` is the coverage of the samples the rejection kept (``coverage`` without
+    rejection): the weight behind the image, which a group of a combination tree writes as
+    its coverage so that the next level judges its noise from it.
+    """
 
     image: np.ndarray
     coverage: np.ndarray
     used: int
     layer_max: dict[int, float]
     count: np.ndarray
+    kept: np.ndarray
 
 
 @dataclass(frozen=True)
 class CombineJob:
-    """Combine ``layers`` on ``region`` and write the result into ``out``."""
+    """Combine ``layers`` on ``region`` and write the result into ``out``.
+
+    ``group``: the job is a group of a combination tree, which writes the coverage of the
+    samples it kept (see :class:`Combined`).
+    """
 
     region: OutputRegion
     layers: tuple[LayerInput, ...]
@@ -67,6 +80,7 @@ class CombineJob:
     max_bytes: int = 256 * 1024 * 1024
     noise: tuple[float, ...] | None = None
     sky: tuple[float, ...] | None = None
+    group: bool = False
 
 
 def _layer_noise(job: CombineJob, weights: list[np.ndarray]) -> dict[str, Any]:
@@ -89,14 +103,16 @@ def layer_count(job: CombineJob) -> np.ndarray:
     return _coverage_summary(job)[0]
 
 
-def _coverage_summary(job: CombineJob) -> tuple[np.ndarray, dict[int, float]]:
-    """Layers with data at each pixel of the job's region, and each layer's largest coverage there."""
+def _coverage_summary(job: CombineJob) -> tuple[np.ndarray, dict[int, float], np.ndarray]:
+    """Layers with data at each pixel of the job's region, each layer's largest coverage there, their sum."""
     count, layer_max = np.zeros(job.region.shape, dtype=np.int32), {}
+    total = np.zeros(job.region.shape, dtype=np.float32)
     reader = LayerReader([layer.store for layer in job.layers], coverage_only=True)
     for layer, (_, coverage) in zip(job.layers, reader.iter_read(job.region), strict=True):
         layer_max[layer.id] = float(coverage.max(initial=0.0))
         count += coverage > 0
-    return count, layer_max
+        total += np.maximum(coverage, 0)
+    return count, layer_max, total
 
 
 def _streamed_mean(job: CombineJob, xp: Any) -> Combined:
@@ -128,7 +144,8 @@ def _streamed_mean(job: CombineJob, xp: Any) -> Combined:
         den += weight
     safe = xp.where(den > 0, den, 1.0)
     image = xp.where(den[None] > 0, num / safe[None], xp.nan)
-    return Combined(to_numpy(image).astype(np.float32), to_numpy(den).astype(np.float32), used, layer_max, count)
+    den = to_numpy(den).astype(np.float32)
+    return Combined(to_numpy(image).astype(np.float32), den, used, layer_max, count, den)
 
 
 def _stacked(job: CombineJob, xp: Any) -> Combined:
@@ -141,6 +158,7 @@ def _stacked(job: CombineJob, xp: Any) -> Combined:
     height, width = region.shape
     image = np.full((job.n_channels, height, width), np.nan, dtype=np.float32)
     coverage = np.zeros((height, width), dtype=np.float32)
+    kept = np.zeros((height, width), dtype=np.float32)
     layers_here = np.zeros((height, width), dtype=np.int32)
     count = max(1, len(job.layers))
     per_row = peak_memory_bytes((count, job.n_channels, 1, width), job.stack) + count * (job.n_channels + 1) * width * 4
@@ -173,7 +191,8 @@ def _stacked(job: CombineJob, xp: Any) -> Combined:
         )
         image[:, y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.image)
         coverage[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.coverage)
-    return Combined(image, coverage, len(used), layer_max, layers_here)
+        kept[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.kept_weight)
+    return Combined(image, coverage, len(used), layer_max, layers_here, kept)
 
 
 def combine_layers_in_region(job: CombineJob, xp: Any = np) -> Combined:
@@ -186,32 +205,91 @@ def combine_layers_in_region(job: CombineJob, xp: Any = np) -> Combined:
     return _stacked(job, xp)
 
 
+def _combine_and_write(
+    job: CombineJob, xp: Any, *, summarise: bool = True, coverage: np.ndarray | None = None
+) -> tuple[RegionSummary, Combined]:
+    """Combine the job's layers on its region and write them, or reuse a region already written.
+
+    Returns the region's summary and its combination. A group job writes the coverage its
+    image kept; ``coverage`` (the root of a tree: the frames' coverage summed over its
+    groups) replaces the written coverage. A reused region is not recombined: its image is
+    left empty, and only with ``summarise`` are its layers' coverages read for the counts.
+    """
+    start = time.perf_counter()
+    region = job.region
+    if not job.rewrite and job.out.region_done(region):
+        summary = RegionSummary(region.name, len(job.layers), 0, 0, 0.0, reused=True)
+        empty = np.zeros(0, np.float32)
+        count, layer_max, total = _coverage_summary(job) if summarise else (np.zeros(0, np.int32), {}, empty)
+        return summary, Combined(empty, total, 0, layer_max, count, empty)
+    combined = combine_layers_in_region(job, xp)
+    written = combined.kept if job.group else combined.coverage if coverage is None else coverage
+    image = np.where(written[None] > 0, combined.image, np.float32(np.nan))
+    alpha = np.where((written > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
+    job.out.write_region(region, image, written, alpha)
+    backend = "cpu" if xp is np else xp.__name__
+    seconds = time.perf_counter() - start
+    summary = RegionSummary(region.name, len(job.layers), combined.used, 0, seconds, reused=False, backend=backend)
+    return summary, combined
+
+
 def build_combined_region(job: CombineJob, xp: Any = np) -> dict[str, Any]:
     """Combine the layers on one region and write it.
 
     Returns the region's summary, its largest layer count and each layer's largest
     coverage in the region (for the two-pass renormalisation).
     """
-    start = time.perf_counter()
-    region = job.region
-    if not job.rewrite and job.out.region_done(region):
-        summary = RegionSummary(region.name, len(job.layers), 0, 0, 0.0, reused=True)
-        count, layer_max = _coverage_summary(job)
-        return {"summary": summary, "max_layers": int(np.max(count, initial=0)), "layer_max": layer_max}
-    image, coverage, used, layer_max, count = combine_layers_in_region(job, xp)
-    image = np.where(coverage[None] > 0, image, np.float32(np.nan))
-    alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
-    job.out.write_region(region, image, coverage, alpha)
-    summary = RegionSummary(
-        region.name,
-        len(job.layers),
-        used,
-        0,
-        time.perf_counter() - start,
-        reused=False,
-        backend="cpu" if xp is np else xp.__name__,
+    summary, combined = _combine_and_write(job, xp)
+    return {"summary": summary, "max_layers": int(combined.count.max(initial=0)), "layer_max": combined.layer_max}
+
+
+def _below(nodes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What a level's nodes hold of the original layers, summed: counts, coverage, largest coverages, layers."""
+    out: dict[str, Any] = {"count": 0, "coverage": 0, "layer_max": {}, "layers": 0, "used": 0}
+    for node in nodes:
+        for key in ("count", "coverage", "layers", "used"):
+            out[key] = out[key] + node[key]
+        out["layer_max"].update(node["layer_max"])
+    return out
+
+
+def build_group_region(job: CombineJob, *below: dict[str, Any], xp: Any = np) -> dict[str, Any]:
+    """One group of a region's combination tree (:func:`~zemosaic_dask.plans.layer_tree.layer_tree`).
+
+    ``job`` combines a group of layers, or with ``below`` the results of the groups of the
+    level below (their stores are ``job.layers``), into a group store. Returns what the
+    next level needs of the original layers: their count per pixel, their coverage summed,
+    each one's largest coverage, how many there were and how many held data.
+    """
+    summary, combined = _combine_and_write(job, xp, summarise=not below)
+    if below:
+        return _below(below)
+    return {
+        "count": combined.count,
+        "coverage": combined.coverage,
+        "layer_max": combined.layer_max,
+        "layers": len(job.layers),
+        "used": summary.contributing,
+    }
+
+
+def build_tree_region(job: CombineJob, *below: dict[str, Any], xp: Any = np) -> dict[str, Any]:
+    """The root of a region's combination tree: combine the groups below and write the region.
+
+    The region's coverage is the original layers' (as one combination of them writes it).
+    Returns what :func:`build_combined_region` returns, counted over the original layers.
+    """
+    layers = _below(below)
+    coverage = np.asarray(layers["coverage"], dtype=np.float32)
+    summary, _ = _combine_and_write(job, xp, summarise=False, coverage=coverage)
+    summary = dataclasses.replace(
+        summary, frames=layers["layers"], contributing=0 if summary.reused else layers["used"]
     )
-    return {"summary": summary, "max_layers": int(count.max(initial=0)), "layer_max": layer_max}
+    return {
+        "summary": summary,
+        "max_layers": int(np.max(layers["count"], initial=0)),
+        "layer_max": layers["layer_max"],
+    }
 
 
 def mask_low_coverage_region(job: CombineJob, min_layers: float) -> SdsMaskSummary:
