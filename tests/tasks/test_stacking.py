@@ -312,3 +312,21 @@ def test_a_region_without_samples_is_empty():
     result = stack_samples(np.zeros((0, 3, 4, 5), np.float32), np.zeros((0, 4, 5), np.float32), StackOptions())
     assert result.image.shape == (3, 4, 5) and np.all(np.isnan(result.image))
     assert np.all(result.coverage == 0) and np.all(result.n_frames == 0)
+
+
+def test_the_kept_weight_is_the_footprint_of_the_samples_the_rejection_kept():
+    rng = np.random.default_rng(3)
+    samples = rng.normal(100.0, 2.0, (8, 2, 6, 5)).astype(np.float32)
+    footprint = rng.uniform(0.2, 1.0, (8, 6, 5)).astype(np.float32)
+    samples[2, :, 1:3, :] += 500.0  # a trail in sample 2 (both channels)
+    samples[5, 1, 4, :] += 500.0  # a hot row in sample 5, second channel only
+    options = StackOptions(rejection="noise_clip", kappa_low=5.0, kappa_high=5.0, min_samples_for_rejection=3)
+    result = stack_samples(samples, footprint, options, noise=2.0, kept_weight=True)
+    plain = stack_samples(samples, footprint, StackOptions(rejection="none"), kept_weight=True)
+    np.testing.assert_allclose(plain.kept_weight, footprint.sum(axis=0), rtol=1e-5)
+    expected = footprint.sum(axis=0)
+    expected[1:3] -= footprint[2, 1:3]
+    expected[4] -= footprint[5, 4] / 2  # rejected in one channel of two
+    np.testing.assert_allclose(result.kept_weight, expected, rtol=1e-5)
+    np.testing.assert_allclose(result.coverage, footprint.sum(axis=0), rtol=1e-5)  # every frame still counts
+    assert stack_samples(samples, footprint, options, noise=2.0).kept_weight is None

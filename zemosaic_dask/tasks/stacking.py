@@ -190,10 +190,10 @@ class StackResult:
         ``noise_clip`` only (0 otherwise): number of channel-pixels with two samples
         where the brighter one was rejected because the two disagreed beyond their noise.
     kept_weight : array or None
-        ``(H, W)`` float32: the footprint weight of the samples the rejection kept, averaged
-        over the channels (the weight behind the image; ``coverage`` when nothing was
-        rejected). A stack that is combined again (a group of layers) takes its noise
-        from it.
+        ``(H, W)`` float32, when asked for (None otherwise): the footprint weight of the
+        samples the rejection kept, averaged over the channels (the weight behind the image;
+        ``coverage`` when nothing was rejected). A stack that is combined again (a group of
+        layers) takes its noise from it.
     """
 
     image: Any
@@ -214,6 +214,7 @@ def stack_samples(
     frame_weights: Any | None = None,
     noise: Any | None = None,
     background: Any | None = None,
+    kept_weight: bool = False,
 ) -> StackResult:
     """Stack the samples K frames give to one output region.
 
@@ -249,6 +250,8 @@ def stack_samples(
         Sky level under every sample, in the units of ``samples``, shaped like ``noise``
         (default 0: background-subtracted samples); ``noise_clip`` measures the signal
         of its ``noise_scale`` term above it. Normalisation maps it like the samples.
+    kept_weight : bool
+        Also return the weight of the samples kept (:attr:`StackResult.kept_weight`).
 
     Returns
     -------
@@ -318,14 +321,11 @@ def stack_samples(
         model = (noise, background)
     image, pair_rejections, keep = _combine(values, weights, valid, options, model)
     coverage, n_frames = _coverage(xp, weight, has_data, frame_ids, count)
-    kept = sum(xp.sum(xp.where(keep[:, c], weight, xp.float32(0)), axis=0) for c in range(channels)) / channels
-    return StackResult(
-        image=image,
-        coverage=coverage,
-        n_frames=n_frames,
-        pair_rejections=pair_rejections,
-        kept_weight=xp.asarray(kept, dtype=xp.float32),
-    )
+    kept = None
+    if kept_weight:
+        kept = sum(xp.sum(xp.where(keep[:, c], weight, xp.float32(0)), axis=0) for c in range(channels)) / channels
+        kept = xp.asarray(kept, dtype=xp.float32)
+    return StackResult(image, coverage, n_frames, pair_rejections, kept)
 
 
 def peak_memory_bytes(

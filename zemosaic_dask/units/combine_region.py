@@ -187,12 +187,14 @@ def _stacked(job: CombineJob, xp: Any) -> Combined:
             job.stack,
             gains=np.stack(gains),
             offsets=np.stack(offsets),
+            kept_weight=job.group,
             **_layer_noise(job, weights),
         )
         image[:, y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.image)
         coverage[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.coverage)
-        kept[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.kept_weight)
-    return Combined(image, coverage, len(used), layer_max, layers_here, kept)
+        if job.group:
+            kept[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.kept_weight)
+    return Combined(image, coverage, len(used), layer_max, layers_here, kept if job.group else coverage)
 
 
 def combine_layers_in_region(job: CombineJob, xp: Any = np) -> Combined:
