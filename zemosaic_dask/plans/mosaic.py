@@ -128,6 +128,11 @@ class MosaicPlan:
         computes (cluster, logging, output options, the assembly plan derived from the
         workers) is left out, so a run may resume on a different cluster.
         """
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        """The digest, computed once per plan (16,000 frames take about 6 s of CPU to serialise)."""
         data = self.to_dict()
         config = {k: v for k, v in data["config"].items() if k not in NON_PIXEL_CONFIG}
         sections = {k: v for k, v in data["sections"].items() if k != "assembly_plan"}
