@@ -9,7 +9,7 @@ from typing import Any
 
 from ..graph.layers import build_combine_graph, build_mask_graph, build_region_graph, build_tile_layer_graph
 from ..graph.mosaic_first import region_jobs
-from ..io.store import MosaicStore, open_mosaic_store
+from ..io.store import MosaicStore, open_mosaic_stores
 from ..plans.grid import OutputGrid
 from ..plans.layer_tree import layer_tree
 from ..plans.layers import LayerPlan
@@ -33,24 +33,15 @@ class LayerStores:
     on_grid: MosaicStore
 
 
-def _open(store: MosaicStore, grid: Any, n_channels: int, fingerprint: str, restart: bool) -> MosaicStore:
-    opened, _ = open_mosaic_store(
-        store.url, grid, n_channels, fingerprint=fingerprint, prefix=store.prefix, restart=restart
-    )
-    return opened
-
-
 def layer_stores(plan: MosaicPlan, store: MosaicStore, *, restart: bool = False) -> list[LayerStores]:
-    """Create (or reopen) the stores of every layer of the plan."""
-    fingerprint = plan.fingerprint()
-    out = []
-    for layer in plan.layers:
-        tile = None
-        if layer.grid is not None:
-            tile = _open(MosaicStore(store.url, f"tiles/{layer.id}"), layer.grid, plan.n_channels, fingerprint, restart)
-        on_grid = _open(MosaicStore(store.url, f"layers/{layer.id}"), plan.grid, plan.n_channels, fingerprint, restart)
-        out.append(LayerStores(layer, tile, on_grid))
-    return out
+    """Create (or reopen) the stores of every layer of the plan, all at once."""
+    specs = [(f"layers/{layer.id}", plan.grid) for layer in plan.layers]
+    specs += [(f"tiles/{layer.id}", layer.grid) for layer in plan.layers if layer.grid is not None]
+    opened = open_mosaic_stores(store.url, specs, plan.n_channels, fingerprint=plan.fingerprint(), restart=restart)
+    by_prefix = {s.prefix: s for s, _ in opened}
+    return [
+        LayerStores(layer, by_prefix.get(f"tiles/{layer.id}"), by_prefix[f"layers/{layer.id}"]) for layer in plan.layers
+    ]
 
 
 def build_layers(
@@ -178,12 +169,11 @@ def combine_trees(
     for levels in shapes:
         for level, groups in enumerate(levels[:-1]):
             widths[level] = max(widths.get(level, 0), len(groups))
+    keys = [(level, k) for level, width in sorted(widths.items()) for k in range(width)]
     url = jobs[0].out.url if jobs else ""
-    stores = {
-        (level, k): _open(MosaicStore(url, f"groups/{level}/{k}"), grid, n_channels, fingerprint, False)
-        for level, width in sorted(widths.items())
-        for k in range(width)
-    }
+    specs = [(f"groups/{level}/{k}", grid) for level, k in keys]
+    opened = open_mosaic_stores(url, specs, n_channels, fingerprint=fingerprint) if keys else []
+    stores = {key: store for key, (store, _) in zip(keys, opened, strict=True)}
     trees = []
     for job, levels in zip(jobs, shapes, strict=True):
         nodes: list[list[CombineJob]] = []

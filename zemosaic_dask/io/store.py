@@ -7,19 +7,23 @@ recomputes only what is missing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zarr
+import zarr.api.asynchronous as zarr_async
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 
 from ..errors import ResumeError
 from ..plans.grid import OutputGrid, OutputRegion
 
-__all__ = ["MosaicStore", "open_mosaic_store"]
+__all__ = ["MosaicStore", "open_mosaic_store", "open_mosaic_stores"]
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +88,6 @@ def pixel_codecs() -> list[Any]:
     return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
 
 
-def _group(url: str, prefix: str, mode: str) -> zarr.Group:
-    root = zarr.open_group(store=url, mode=mode, zarr_format=3)
-    if not prefix:
-        return root
-    return root.require_group(prefix)
-
-
 def open_mosaic_store(
     url: str,
     grid: OutputGrid,
@@ -123,8 +120,115 @@ def open_mosaic_store(
     reused : int
         Number of regions already complete (0 for a new store).
     """
-    group = _group(url, prefix, "a")
+    return open_mosaic_stores(url, [(prefix, grid)], n_channels, fingerprint=fingerprint, restart=restart)[0]
+
+
+def open_mosaic_stores(
+    url: str,
+    stores: Sequence[tuple[str, OutputGrid]],
+    n_channels: int,
+    *,
+    fingerprint: str,
+    restart: bool = False,
+) -> list[tuple[MosaicStore, int]]:
+    """:func:`open_mosaic_store` for many sub-groups of one Zarr store at once.
+
+    ``stores`` lists each sub-group's prefix and grid. They are created (or reopened)
+    concurrently through Zarr's asynchronous interface: one by one, each store's eight
+    metadata round trips took 25 ms, 65 s for the 2,560 batch layers of 16,000 frames.
+
+    Raises
+    ------
+    ResumeError
+        When a store was made by a run with another fingerprint (and ``restart`` is False).
+    """
+    parents = sorted({prefix.rsplit("/", 1)[0] for prefix, _ in stores if "/" in prefix})
+    return sync(_open_all(url, parents, stores, n_channels, fingerprint, restart))
+
+
+async def _open_all(
+    url: str,
+    parents: list[str],
+    stores: Sequence[tuple[str, OutputGrid]],
+    n_channels: int,
+    fingerprint: str,
+    restart: bool,
+) -> list[tuple[MosaicStore, int]]:
+    root = await zarr_async.open_group(store=url, mode="a", zarr_format=3)
+    for parent in parents:  # made first, so that no two stores create the same parent at once
+        await root.require_group(parent)
+    found = await _gather_bounded([root.store.exists(_metadata_key(prefix)) for prefix, _ in stores])
+    # A new store on a grid already made once has the same metadata under another prefix: the
+    # first one per grid is made through Zarr, the others get a copy of its metadata documents.
+    first: dict[str, int] = {}
+    for index, ((prefix, grid), exists) in enumerate(zip(stores, found, strict=True)):
+        if prefix and not exists:
+            first.setdefault(_grid_key(grid), index)
+    templates = sorted(first.values())
+    made = await _gather_bounded(
+        [_open_one(root, url, *stores[i], n_channels, fingerprint, restart) for i in templates]
+    )
+    opened = dict(zip(templates, made, strict=True))
+    documents = {i: await _metadata_documents(root.store, stores[i][0]) for i in templates}
+    rest = [index for index in range(len(stores)) if index not in opened]
+    jobs = []
+    for index in rest:
+        prefix, grid = stores[index]
+        if prefix and not found[index]:
+            jobs.append(_copied(root.store, url, documents[first[_grid_key(grid)]], prefix))
+        else:
+            jobs.append(_open_one(root, url, prefix, grid, n_channels, fingerprint, restart))
+    opened.update(zip(rest, await _gather_bounded(jobs), strict=True))
+    return [opened[index] for index in range(len(stores))]
+
+
+def _grid_key(grid: OutputGrid) -> str:
+    return json.dumps(grid.to_dict(), sort_keys=True)
+
+
+_ARRAYS = ("mosaic", "coverage", "alpha", "done")
+
+
+def _metadata_key(prefix: str) -> str:
+    return f"{prefix}/zarr.json" if prefix else "zarr.json"
+
+
+async def _metadata_documents(store: Any, prefix: str) -> list[tuple[str, Any]]:
+    """The arrays' then the group's ``zarr.json`` of the store at ``prefix``, as stored."""
+    prototype = default_buffer_prototype()
+    names = [f"{name}/zarr.json" for name in _ARRAYS] + ["zarr.json"]
+    return [(name, await store.get(f"{prefix}/{name}", prototype=prototype)) for name in names]
+
+
+async def _copied(store: Any, url: str, documents: list[tuple[str, Any]], target: str) -> tuple[MosaicStore, int]:
+    """A new store at ``target`` made by writing another store's metadata ``documents`` there, in order.
+
+    The group's document (which holds the fingerprint) comes last, as when a store is made
+    through Zarr, so a store interrupted here has no fingerprint and is made again.
+    """
+    for name, document in documents:
+        await store.set(f"{target}/{name}", document)
+    return MosaicStore(url, target), 0
+
+
+async def _gather_bounded(coroutines: list[Any]) -> list[Any]:
+    """Await ``coroutines`` :data:`_OPEN_AT_ONCE` at a time, results in order."""
+    out: list[Any] = []
+    for start in range(0, len(coroutines), _OPEN_AT_ONCE):
+        out += await asyncio.gather(*coroutines[start : start + _OPEN_AT_ONCE])
+    return out
+
+
+#: Stores created concurrently at most (each holds a few open files while it is written).
+_OPEN_AT_ONCE = 256
+
+
+async def _open_one(
+    root: Any, url: str, prefix: str, grid: OutputGrid, n_channels: int, fingerprint: str, restart: bool
+) -> tuple[MosaicStore, int]:
+    group = await root.require_group(prefix) if prefix else root
     existing = group.attrs.get("fingerprint")
+    store = MosaicStore(url, prefix)
     if existing is not None and not restart:
         if existing != fingerprint:
             raise ResumeError(
@@ -132,11 +236,11 @@ def open_mosaic_store(
                 f"(fingerprint {existing[:12]} != {fingerprint[:12]}); use --restart to discard it or "
                 "choose another output folder"
             )
-        store = MosaicStore(url, prefix)
-        return store, store.completed()
+        done = await group.getitem("done")
+        return store, int(np.asarray(await done.getitem(...)).sum())
     if existing is not None and restart:
-        for name in list(group.array_keys()):
-            del group[name]
+        for name in [name async for name in group.array_keys()]:
+            await group.delitem(name)
     height, width = grid.shape
     chunk = grid.chunk
     ny, nx = grid.n_regions
@@ -145,14 +249,18 @@ def open_mosaic_store(
         ("coverage", (height, width), (chunk, chunk), "float32", 0.0),
         ("alpha", (height, width), (chunk, chunk), "uint8", 0),
     )
-    for name, shape, chunks, dtype, fill in pixel_arrays:
+    created = [
         group.create_array(
             name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, overwrite=True, compressors=pixel_codecs()
         )
-    group.create_array("done", shape=(ny, nx), chunks=(1, 1), dtype="uint8", fill_value=0, overwrite=True)
-    group.attrs["grid"] = json.loads(json.dumps(grid.to_dict()))
-    group.attrs["fingerprint"] = fingerprint
-    return MosaicStore(url, prefix), 0
+        for name, shape, chunks, dtype, fill in pixel_arrays
+    ]
+    created.append(
+        group.create_array("done", shape=(ny, nx), chunks=(1, 1), dtype="uint8", fill_value=0, overwrite=True)
+    )
+    await asyncio.gather(*created)
+    await group.update_attributes({"grid": json.loads(json.dumps(grid.to_dict())), "fingerprint": fingerprint})
+    return store, 0
 
 
 def iter_row_bands(height: int, rows: int) -> Iterator[tuple[int, int]]:
