@@ -329,7 +329,7 @@ def test_solves_a_seestar_frame_rendered_from_real_tycho2_stars(tmp_path, monkey
     options = IngestOptions(wcs_cache_dir=str(cache), solve_timeout_s=60.0)
 
     started = time.perf_counter()
-    (info,) = dask.compute(*build_ingest_graph([str(frame)], options), scheduler="sync")
+    ((info,),) = dask.compute(*build_ingest_graph([str(frame)], options), scheduler="sync")
     elapsed = time.perf_counter() - started
     assert isinstance(info, FrameInfo), info
     assert info.wcs_source == "solved" and info.shape == (1920, 1080)

@@ -34,7 +34,7 @@ def shared_scheduler():
 def test_a_run_never_takes_the_results_of_another_run_on_the_same_scheduler(tmp_path, shared_scheduler):
     """Run A's ingest is still held on the scheduler when run B starts on the same one.
 
-    Without a run token both runs name their ingest tasks ``inspect-frame-0``, ... and the
+    Without a run token both runs name their ingest tasks ``inspect-frames-0``, ... and the
     scheduler hands run B run A's frames: B's mosaic is made of A's files.
     """
     a = [str(p) for p in simulate_seestar(tmp_path / "a", 6, 1, scale=0.25).frames]
@@ -47,4 +47,4 @@ def test_a_run_never_takes_the_results_of_another_run_on_the_same_scheduler(tmp_
         result = run_mosaic(b, tmp_path / "out", config=config, show_progress=False, console_log=False)
         assert sorted(f.path for f in result.plan.frames) == sorted(b)
         assert result.report["task_token"] != token
-        assert sorted(f.result().path for f in held) == sorted(a)  # run A's results are untouched
+        assert sorted(r.path for f in held for r in f.result()) == sorted(a)  # run A's results are untouched

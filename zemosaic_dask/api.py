@@ -90,7 +90,8 @@ def ingest(
     paths: Sequence[str], options: IngestOptions, handle: ClusterHandle, *, show_progress: bool
 ) -> tuple[list[FrameInfo], list[FrameRejection]]:
     """Inspect every candidate file on the workers; split usable frames from rejections."""
-    results = compute(handle, build_ingest_graph(paths, options), label="ingest", show_progress=show_progress)
+    batches = compute(handle, build_ingest_graph(paths, options), label="ingest", show_progress=show_progress)
+    results = [result for batch in batches for result in batch]
     frames = [r for r in results if isinstance(r, FrameInfo)]
     rejected = [r for r in results if isinstance(r, FrameRejection)]
     for rejection in rejected:

@@ -116,7 +116,7 @@ def test_gpu_tasks_run_only_on_the_gpu_worker(seestar_set, tmp_path, cpu_and_gpu
     stacking = {k: w for k, w in placed.items() if str(k).startswith("stack-region-")}
     assert len(stacking) >= 4
     assert set(stacking.values()) == {gpu_address}
-    ingest = {w for k, w in placed.items() if str(k).startswith("inspect-frame-")}
+    ingest = {w for k, w in placed.items() if str(k).startswith("inspect-frames-")}
     assert len(ingest) == 2  # unannotated tasks use both workers
     report = json.loads((tmp_path / "gpu" / "report.json").read_text())
     assert report["assembly_plan"]["use_gpu"] is True
