@@ -5,6 +5,7 @@ from __future__ import annotations
 import dask
 import numpy as np
 import pytest
+import zarr
 
 from zemosaic_dask.config import default_config
 from zemosaic_dask.config.policies import stage_options
@@ -129,4 +130,19 @@ def test_a_rerun_reuses_every_node_and_reports_the_same_counts(tmp_path):
     np.testing.assert_array_equal(image_again, image)
     for a, b in zip(first, again, strict=True):
         assert b["summary"].reused and not a["summary"].reused
+        assert a["max_layers"] == b["max_layers"] and a["layer_max"] == b["layer_max"]
+
+
+def test_a_rerun_after_the_groups_but_before_the_region_combines_the_groups_again(tmp_path):
+    """Killed between the groups and the root: the groups are reused, the region is written as before."""
+    inputs = _layers(tmp_path)
+    stack = SDS_COMBINE
+    first, image, coverage, _ = _combine(tmp_path, "tree", inputs, stack, fan_in=4)
+    done = zarr.open_array(str(tmp_path / "tree.zarr"), path="done", mode="r+")
+    done[...] = 0  # the region's mark is written last: as if the root never finished
+    again, image_again, coverage_again, _ = _combine(tmp_path, "tree", inputs, stack, fan_in=4)
+    np.testing.assert_array_equal(image_again, image)
+    np.testing.assert_array_equal(coverage_again, coverage)
+    for a, b in zip(first, again, strict=True):
+        assert not b["summary"].reused and b["summary"].contributing == a["summary"].contributing
         assert a["max_layers"] == b["max_layers"] and a["layer_max"] == b["layer_max"]

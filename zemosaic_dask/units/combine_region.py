@@ -266,12 +266,14 @@ def build_group_region(job: CombineJob, *below: dict[str, Any], xp: Any = np) ->
     summary, combined = _combine_and_write(job, xp, summarise=not below)
     if below:
         return _below(below)
+    # A reused group was not recombined: the layers with data in the region are the ones it used.
+    used = sum(v > 0 for v in combined.layer_max.values()) if summary.reused else summary.contributing
     return {
         "count": combined.count,
         "coverage": combined.coverage,
         "layer_max": combined.layer_max,
         "layers": len(job.layers),
-        "used": summary.contributing,
+        "used": used,
     }
 
 
