@@ -24,8 +24,8 @@ from ..plans.frames import FrameInfo
 from ..plans.grid import frame_pixel_boxes
 from ..plans.mosaic import MosaicPlan
 from ..plans.pair_graph import select_overlapping_pairs
-from ..tasks.background_solve import planes_in_frame_pixels, solve_background_planes
-from ..tasks.frame_gains import GainSolution
+from ..tasks.background_solve import log_solution
+from ..units.background_model import BackgroundModel
 from .compute import compute
 
 __all__ = ["FramePlanes", "solve_frame_backgrounds", "write_background_diagnostics"]
@@ -78,25 +78,11 @@ def solve_frame_backgrounds(
         max_points=settings.max_points_per_pair,
         iterations=settings.iterations,
         gains=settings.gains,
+        channels=plan.n_channels,
     )
-    measured, found_gains, _, pairs = graph.split(
-        compute(handle, graph.tasks(), label="background", show_progress=show_progress)
-    )
-    affines = [m[0] for m in measured]
-    gains = found_gains
-    if gains is None:
-        gains = GainSolution(np.ones((len(affines), plan.n_channels)), 0, np.zeros(plan.n_channels))
-    # A frame's own gradient scales with its gain (the robust plane fit is linear in the values).
-    observed = np.stack([m[1] for m in measured]) * gains.gains[:, :, None]
-    solution = solve_background_planes(
-        len(plan.frames),
-        pairs,
-        np.array([a.grid_centre for a in affines]),
-        observed,
-        model=settings.model,
-        iterations=settings.iterations,
-    )
-    planes = np.concatenate([planes_in_frame_pixels(solution, affines), gains.gains[:, :, None]], axis=2)
+    found: BackgroundModel = compute(handle, graph.tasks(), label="background", show_progress=show_progress)[-1]
+    solution, gains, planes = found.solution, found.gains, found.planes
+    log_solution(solution, settings.model, len(plan.frames))
     csv_path = write_background_diagnostics(out / "background_frames.csv", plan.frames, planes)
     report = {
         "model": settings.model,

@@ -4,10 +4,13 @@
 - ``frame-gradients-<b>``: a batch of frames' affine maps and own gradients;
 - ``gain-pairs-<b>`` and ``frame-gains`` (only with ``background.gains``): the frames' relative gains;
 - ``overlap-scale``: the residual scale every pair's robust fit shares, from a sample of pairs;
-- ``overlap-pairs-<b>``: a batch of overlapping pairs, each reduced to a robust plane of its differences.
+- ``overlap-pairs-<b>``: a batch of overlapping pairs, each reduced to a robust plane of its differences;
+- ``background-model``: the global solve (:func:`~zemosaic_dask.units.background_model.solve_background_model`)
+  from the batch gradients, the gains and every pair batch.
 
-Only the last three kinds (and the batch gradients) come back to the client: a few numbers per
-frame and per pair. The cell skies stay on the workers and are released once their pairs are done.
+Only the model comes back to the client: a few numbers per frame. The cell skies stay on the
+workers and are released once their pairs are done; each batch's ``*-count`` task returns its
+length, so the client follows the stage's progress without gathering the measurements.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from dask.highlevelgraph import HighLevelGraph
 
 from ..plans.frames import FrameInfo
 from ..plans.grid import OutputGrid
-from ..tasks.overlap_planes import PairTable, sample_pairs
+from ..tasks.overlap_planes import sample_pairs
+from ..units.background_model import solve_background_model
 from ..units.background_pairs import frame_summaries, gain_equations, pair_scale, pair_summaries, solve_gains
 from ..units.frame_sky import measure_frame_sky
 from ..units.frame_window import FrameWindowOptions
@@ -38,25 +42,14 @@ SCALE_SAMPLE = 256
 
 @dataclass(frozen=True)
 class BackgroundGraph:
-    """The delayed results the client gathers: batch gradients, the gains (or None), the scale, pair batches."""
+    """The delayed results the client computes: one count per measurement batch, then the model."""
 
-    gradients: list[Delayed]
-    gains: Delayed | None
-    scale: Delayed
-    pairs: list[Delayed]
+    counts: list[Delayed]
+    model: Delayed
 
     def tasks(self) -> list[Delayed]:
-        """Every task to compute, in the order :meth:`split` expects."""
-        return [*self.gradients, *([self.gains] if self.gains is not None else []), self.scale, *self.pairs]
-
-    def split(self, results: Sequence) -> tuple[list, object, object, PairTable]:
-        """``(frame summaries, gains or None, scale, pair table)`` from the results of :meth:`tasks`."""
-        results = list(results)
-        k = len(self.gradients)
-        frames = [row for batch in results[:k] for row in batch]
-        gains = results[k] if self.gains is not None else None
-        k += self.gains is not None
-        return frames, gains, results[k], PairTable.concatenate(results[k + 1 :])
+        """Every task to compute: the counts (for the progress bar), the model last."""
+        return [*self.counts, self.model]
 
 
 class _Graph:
@@ -122,6 +115,7 @@ def build_background_graph(
     max_points: int,
     iterations: int,
     gains: bool,
+    channels: int,
 ) -> BackgroundGraph:
     """The background model's measurement graph (see the module docstring).
 
@@ -147,6 +141,8 @@ def build_background_graph(
         Robust reweighting passes of each pair's fit.
     gains : bool
         Also solve the frames' relative gains first, and compare gain-corrected skies.
+    channels : int
+        Channels of the mosaic.
 
     Returns
     -------
@@ -179,8 +175,13 @@ def build_background_graph(
         )
         for b, (pairs, used) in enumerate(_batches(overlaps, PAIRS_PER_TASK))
     ]
-    out = graph.delayed([*gradients, *([gain_task] if gain_task else []), scale, *pair_tasks])
-    k = len(gradients)
-    gain_delayed = out[k] if gain_task else None
-    k += gain_task is not None
-    return BackgroundGraph(out[: len(gradients)], gain_delayed, out[k], out[k + 1 :])
+    counts = [graph.add(f"frame-gradients-{b}-count", len, (), [key]) for b, key in enumerate(gradients)]
+    counts += [graph.add(f"overlap-pairs-{b}-count", len, (), [key]) for b, key in enumerate(pair_tasks)]
+    solve = graph.add(
+        "background-model",
+        solve_background_model,
+        (len(frames), channels, model, iterations, len(gradients), gain_task is not None),
+        [*gradients, *([gain_task] if gain_task else []), *pair_tasks],
+    )
+    out = graph.delayed([*counts, solve])
+    return BackgroundGraph(out[:-1], out[-1])

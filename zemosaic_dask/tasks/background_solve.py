@@ -50,6 +50,7 @@ __all__ = [
     "BackgroundSolution",
     "FrameAffine",
     "frame_gradients",
+    "log_solution",
     "planes_in_frame_pixels",
     "solve_background_planes",
 ]
@@ -302,20 +303,35 @@ def solve_background_planes(
             after[c] = np.median(np.sqrt(noise + _pair_shift(design @ x - target, weight, terms)))
         coefficients[:, c, :terms] = _apply_gauge(x, labels, groups, terms, centres, observed[:, c, :])
     points = int(pairs.points.sum())
+    return BackgroundSolution(
+        coefficients, before, after, points, int(groups), len(pairs), counts["iterations"], counts["direct"]
+    )
+
+
+def log_solution(solution: BackgroundSolution, model: str, n_frames: int) -> None:
+    """Log what a solve found: its size, groups and the overlaps' rms before and after.
+
+    The solve may run on a worker, whose log the run's log does not show: the process that
+    receives the solution logs it.
+    """
     log.info(
         "[Background] %s model of %d frame(s) from %d pair(s), %d overlap point(s) in %d group(s); "
         "overlap rms %s -> %s ADU",
         model,
         n_frames,
-        len(pairs),
-        points,
-        groups,
-        np.round(before, 2).tolist(),
-        np.round(after, 2).tolist(),
+        solution.pairs,
+        solution.points,
+        solution.groups,
+        np.round(solution.rms_before, 2).tolist(),
+        np.round(solution.rms_after, 2).tolist(),
     )
-    return BackgroundSolution(
-        coefficients, before, after, points, int(groups), len(pairs), counts["iterations"], counts["direct"]
-    )
+    if solution.direct:
+        log.warning(
+            "[Background] conjugate gradients did not converge (%d iterations in all): %d solve(s) made by "
+            "sparse factorisation instead",
+            solution.iterations,
+            solution.direct,
+        )
 
 
 def planes_in_frame_pixels(solution: BackgroundSolution, affines: Sequence[FrameAffine]) -> np.ndarray:

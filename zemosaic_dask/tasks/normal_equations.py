@@ -155,7 +155,7 @@ def solve_normal_equations(
         # Overlaps of one or two cells leave many directions that only the weak priors fix: the
         # iteration crawls there. A direct factorisation solves such a system exactly, and on the
         # sparse graphs where this happens it is cheap; it serves the rest of the solve.
-        log.warning(
+        log.info(
             "[Background] conjugate gradients stopped after %d iterations at a relative residual of %.2g, "
             "short of their tolerance: solving by sparse factorisation instead",
             info,
