@@ -44,3 +44,22 @@ def test_execution_options_come_from_the_plan_alone(classic_plan):
     data = copy.deepcopy(plan.to_dict())
     data["config"]["cluster"]["n-workers"] = 7
     assert MosaicPlan.from_dict(data).fingerprint() == plan.fingerprint()
+
+
+def test_plan_ingests_a_large_session_on_the_embedded_cluster_with_the_same_frames(seestar_set, monkeypatch, caplog):
+    """At ``PLAN_CLUSTER_MIN_FILES`` files ``plan`` reads them on local workers; the frames are those read in-process."""
+    import logging
+
+    from zemosaic_dask import api
+
+    paths = seestar_set[1][:12]
+    config = load_config(overrides={"cluster.n-workers": 2, "cluster.threads-per-worker": 1})
+    with caplog.at_level(logging.INFO, logger="zemosaic_dask"):
+        alone = make_plan(paths, config)
+    assert "started local cluster" not in caplog.text  # 12 files: read in this process
+    monkeypatch.setattr(api, "PLAN_CLUSTER_MIN_FILES", len(paths))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="zemosaic_dask"):
+        spread = make_plan(paths, config)
+    assert "started local cluster" in caplog.text
+    assert spread.frames == alone.frames and spread.rejected == alone.rejected and spread.mode == alone.mode
