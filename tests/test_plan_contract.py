@@ -47,7 +47,7 @@ def test_execution_options_come_from_the_plan_alone(classic_plan):
 
 
 def test_plan_ingests_a_large_session_on_the_embedded_cluster_with_the_same_frames(seestar_set, monkeypatch, caplog):
-    """At ``PLAN_CLUSTER_MIN_FILES`` files ``plan`` reads them on local workers; the frames are those read in-process."""
+    """From ``PLAN_CLUSTER_MIN_FILES`` files ``plan`` reads them on local workers: the frames read in-process."""
     import logging
 
     from zemosaic_dask import api

@@ -14,7 +14,13 @@ from zemosaic_dask.plans.pair_graph import select_overlapping_pairs
 from zemosaic_dask.tasks.background_solve import planes_in_frame_pixels, solve_background_planes
 from zemosaic_dask.tasks.overlap_planes import PairTable
 from zemosaic_dask.units.background_model import BackgroundModel
-from zemosaic_dask.units.background_pairs import frame_summaries, gain_equations, pair_summaries, solve_gains
+from zemosaic_dask.units.background_pairs import (
+    frame_summaries,
+    gain_equations,
+    pair_scale,
+    pair_summaries,
+    solve_gains,
+)
 from zemosaic_dask.units.frame_sky import measure_frame_sky
 from zemosaic_dask.units.frame_window import FrameWindowOptions
 
@@ -50,12 +56,11 @@ def _graph(session, gains: bool):
 def _reference(session, gains: bool) -> np.ndarray:
     """The planes as the units give them called one by one in this process, the solve here too."""
     frames, grid, overlaps, noise = session
-    measured = [measure_frame_sky(f, FrameWindowOptions(), grid.header_string(), grid.shape, CELL, noise) for f in frames]
+    header = grid.header_string()
+    measured = [measure_frame_sky(f, FrameWindowOptions(), header, grid.shape, CELL, noise) for f in frames]
     summaries = frame_summaries(*measured)
     everyone = list(range(len(frames)))
     found = solve_gains(len(frames), 3, gain_equations(overlaps, everyone, noise, *measured)) if gains else None
-    from zemosaic_dask.units.background_pairs import pair_scale
-
     scale = pair_scale(overlaps, everyone, MODEL, MAX_POINTS, found, *measured)
     pairs = pair_summaries(overlaps, everyone, MODEL, MAX_POINTS, ITERATIONS, found, scale, *measured)
     factors = found.gains if found is not None else np.ones((len(frames), 3))
