@@ -88,3 +88,30 @@ def test_the_model_task_gives_the_solve_of_its_measurements_and_the_client_only_
     assert model.planes.shape == (len(frames), 3, 4)
     assert model.solution.pairs == len(overlaps)
     np.testing.assert_array_equal(model.planes, _reference(session, gains))
+
+
+def test_pair_batches_are_held_as_arrays(session):
+    """A pair task carries its pairs and frames as int32 arrays: bytes a pair, not a Python tuple of ints each."""
+    import pickle
+    import tracemalloc
+
+    frames, grid, _, noise = session
+    rng = np.random.default_rng(3)
+    many = [tuple(int(v) for v in rng.choice(len(frames), 2, replace=False)) for _ in range(20 * PAIRS_PER_TASK)]
+    graph = build_background_graph(
+        frames, FrameWindowOptions(), grid, many, cell=CELL, noise=noise, model=MODEL,
+        max_points=MAX_POINTS, iterations=ITERATIONS, gains=False, channels=3,
+    )  # fmt: skip
+    layer = next(iter(graph.model.dask.layers.values()))  # the graph is one layer
+    pair_tasks = [task for key, task in layer.items() if str(key).startswith("overlap-pairs-") and "count" not in key]
+    assert len(pair_tasks) == 20
+    payload = pickle.dumps([task[0].args for task in pair_tasks])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = pickle.loads(payload)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert all(isinstance(args[0], np.ndarray) and args[0].dtype == np.int32 for args in kept)
+    assert held < 16 * len(many)  # as tuples of Python ints: about 120 bytes a pair

@@ -25,9 +25,14 @@ __all__ = ["frame_summaries", "gain_equations", "pair_scale", "pair_summaries", 
 Measured = tuple[SkyCells, FrameAffine]
 
 
+def _pairs(pairs: Sequence[tuple[int, int]] | np.ndarray) -> list[tuple[int, int]]:
+    """``pairs`` (a ``(P, 2)`` array, as the graph gives them, or a sequence of pairs) as tuples of ints."""
+    return [(int(i), int(j)) for i, j in np.asarray(pairs, dtype=np.int64).reshape(-1, 2).tolist()]
+
+
 def _lookup(frames: Sequence[int], measured: Sequence[Measured], gains: GainSolution | None) -> dict[int, SkyCells]:
     cells = {}
-    for index, (sky, _) in zip(frames, measured, strict=True):
+    for index, (sky, _) in zip(np.asarray(frames).tolist(), measured, strict=True):
         if gains is not None:
             g = gains.gains[index]
             sky = dataclasses.replace(sky, values=sky.values * g[:, None], fluxes=sky.fluxes * g[:, None])
@@ -42,12 +47,12 @@ def frame_summaries(*measured: Measured) -> list[tuple[FrameAffine, np.ndarray]]
 
 
 def gain_equations(
-    pairs: Sequence[tuple[int, int]], frames: Sequence[int], noise: Sequence[float], *measured: Measured
+    pairs: Sequence[tuple[int, int]] | np.ndarray, frames: Sequence[int], noise: Sequence[float], *measured: Measured
 ) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
     """The relative-gain equations of ``pairs`` (:func:`~zemosaic_dask.tasks.frame_gains.pair_gain`)."""
     cells = _lookup(frames, measured, None)
     out = []
-    for i, j in pairs:
+    for i, j in _pairs(pairs):
         found = pair_gain(cells[i], cells[j], noise)
         if found is not None:
             out.append((i, j, *found))
@@ -60,7 +65,7 @@ def solve_gains(n_frames: int, channels: int, *batches: list[tuple[int, int, np.
 
 
 def pair_scale(
-    pairs: Sequence[tuple[int, int]],
+    pairs: Sequence[tuple[int, int]] | np.ndarray,
     frames: Sequence[int],
     model: str,
     max_points: int,
@@ -69,11 +74,12 @@ def pair_scale(
 ) -> np.ndarray | None:
     """The residual scale shared by every pair's robust fit, from the sampled ``pairs`` (:func:`overlap_scale`)."""
     cells = _lookup(frames, measured, gains)
+    pairs = _pairs(pairs)
     return overlap_scale(cells, pairs, model=model, max_points=max_points, sample=len(pairs))
 
 
 def pair_summaries(
-    pairs: Sequence[tuple[int, int]],
+    pairs: Sequence[tuple[int, int]] | np.ndarray,
     frames: Sequence[int],
     model: str,
     max_points: int,
@@ -85,7 +91,7 @@ def pair_summaries(
     """Every pair of ``pairs`` reduced to a robust plane of its differences (:func:`summarise_pair`), as a table."""
     cells = _lookup(frames, measured, gains)
     out = []
-    for i, j in pairs:
+    for i, j in _pairs(pairs):
         found = summarise_pair(
             i, j, cells[i], cells[j], model=model, max_points=max_points, iterations=iterations, scale=scale
         )
