@@ -13,6 +13,7 @@ from zemosaic_dask.plans.grid import frame_pixel_boxes
 from zemosaic_dask.plans.pair_graph import select_overlapping_pairs
 from zemosaic_dask.tasks.background_solve import planes_in_frame_pixels, solve_background_planes
 from zemosaic_dask.tasks.overlap_planes import PairTable
+from zemosaic_dask.testing import held_bytes
 from zemosaic_dask.units.background_model import BackgroundModel
 from zemosaic_dask.units.background_pairs import (
     frame_summaries,
@@ -93,7 +94,6 @@ def test_the_model_task_gives_the_solve_of_its_measurements_and_the_client_only_
 def test_pair_batches_are_held_as_arrays(session):
     """A pair task carries its pairs and frames as int32 arrays: bytes a pair, not a Python tuple of ints each."""
     import pickle
-    import tracemalloc
 
     frames, grid, _, noise = session
     rng = np.random.default_rng(3)
@@ -105,13 +105,7 @@ def test_pair_batches_are_held_as_arrays(session):
     layer = next(iter(graph.model.dask.layers.values()))  # the graph is one layer
     pair_tasks = [task for key, task in layer.items() if str(key).startswith("overlap-pairs-") and "count" not in key]
     assert len(pair_tasks) == 20
-    payload = pickle.dumps([task[0].args for task in pair_tasks])
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        kept = pickle.loads(payload)
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    kept = pickle.loads(pickle.dumps([task[0].args for task in pair_tasks]))
+    held = held_bytes(pickle.dumps([args[:2] for args in kept]))
     assert all(isinstance(args[0], np.ndarray) and args[0].dtype == np.int32 for args in kept)
     assert held < 16 * len(many)  # as tuples of Python ints: about 120 bytes a pair

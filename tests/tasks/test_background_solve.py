@@ -14,6 +14,7 @@ from zemosaic_dask.tasks.background_solve import (
 )
 from zemosaic_dask.tasks.overlap_planes import pair_points, summarise_pair
 from zemosaic_dask.tasks.sky_blocks import SkyCells, measure_sky_cells, subtract_background_plane
+from zemosaic_dask.testing import held_bytes
 
 FRAME = (240, 160)  # (H, W) frame pixels
 CELL = 16
@@ -259,22 +260,6 @@ def test_the_direct_fallback_gives_the_iterative_solution(monkeypatch):
     np.testing.assert_allclose(direct.coefficients, iterative.coefficients, atol=1e-3 * np.ptp(offsets))
 
 
-def _held_bytes(payload: bytes) -> int:
-    """Bytes Python holds for what ``payload`` unpickles to (traced allocations still alive)."""
-    import pickle
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        kept = pickle.loads(payload)
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    del kept
-    return held
-
-
 def test_pair_table_gives_the_solve_of_the_summaries_and_keeps_their_rows_compact():
     """The pair tasks' table: same rows in order, the same solve bit for bit, a fraction of the bytes."""
     import pickle
@@ -310,7 +295,7 @@ def test_pair_table_gives_the_solve_of_the_summaries_and_keeps_their_rows_compac
     np.testing.assert_array_equal(from_table.coefficients, from_list.coefficients)
     assert from_table.pairs == from_list.pairs and from_table.points == from_list.points
     # What the client keeps per pair once it has unpickled a pair task's result.
-    per_row = _held_bytes(pickle.dumps(table)) / len(table)
-    per_object = _held_bytes(pickle.dumps(summaries)) / len(summaries)
+    per_row = held_bytes(pickle.dumps(table)) / len(table)
+    per_object = held_bytes(pickle.dumps(summaries)) / len(summaries)
     assert per_row < 0.25 * per_object
     assert PairTable.concatenate([]).terms == 0 and len(PairTable.concatenate([PairTable.empty()])) == 0
