@@ -198,7 +198,7 @@ class _Candidates:
             position = np.searchsorted(valid, ordered)
             centres = _scaled_centres(array[valid])
             _, nearest = cKDTree(centres).query(centres[position], k=min(limit + 1, len(valid)), p=1)
-            rows = valid[np.asarray(nearest).reshape(len(ordered), -1)]
+            rows = valid[np.asarray(nearest).reshape(len(ordered), -1)].astype(np.int32)  # held per query
             self.nearest = dict(zip(ordered, rows, strict=True))
             near_places = _place_members(centres, places[valid], valid, centres[position])
             self.places = dict(zip(ordered, near_places, strict=True))
@@ -254,10 +254,11 @@ def _place_members(centres: np.ndarray, places: np.ndarray, boxes: np.ndarray, q
     sums = np.zeros((len(ids), 2))
     np.add.at(sums, rank, centres)
     place_centres = sums / counts[:, None]
-    members = np.split(np.argsort(rank, kind="stable"), np.cumsum(counts)[:-1])  # rows ascending in each
+    # Indices as int32: the picked (query, row) lists reach millions of entries on a deep field.
+    members = np.split(np.argsort(rank, kind="stable").astype(np.int32), np.cumsum(counts)[:-1])  # rows ascending
     near = cKDTree(place_centres).query_ball_point(queries, r=2.0, p=np.inf)
-    query_of = np.repeat(np.arange(len(queries)), [len(n) for n in near])
-    place_of = np.concatenate([np.asarray(n, dtype=np.int64) for n in near]) if len(near) else np.zeros(0, np.int64)
+    query_of = np.repeat(np.arange(len(queries), dtype=np.int32), [len(n) for n in near])
+    place_of = np.concatenate([np.asarray(n, dtype=np.int32) for n in near]) if len(near) else np.zeros(0, np.int32)
     by_place = np.argsort(place_of, kind="stable")
     starts = np.searchsorted(place_of[by_place], np.arange(len(ids) + 1))
     picked_query, picked_row = [], []
@@ -270,7 +271,7 @@ def _place_members(centres: np.ndarray, places: np.ndarray, boxes: np.ndarray, q
             picked_query.append(np.repeat(near_queries, len(rows)))
             picked_row.append(np.tile(rows, len(near_queries)))
             continue
-        block = max(1, (1 << 22) // len(rows))  # queries per distance matrix (at most 4 Mi entries)
+        block = max(1, (1 << 20) // len(rows))  # queries per distance matrix (at most 1 Mi entries, 8 MB)
         member_y, member_x = centres[rows, 0][None, :], centres[rows, 1][None, :]
         for start in range(0, len(near_queries), block):
             chunk = near_queries[start : start + block]
@@ -278,11 +279,14 @@ def _place_members(centres: np.ndarray, places: np.ndarray, boxes: np.ndarray, q
             picked_query.append(np.repeat(chunk, _PER_PLACE))
             picked_row.append(rows[_smallest(distance, _PER_PLACE)].ravel())
     if not picked_query:
-        return [np.zeros(0, dtype=np.int64) for _ in range(len(queries))]
+        return [np.zeros(0, dtype=np.int32) for _ in range(len(queries))]
     query_all, row_all = np.concatenate(picked_query), np.concatenate(picked_row)
+    del picked_query, picked_row
     order = np.argsort(query_all, kind="stable")
     bounds = np.searchsorted(query_all[order], np.arange(len(queries) + 1))
-    return [boxes[row_all[order[bounds[q] : bounds[q + 1]]]] for q in range(len(queries))]
+    row_all = boxes.astype(np.int32)[row_all[order]]
+    del order, query_all
+    return [row_all[bounds[q] : bounds[q + 1]] for q in range(len(queries))]
 
 
 def _smallest(distance: np.ndarray, count: int) -> np.ndarray:
@@ -419,7 +423,7 @@ def _largest_cross_overlap(
     )  # fmt: skip
     others, o = others[reach], o[reach]
     best: tuple[int, int, int] | None = None  # (-area, i, j)
-    chunk = max(1, 4_000_000 // len(group))
+    chunk = max(1, 1_000_000 // len(group))  # about 40 MB of temporaries at a time
     for start in range(0, len(others), chunk):
         part = o[start : start + chunk]
         dy = np.minimum(g[:, None, 1], part[None, :, 1]) - np.maximum(g[:, None, 0], part[None, :, 0])
