@@ -1,12 +1,12 @@
-"""Running the global background model: cell skies and pair summaries on the workers, the solve on the client.
+"""Running the global background model: cell skies, pair summaries and the solve on the workers.
 
 Every frame of the plan gets an offset and a plane per channel
 (:mod:`~zemosaic_dask.tasks.background_solve`), solved once from all overlaps before any
 stacking; the region units remove them as they prepare each frame window, so every mode
 (mosaic-first, classic tiles, SDS batches) stacks frames that already agree, and the
 rejection compares samples whose sky drift and gradients are gone. The frames' cell skies never
-reach the client (:mod:`~zemosaic_dask.graph.background`): it gathers a few numbers per frame and
-per overlapping pair.
+reach the client (:mod:`~zemosaic_dask.graph.background`), nor do the pair summaries: one task
+solves the model on a worker, and the client gathers a few numbers per frame.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The background model's overlap work, run on the workers next to the frames' cell skies.
 
 The cell skies of every frame (:func:`~zemosaic_dask.units.frame_sky.measure_frame_sky`, about
-100 KB per full-size frame) stay on the workers: these units reduce them to what the client's
-solve needs, a few numbers per frame (its affine map and own gradient) and per overlapping pair
-(a row of a :class:`~zemosaic_dask.tasks.overlap_planes.PairTable`, about 0.4 KB), so that the
-client holds a few kilobytes per frame instead of every frame's cells. Each unit takes the measurements it needs as
-trailing arguments, in the order of the frame indices it is given.
+100 KB per full-size frame) stay on the workers: these units reduce them to what the solve
+(:func:`~zemosaic_dask.units.background_model.solve_background_model`, itself a task) needs, a few
+numbers per frame (its affine map and own gradient) and per overlapping pair (a row of a
+:class:`~zemosaic_dask.tasks.overlap_planes.PairTable`, about 0.4 KB). Each unit takes the
+measurements it needs as trailing arguments, in the order of the frame indices it is given.
 """
 
 from __future__ import annotations
