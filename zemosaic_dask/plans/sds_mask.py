@@ -7,6 +7,8 @@ do not each spread over the whole field this removes a large share of what the f
 cover; these functions measure that share:
 
 - :func:`sds_mask_min_layers`: the layer count below which a pixel is masked;
+- :func:`low_coverage_fringe`: of those, the ones the mask removes: the fringe that reaches the
+  field's edge, never a spot inside the field;
 - :class:`SdsMaskSummary`: union and masked pixel counts of one region, summed over
   regions with ``+``, and the masked fraction of the union;
 - :func:`sds_masked_fraction`: the fraction directly from a per-pixel layer-count array;
@@ -29,7 +31,7 @@ from .frames import FrameInfo
 from .grid import OutputGrid
 from .sds import SdsPlan
 
-__all__ = ["SdsMaskSummary", "plan_layer_counts", "sds_mask_min_layers", "sds_masked_fraction"]
+__all__ = ["SdsMaskSummary", "low_coverage_fringe", "plan_layer_counts", "sds_mask_min_layers", "sds_masked_fraction"]
 
 
 def sds_mask_min_layers(max_layers: int, min_coverage_keep: float) -> float:
@@ -47,6 +49,41 @@ def sds_mask_min_layers(max_layers: int, min_coverage_keep: float) -> float:
     if int(max_layers) < 0:
         raise ValueError(f"max_layers must be >= 0, got {max_layers}")
     return float(min_coverage_keep) * int(max_layers)
+
+
+def low_coverage_fringe(low: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """The low-coverage pixels that belong to the field's fringe: ``low`` where it reaches the edge.
+
+    The mask trims the thin, noisy border that few batch mosaics reach. In a survey of few
+    frames per panel, spots inside the field can fall under the threshold too (where one
+    batch alone reaches); masking them punched holes where every other mode has data. So a
+    connected part of ``low`` is masked only when it touches a pixel outside ``covered`` (the
+    frames' union) or the window's own edge (past which it may run on to the field's edge
+    in the next region; such a part is masked, as every low pixel was before).
+
+    Parameters
+    ----------
+    low : numpy.ndarray
+        ``(H, W)`` bool: covered pixels reached by fewer layers than the threshold.
+    covered : numpy.ndarray
+        ``(H, W)`` bool: pixels with data before the mask.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` bool, a subset of ``low``: the pixels to mask.
+    """
+    from scipy import ndimage
+
+    low = np.asarray(low, dtype=bool)
+    if not low.any():
+        return low
+    labels, _ = ndimage.label(low)
+    edge = ndimage.binary_dilation(~np.asarray(covered, dtype=bool))
+    edge[[0, -1], :] = True
+    edge[:, [0, -1]] = True
+    touching = np.unique(labels[edge & low])
+    return np.isin(labels, touching[touching > 0])
 
 
 @dataclass(frozen=True)

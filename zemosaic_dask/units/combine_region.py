@@ -18,7 +18,7 @@ import numpy as np
 
 from ..io.store import MosaicStore
 from ..plans.grid import OutputRegion
-from ..plans.sds_mask import SdsMaskSummary
+from ..plans.sds_mask import SdsMaskSummary, low_coverage_fringe
 from ..tasks.namespace import to_numpy
 from ..tasks.stacking import StackOptions, peak_memory_bytes, stack_samples
 from .layer_reader import LayerReader
@@ -297,7 +297,7 @@ def build_tree_region(job: CombineJob, *below: dict[str, Any], xp: Any = np) -> 
 
 
 def mask_low_coverage_region(job: CombineJob, min_layers: float) -> SdsMaskSummary:
-    """Mask pixels reached by fewer than ``min_layers`` layers.
+    """Mask the fringe of pixels reached by fewer than ``min_layers`` layers (:func:`low_coverage_fringe`).
 
     Returns the region's covered pixels before the mask (the frames' union there) and
     how many were masked.
@@ -306,8 +306,8 @@ def mask_low_coverage_region(job: CombineJob, min_layers: float) -> SdsMaskSumma
     window = (slice(region.y0, region.y1), slice(region.x0, region.x1))
     coverage = np.asarray(store.array("coverage", mode="r")[window])
     counts = np.where(coverage > 0, layer_count(job), 0)
-    summary = SdsMaskSummary.from_counts(counts, min_layers)
-    low = (coverage > 0) & (counts < min_layers)
+    low = low_coverage_fringe((coverage > 0) & (counts < min_layers), coverage > 0)
+    summary = SdsMaskSummary(int(np.count_nonzero(counts > 0)), int(np.count_nonzero(low)))
     if summary.masked_pixels:
         image = np.asarray(store.array("mosaic", mode="r")[(slice(None),) + window])
         store.array("mosaic")[(slice(None),) + window] = np.where(low[None], np.float32(np.nan), image)
