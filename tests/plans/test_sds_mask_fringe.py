@@ -37,3 +37,14 @@ def test_an_inner_spot_joined_to_the_fringe_is_the_fringe():
 def test_nothing_low_masks_nothing():
     _, covered = _field()
     assert not low_coverage_fringe(np.zeros_like(covered), covered).any()
+
+
+def test_the_halo_of_a_gap_inside_the_field_is_kept():
+    """Where no frame covers a spot inside the field, its low-coverage surround is not the field's fringe."""
+    low, covered = _field()
+    covered[10:13, 30:33] = False  # a gap no frame covers (a rejected frame's place)
+    low[8:15, 28:35] = True
+    low[10:13, 30:33] = False
+    masked = low_coverage_fringe(low, covered)
+    assert not masked[8:15, 28:35].any()
+    assert masked[3:6, 3:28].all()  # the fringe along the top edge still goes

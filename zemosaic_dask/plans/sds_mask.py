@@ -56,10 +56,12 @@ def low_coverage_fringe(low: np.ndarray, covered: np.ndarray) -> np.ndarray:
 
     The mask trims the thin, noisy border that few batch mosaics reach. In a survey of few
     frames per panel, spots inside the field can fall under the threshold too (where one
-    batch alone reaches); masking them punched holes where every other mode has data. So a
-    connected part of ``low`` is masked only when it touches a pixel outside ``covered`` (the
-    frames' union) or the window's own edge (past which it may run on to the field's edge
-    in the next region; such a part is masked, as every low pixel was before).
+    batch alone reaches, or around a gap that no frame covers); masking them punched holes
+    where every other mode has data. So a connected part of ``low`` is masked only when it
+    touches the outside of the field (pixels outside ``covered`` connected to the window's edge;
+    a gap enclosed by the window is not the outside) or the window's own edge (past which it
+    may run on to the field's edge in the next region; such a part is masked, as every low
+    pixel was before).
 
     Parameters
     ----------
@@ -78,10 +80,13 @@ def low_coverage_fringe(low: np.ndarray, covered: np.ndarray) -> np.ndarray:
     low = np.asarray(low, dtype=bool)
     if not low.any():
         return low
+    border = np.zeros(low.shape, dtype=bool)
+    border[[0, -1], :] = True
+    border[:, [0, -1]] = True
+    gaps, _ = ndimage.label(~np.asarray(covered, dtype=bool))
+    outside = np.unique(gaps[border])
+    edge = ndimage.binary_dilation(np.isin(gaps, outside[outside > 0])) | border
     labels, _ = ndimage.label(low)
-    edge = ndimage.binary_dilation(~np.asarray(covered, dtype=bool))
-    edge[[0, -1], :] = True
-    edge[:, [0, -1]] = True
     touching = np.unique(labels[edge & low])
     return np.isin(labels, touching[touching > 0])
 
