@@ -130,7 +130,10 @@ class SdsMaskSummary:
 
 
 def sds_masked_fraction(layer_counts: Any, min_coverage_keep: float, max_layers: int | None = None) -> float:
-    """Fraction of the frames' union that the SDS coverage mask removes.
+    """Fraction of the frames' union under the SDS coverage mask's threshold.
+
+    What the run removes is at most this: it keeps the low-coverage spots inside the field
+    (:func:`low_coverage_fringe`), and counts them out of ``sds_mask`` in ``report.json``.
 
     Parameters
     ----------
