@@ -1,14 +1,13 @@
 """How much of the field the SDS coverage mask removes (pure functions, for warnings and reports).
 
-After the batch mosaics are combined, SDS drops every pixel reached by fewer than
-``min_coverage_keep * max_layers`` batch mosaics (``zemosaic.sds.min-coverage-keep``,
+After the batch mosaics are combined, SDS drops the pixels reached by fewer than
+``min_coverage_keep * max_layers`` batch mosaics where they form the field's fringe
+(:func:`~zemosaic_dask.tasks.coverage_fringe.low_coverage_fringe`; ``zemosaic.sds.min-coverage-keep``,
 ``max_layers`` being the largest number of batch mosaics reaching any pixel). When batches
 do not each spread over the whole field this removes a large share of what the frames
 cover; these functions measure that share:
 
 - :func:`sds_mask_min_layers`: the layer count below which a pixel is masked;
-- :func:`low_coverage_fringe`: of those, the ones the mask removes: the fringe that reaches the
-  field's edge, never a spot inside the field;
 - :class:`SdsMaskSummary`: union and masked pixel counts of one region, summed over
   regions with ``+``, and the masked fraction of the union;
 - :func:`sds_masked_fraction`: the fraction directly from a per-pixel layer-count array;
@@ -31,7 +30,7 @@ from .frames import FrameInfo
 from .grid import OutputGrid
 from .sds import SdsPlan
 
-__all__ = ["SdsMaskSummary", "low_coverage_fringe", "plan_layer_counts", "sds_mask_min_layers", "sds_masked_fraction"]
+__all__ = ["SdsMaskSummary", "plan_layer_counts", "sds_mask_min_layers", "sds_masked_fraction"]
 
 
 def sds_mask_min_layers(max_layers: int, min_coverage_keep: float) -> float:
@@ -49,46 +48,6 @@ def sds_mask_min_layers(max_layers: int, min_coverage_keep: float) -> float:
     if int(max_layers) < 0:
         raise ValueError(f"max_layers must be >= 0, got {max_layers}")
     return float(min_coverage_keep) * int(max_layers)
-
-
-def low_coverage_fringe(low: np.ndarray, covered: np.ndarray) -> np.ndarray:
-    """The low-coverage pixels that belong to the field's fringe: ``low`` where it reaches the edge.
-
-    The mask trims the thin, noisy border that few batch mosaics reach. In a survey of few
-    frames per panel, spots inside the field can fall under the threshold too (where one
-    batch alone reaches, or around a gap that no frame covers); masking them punched holes
-    where every other mode has data. So a connected part of ``low`` is masked only when it
-    touches the outside of the field (pixels outside ``covered`` connected to the window's edge;
-    a gap enclosed by the window is not the outside) or the window's own edge (past which it
-    may run on to the field's edge in the next region; such a part is masked, as every low
-    pixel was before).
-
-    Parameters
-    ----------
-    low : numpy.ndarray
-        ``(H, W)`` bool: covered pixels reached by fewer layers than the threshold.
-    covered : numpy.ndarray
-        ``(H, W)`` bool: pixels with data before the mask.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(H, W)`` bool, a subset of ``low``: the pixels to mask.
-    """
-    from scipy import ndimage
-
-    low = np.asarray(low, dtype=bool)
-    if not low.any():
-        return low
-    border = np.zeros(low.shape, dtype=bool)
-    border[[0, -1], :] = True
-    border[:, [0, -1]] = True
-    gaps, _ = ndimage.label(~np.asarray(covered, dtype=bool))
-    outside = np.unique(gaps[border])
-    edge = ndimage.binary_dilation(np.isin(gaps, outside[outside > 0])) | border
-    labels, _ = ndimage.label(low)
-    touching = np.unique(labels[edge & low])
-    return np.isin(labels, touching[touching > 0])
 
 
 @dataclass(frozen=True)
@@ -133,7 +92,8 @@ def sds_masked_fraction(layer_counts: Any, min_coverage_keep: float, max_layers:
     """Fraction of the frames' union under the SDS coverage mask's threshold.
 
     What the run removes is at most this: it keeps the low-coverage spots inside the field
-    (:func:`low_coverage_fringe`), and counts them out of ``sds_mask`` in ``report.json``.
+    (:func:`~zemosaic_dask.tasks.coverage_fringe.low_coverage_fringe`), and counts them out of
+    ``sds_mask`` in ``report.json``.
 
     Parameters
     ----------

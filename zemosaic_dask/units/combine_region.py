@@ -18,7 +18,8 @@ import numpy as np
 
 from ..io.store import MosaicStore
 from ..plans.grid import OutputRegion
-from ..plans.sds_mask import SdsMaskSummary, low_coverage_fringe
+from ..plans.sds_mask import SdsMaskSummary
+from ..tasks.coverage_fringe import low_coverage_fringe
 from ..tasks.namespace import to_numpy
 from ..tasks.stacking import StackOptions, peak_memory_bytes, stack_samples
 from .layer_reader import LayerReader

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zemosaic_dask.plans.sds_mask import low_coverage_fringe
+from zemosaic_dask.tasks.coverage_fringe import low_coverage_fringe
 
 
 def _field() -> tuple[np.ndarray, np.ndarray]:
