@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from astropy.wcs import WCS
+from numpy.testing import assert_array_equal
 
 from zemosaic_dask.errors import GpuUnavailableError
 from zemosaic_dask.tasks.accumulate import (
@@ -416,3 +417,37 @@ def test_gpu_accumulate_kernel_equals_numpy(method, dtype):
     np.testing.assert_allclose(device.sum_w.get(), host.sum_w, rtol=1e-7)
     np.testing.assert_array_equal(device.coverage.get(), host.coverage)
     np.testing.assert_allclose(device.mean()[0].get(), host.mean()[0], rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 16, 47, 48, 49, 50, 64, 127, 400])
+def test_stack_median_equals_the_sorted_middle_values_with_ties(n):
+    from zemosaic_dask.tasks.kernels_stack import (
+        RANK_MEDIAN_MAX,
+        _insertion_median,
+        _median,
+        _rank_median,
+        _select_median,
+    )
+
+    rng = np.random.default_rng(n)
+    for trial in range(20):
+        buffer = rng.normal(1000.0, 30.0, n).astype(np.float32)
+        if trial % 3 == 0:
+            buffer = np.round(buffer / 20.0).astype(np.float32) * 20  # many ties
+        if trial % 5 == 0:
+            buffer = np.sort(buffer)[:: 1 if trial % 2 else -1].copy()  # sorted and reversed input
+        ordered = np.sort(buffer)
+        expected = (ordered[(n - 1) // 2] + ordered[n // 2]) * np.float32(0.5)
+        before = buffer.copy()
+        assert _select_median(buffer, n, np.empty(n + 2, np.float32)) == expected
+        if n <= 2 * RANK_MEDIAN_MAX:
+            assert _rank_median(buffer, n, np.empty(2, np.float32)) == expected
+            assert _insertion_median(buffer, n, np.empty(n, np.float32)) == expected
+        assert_array_equal(buffer, before)  # the samples keep their order
+        keep = rng.random(n) < 0.7
+        if keep.any():
+            kept = np.sort(buffer[keep])
+            m = kept.size
+            scratch = np.empty(2 * n + 2, np.float32)
+            assert _median(buffer, keep, n, scratch) == (kept[(m - 1) // 2] + kept[m // 2]) * np.float32(0.5)
+    assert 5 < RANK_MEDIAN_MAX < 49 < 400  # every way of finding the middle values is exercised

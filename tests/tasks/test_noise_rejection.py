@@ -180,7 +180,7 @@ def heavy_tailed(depth: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return values, valid, noise, background
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 4, 6, 12])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 6, 12, 47, 130])
 @pytest.mark.parametrize(
     ("kappa_low", "kappa_high", "min_samples", "noise_scale", "max_iterations"),
     [(3.0, 3.0, 2, 0.1, 3), (2.0, 3.5, 1, 0.0, 5), (1.5, 1.2, 3, 0.3, 1), (3.0, 2.5, 4, 0.1, 2)],

@@ -43,8 +43,11 @@ def _median(buffer, keep, count, scratch):
         if keep[k]:
             scratch[n] = buffer[k]
             n += 1
-    ordered = np.sort(scratch[:n])
-    return (ordered[(n - 1) // 2] + ordered[n // 2]) * np.float32(0.5)
+    if n <= INSERTION_MEDIAN_MAX:
+        return _insertion_median(scratch, n, scratch[n:])
+    if n <= RANK_MEDIAN_MAX:
+        return _rank_median(scratch, n, scratch[n:])
+    return _select_median(scratch, n, scratch[n:])
 
 
 @njit(**_OPTIONS)
@@ -64,7 +67,7 @@ def kappa_sigma_keep_cpu(values, keep, kappa_low, kappa_high, max_iterations, mi
     one = np.float32(1.0)
     buffer = np.empty(count, dtype=np.float32)
     kept = np.empty(count, dtype=np.bool_)
-    scratch = np.empty(count, dtype=np.float32)
+    scratch = np.empty(2 * count + 2, dtype=np.float32)
     for p in range(pixels):
         n = 0
         for k in range(count):
@@ -141,9 +144,18 @@ def _variance(centre, noise, background, noise_scale):
     return noise * noise + signal * signal
 
 
+#: How a median finds the two middle samples, by their number: up to ``INSERTION_MEDIAN_MAX``
+#: an insertion sort; up to ``RANK_MEDIAN_MAX`` ranks of every sample against all others
+#: (n**2 compares with no data-dependent branch, which the compiler vectorises); above, a
+#: quickselect in linear time. The choice is made at each call site (a call through a shared
+#: dispatcher does not inline and costs more than the choice saves).
+INSERTION_MEDIAN_MAX = 8
+RANK_MEDIAN_MAX = 48
+
+
 @njit(**_OPTIONS)
-def _sorted_median(buffer, n, scratch):
-    """Median of the first ``n`` entries of ``buffer`` (insertion sort into ``scratch``), float32."""
+def _insertion_median(buffer, n, scratch):
+    """Median of the first ``n`` entries of ``buffer`` by insertion sort into ``scratch``."""
     for i in range(n):
         value = buffer[i]
         j = i
@@ -152,6 +164,61 @@ def _sorted_median(buffer, n, scratch):
             j -= 1
         scratch[j] = value
     return (scratch[(n - 1) // 2] + scratch[n // 2]) * np.float32(0.5)
+
+
+@njit(**_OPTIONS)
+def _rank_median(buffer, n, scratch):
+    """Median of the first ``n`` entries of ``buffer`` by counting ranks (ties ordered by index).
+
+    ``scratch`` holds at least two entries.
+    """
+    low, high = (n - 1) // 2, n // 2
+    for i in range(n):
+        value = buffer[i]
+        rank = 0
+        for j in range(n):
+            other = buffer[j]
+            rank += (other < value) | ((other == value) & (j < i))
+        if rank == low:
+            scratch[0] = value
+        if rank == high:
+            scratch[1] = value
+    return (scratch[0] + scratch[1]) * np.float32(0.5)
+
+
+@njit(**_OPTIONS)
+def _select_median(buffer, n, scratch):
+    """Median of the first ``n`` entries of ``buffer`` by quickselect in ``scratch`` (linear time)."""
+    for i in range(n):
+        scratch[i] = buffer[i]
+    k = (n - 1) // 2
+    left, right = 0, n - 1
+    while right > left:
+        first, middle, last = scratch[left], scratch[(left + right) // 2], scratch[right]
+        pivot = max(min(first, middle), min(max(first, middle), last))  # median of the three
+        i, j = left, right
+        while i <= j:
+            while scratch[i] < pivot:
+                i += 1
+            while scratch[j] > pivot:
+                j -= 1
+            if i <= j:
+                scratch[i], scratch[j] = scratch[j], scratch[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            right = j
+        elif k >= i:
+            left = i
+        else:
+            break
+    low = scratch[k]
+    if n % 2 == 1:
+        return (low + low) * np.float32(0.5)
+    high = scratch[k + 1]  # every entry right of k is >= low: the next order statistic is their minimum
+    for i in range(k + 2, n):
+        high = min(high, scratch[i])
+    return (low + high) * np.float32(0.5)
 
 
 @njit(**_OPTIONS)
@@ -218,7 +285,7 @@ def noise_clip_keep_cpu(
     index = np.empty(count, dtype=np.intp)
     kept = np.empty(count, dtype=np.bool_)
     trial = np.empty(count, dtype=np.bool_)
-    scratch = np.empty(count, dtype=np.float32)
+    scratch = np.empty(count + 2, dtype=np.float32)
     fired = 0
     for c in range(channels):
         cn, cs = min(c, noise_c), min(c, sky_c)
@@ -246,7 +313,12 @@ def noise_clip_keep_cpu(
                             if buffer[i] == high:
                                 kept[i] = False
                 elif n >= 3 and n >= min_samples:
-                    centre = _sorted_median(buffer, n, scratch)
+                    if n <= INSERTION_MEDIAN_MAX:
+                        centre = _insertion_median(buffer, n, scratch)
+                    elif n <= RANK_MEDIAN_MAX:
+                        centre = _rank_median(buffer, n, scratch)
+                    else:
+                        centre = _select_median(buffer, n, scratch)
                     m = n
                     for iteration in range(max_iterations):
                         size = np.float32(m)
