@@ -149,3 +149,19 @@ def test_unsupported_settings_are_refused_at_load():
 
     options = finishing_options(load_config(overrides={"output.write-aesthetic": True}))
     assert options.write_aesthetic and not options.write_display and options.enabled
+
+
+def test_peak_memory_in_the_report_is_the_runs_own_not_its_parents():
+    """A run started by a large parent (a notebook, a benchmark) reports its own peak memory."""
+    import subprocess
+    import sys
+
+    probe = "from zemosaic_dask.api import _peak_rss_mib; print(_peak_rss_mib())"
+    parent = (
+        "import subprocess, sys, numpy as np\n"
+        "held = np.ones(800 * 2**20 // 8)\n"  # 800 MiB touched by the parent
+        f"print(subprocess.run([sys.executable, '-c', {probe!r}], capture_output=True, text=True, check=True).stdout)"
+    )
+    result = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True)
+    child_peak = float(result.stdout)
+    assert 20 < child_peak < 500  # importing the package costs ~120 MiB; the parent held 800

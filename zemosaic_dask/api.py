@@ -349,7 +349,19 @@ def _environment_variable(name: str) -> str | None:
 
 
 def _peak_rss_mib() -> float:
-    """This process's peak resident memory in MiB (run on the workers by ``client.run``)."""
+    """This process's peak resident memory in MiB (run on the workers by ``client.run``).
+
+    Read from ``VmHWM`` of ``/proc/self/status``, which belongs to this program's memory;
+    ``getrusage``'s ``ru_maxrss`` (the fallback off Linux) survives ``fork`` and ``exec``,
+    so a run started by a large parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # in kB
+    except OSError:
+        pass
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
