@@ -286,18 +286,30 @@ def noise_clip_keep_cpu(
     kept = np.empty(count, dtype=np.bool_)
     trial = np.empty(count, dtype=np.bool_)
     scratch = np.empty(count + 2, dtype=np.float32)
+    usable = np.empty(width, dtype=np.intp)
     fired = 0
     for c in range(channels):
         cn, cs = min(c, noise_c), min(c, sky_c)
         for y in range(height):
             yn, ys = min(y, noise_y), min(y, sky_y)
+            # A row at a time, sample by sample (contiguous, vectorised): every usable sample
+            # is kept, which is the answer wherever no rule applies; only the other pixels
+            # gather their samples.
+            usable[:] = 0
+            for k in range(count):
+                for x in range(width):
+                    ok = valid[k, c, y, x] and math.isfinite(values[k, c, y, x])
+                    out[k, c, y, x] = ok
+                    usable[x] += 1 if ok else 0
             for x in range(width):
+                n = usable[x]
+                if not ((n == 2 and min_samples <= 2) or (n >= 3 and n >= min_samples)):
+                    continue
                 xn, xs = min(x, noise_x), min(x, sky_x)
                 n = 0
                 for k in range(count):
-                    value = values[k, c, y, x]
-                    out[k, c, y, x] = False
-                    if valid[k, c, y, x] and math.isfinite(value):
+                    if out[k, c, y, x]:
+                        value = values[k, c, y, x]
                         buffer[n] = value
                         sigma_noise[n] = noise[min(k, noise_k), cn, yn, xn]
                         sky[n] = background[min(k, sky_k), cs, ys, xs]
