@@ -144,7 +144,7 @@ def _variance(centre, noise, background, noise_scale):
     return noise * noise + signal * signal
 
 
-#: How a median finds the two middle samples, by their number: up to ``INSERTION_MEDIAN_MAX``
+#: How a pixel's median finds its two middle samples, by their number: up to ``INSERTION_MEDIAN_MAX``
 #: an insertion sort; up to ``RANK_MEDIAN_MAX`` ranks of every sample against all others
 #: (n**2 compares with no data-dependent branch, which the compiler vectorises); above, a
 #: quickselect in linear time. The choice is made at each call site (a call through a shared
@@ -244,6 +244,33 @@ def _pair_rule(buffer, noise, background, kappa_high, noise_scale):
     return -1
 
 
+#: Up to this many samples per pixel, the noise clip sorts a whole row of pixels at once
+#: (``K`` passes of compare-exchanges, each vectorised across the row) to find the medians;
+#: its cost per sample grows with ``K`` and meets a quickselect per pixel beyond ~128.
+ROW_SORT_MAX = 128
+
+
+@njit(**_OPTIONS)
+def _sort_row_samples(values, usable, c, y, ordered):
+    """Sort each pixel's usable samples of row ``y``, channel ``c``, into ``ordered`` ``(K, W)``.
+
+    Unusable samples count as +inf, so a pixel's ``n`` usable samples come first in
+    ascending order. Odd-even transposition: ``K`` passes over neighbouring pairs of
+    samples sort ``K`` entries; each compare-exchange runs along the row without a branch.
+    """
+    count, width = ordered.shape
+    for k in range(count):
+        for x in range(width):
+            ordered[k, x] = values[k, c, y, x] if usable[k, c, y, x] else np.float32(np.inf)
+    for sweep in range(count):
+        for j in range(sweep % 2, count - 1, 2):
+            for x in range(width):
+                a = ordered[j, x]
+                b = ordered[j + 1, x]
+                ordered[j, x] = min(a, b)
+                ordered[j + 1, x] = max(a, b)
+
+
 @njit(**_OPTIONS)
 def noise_clip_keep_cpu(
     values,
@@ -287,6 +314,8 @@ def noise_clip_keep_cpu(
     trial = np.empty(count, dtype=np.bool_)
     scratch = np.empty(count + 2, dtype=np.float32)
     usable = np.empty(width, dtype=np.intp)
+    sort_rows = count <= ROW_SORT_MAX
+    ordered = np.empty((count if sort_rows else 0, width), dtype=np.float32)
     fired = 0
     for c in range(channels):
         cn, cs = min(c, noise_c), min(c, sky_c)
@@ -301,6 +330,8 @@ def noise_clip_keep_cpu(
                     ok = valid[k, c, y, x] and math.isfinite(values[k, c, y, x])
                     out[k, c, y, x] = ok
                     usable[x] += 1 if ok else 0
+            if sort_rows and max(3, min_samples) <= count:
+                _sort_row_samples(values, out, c, y, ordered)
             for x in range(width):
                 n = usable[x]
                 if not ((n == 2 and min_samples <= 2) or (n >= 3 and n >= min_samples)):
@@ -325,10 +356,8 @@ def noise_clip_keep_cpu(
                             if buffer[i] == high:
                                 kept[i] = False
                 elif n >= 3 and n >= min_samples:
-                    if n <= INSERTION_MEDIAN_MAX:
-                        centre = _insertion_median(buffer, n, scratch)
-                    elif n <= RANK_MEDIAN_MAX:
-                        centre = _rank_median(buffer, n, scratch)
+                    if sort_rows:
+                        centre = (ordered[(n - 1) // 2, x] + ordered[n // 2, x]) * np.float32(0.5)
                     else:
                         centre = _select_median(buffer, n, scratch)
                     m = n
