@@ -84,19 +84,22 @@ class CombineJob:
     group: bool = False
 
 
-def _layer_noise(job: CombineJob, weights: list[np.ndarray]) -> dict[str, Any]:
+def _layer_noise(job: CombineJob, weights: np.ndarray) -> dict[str, Any]:
     """Per-pixel expected noise of each layer (frame noise / sqrt(coverage)) and its sky, for ``noise_clip``.
 
-    Both are in the layers' own units; :func:`stack_samples` maps them through the layers'
-    gains and offsets.
+    ``weights`` ``(K, H, W)`` float32, the layers' coverages. Both are in the layers' own
+    units; :func:`stack_samples` maps them through the layers' gains and offsets.
     """
     if job.noise is None:
         return {}
     frame_noise = np.resize(np.asarray(job.noise, dtype=np.float32), job.n_channels)
-    cover = np.sqrt(np.maximum(np.stack(weights), np.float32(1e-3)))[:, None]
-    noise = frame_noise[None, :, None, None] / cover
+    cover = np.maximum(weights, np.float32(1e-3))
+    np.sqrt(cover, out=cover)
+    noise = np.empty((cover.shape[0], job.n_channels) + cover.shape[1:], dtype=np.float32)
+    for c in range(job.n_channels):  # one channel at a time: no sample-sized temporaries
+        np.divide(frame_noise[c], cover, out=noise[:, c])
     sky = np.resize(np.asarray(job.sky if job.sky is not None else (0.0,), dtype=np.float32), job.n_channels)
-    return {"noise": noise.astype(np.float32), "background": sky[None, :, None, None]}
+    return {"noise": noise, "background": sky[None, :, None, None]}
 
 
 def layer_count(job: CombineJob) -> np.ndarray:
@@ -182,14 +185,15 @@ def _stacked(job: CombineJob, xp: Any) -> Combined:
             offsets.append(np.resize(np.asarray(layer.offset, np.float32) * np.float32(layer.scale), values.shape[0]))
         if not samples:
             continue
+        stacked_weights = np.stack(weights)
         result = stack_samples(
             xp.asarray(np.stack(samples)),
-            xp.asarray(np.stack(weights)),
+            xp.asarray(stacked_weights),
             job.stack,
             gains=np.stack(gains),
             offsets=np.stack(offsets),
             kept_weight=job.group,
-            **_layer_noise(job, weights),
+            **_layer_noise(job, stacked_weights),
         )
         image[:, y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.image)
         coverage[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.coverage)
