@@ -330,3 +330,36 @@ def test_the_kept_weight_is_the_footprint_of_the_samples_the_rejection_kept():
     np.testing.assert_allclose(result.kept_weight, expected, rtol=1e-5)
     np.testing.assert_allclose(result.coverage, footprint.sum(axis=0), rtol=1e-5)  # every frame still counts
     assert stack_samples(samples, footprint, options, noise=2.0).kept_weight is None
+
+
+@pytest.mark.parametrize("normalised", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_compiled_opening_writes_what_the_array_operations_write(fakecupy, normalised, weighted):
+    """The numpy pass of ``_prepare`` against the array version (run on a non-numpy namespace), bit for bit."""
+    from zemosaic_dask.tasks.stacking import _prepare
+
+    rng = np.random.default_rng(7 + 2 * normalised + weighted)
+    count, channels, height, width = 6, 3, 9, 13
+    samples = rng.normal(1000.0, 30.0, (count, channels, height, width)).astype(np.float32)
+    samples[rng.random(samples.shape) < 0.1] = np.nan
+    samples[rng.random(samples.shape) < 0.02] = np.inf
+    samples[1, :, 2, 3] = -0.0  # the sign of zero survives only without normalisation
+    footprint = (rng.random((count, height, width)) * (rng.random((count, height, width)) > 0.3)).astype(np.float32)
+    gain = rng.uniform(0.5, 1.5, (count, channels)).astype(np.float32)[:, :, None, None]
+    offset = rng.uniform(-50, 50, (count, channels)).astype(np.float32)[:, :, None, None]
+    quality = None
+    if weighted:
+        quality = rng.uniform(0.1, 1.0, (count, channels)).astype(np.float32)
+        quality[2, 1] = 0.0  # a channel excluded
+        quality[3] = 0.0  # a frame excluded: none of its samples valid, yet it has data
+    host = _prepare(np, samples, footprint, gain, offset, quality, normalised)
+
+    def dev(array):
+        return None if array is None else fakecupy.asarray(array)
+
+    device = _prepare(fakecupy, dev(samples), dev(footprint), dev(gain), dev(offset), dev(quality), normalised)
+    values, valid, has_data = (fakecupy.asnumpy(array) for array in device)
+    assert_array_equal(host[0].view(np.uint32), values.view(np.uint32))
+    assert_array_equal(host[1], valid)
+    assert_array_equal(host[2], has_data)
+    assert valid.any() and not valid.all() and (has_data & ~valid.any(axis=1)).any() == weighted

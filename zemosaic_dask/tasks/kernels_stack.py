@@ -10,6 +10,9 @@ float32 in the reference's order (sample index ascending), so the masks are equa
 :func:`weighted_mean_cpu` is :func:`zemosaic_dask.tasks.rejection.weighted_mean` with the
 same float32 sums in the same order, without its sample-sized temporaries.
 
+:func:`prepare_samples_cpu` is the opening of :func:`zemosaic_dask.tasks.stacking.stack_samples`
+(the normalised working copy, the valid and has-data masks) in one pass.
+
 :func:`noise_clip_keep_cpu` is
 :func:`zemosaic_dask.tasks.noise_rejection._reject_noise_clip_arrays` per pixel, with the
 same float32 operations in the same order (the reference stops each pixel on its own).
@@ -30,7 +33,14 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["bin_mean_cpu", "cell_clip_pass_cpu", "kappa_sigma_keep_cpu", "noise_clip_keep_cpu", "weighted_mean_cpu"]
+__all__ = [
+    "bin_mean_cpu",
+    "cell_clip_pass_cpu",
+    "kappa_sigma_keep_cpu",
+    "noise_clip_keep_cpu",
+    "prepare_samples_cpu",
+    "weighted_mean_cpu",
+]
 
 _OPTIONS = {"cache": True, "nogil": True, "fastmath": False}
 
@@ -151,6 +161,41 @@ def _variance(centre, noise, background, noise_scale):
 #: dispatcher does not inline and costs more than the choice saves).
 INSERTION_MEDIAN_MAX = 8
 RANK_MEDIAN_MAX = 48
+
+
+@njit(**_OPTIONS)
+def prepare_samples_cpu(samples, footprint, gain, offset, quality, normalise, values, valid, has_data):
+    """Write the working copy of the samples and their masks, as ``stack_samples`` opens.
+
+    ``samples`` ``(K, C, H, W)`` float32, ``footprint`` ``(K, H, W)`` float32, ``gain``,
+    ``offset`` and ``quality`` ``(K, C)`` float32 (``quality`` may be ``(0, 0)``: no
+    frame weights). Writes ``values`` (``gain * x + offset`` when ``normalise``, rounded
+    after each operation as numpy does; NaN where not valid), ``valid`` (finite, footprint
+    > 0 and quality > 0) and ``has_data`` ``(K, H, W)`` (footprint > 0 and finite in some
+    channel, whatever the quality).
+    """
+    count, channels, height, width = samples.shape
+    weighted = quality.shape[0] > 0
+    nan = np.float32(np.nan)
+    for k in range(count):
+        for y in range(height):
+            for x in range(width):
+                has_data[k, y, x] = False
+        for c in range(channels):
+            g, o = gain[k, c], offset[k, c]
+            usable = not weighted or quality[k, c] > 0
+            for y in range(height):
+                for x in range(width):
+                    value = samples[k, c, y, x]
+                    if normalise:
+                        value = value * g
+                        value = value + o
+                    finite = math.isfinite(value)
+                    inside = footprint[k, y, x] > 0
+                    ok = finite and inside and usable
+                    has_data[k, y, x] = has_data[k, y, x] or (finite and inside)
+                    valid[k, c, y, x] = ok
+                    values[k, c, y, x] = value if ok else nan
 
 
 @njit(**_OPTIONS)

@@ -19,8 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError
-from .namespace import array_namespace, to_numpy
+from .namespace import array_namespace, is_numpy_namespace, to_numpy
 from .noise_rejection import reject_noise_clip
 from .rejection import (
     huber_mean,
@@ -291,24 +293,16 @@ def stack_samples(
             n_frames=xp.zeros(plane, dtype=xp.int32),
         )
 
-    values = xp.array(samples, dtype=xp.float32, copy=True)  # the one working copy, updated in place
     normalised = gains is not None or offsets is not None
-    if normalised:
-        gain = _per_frame(xp, gains, count, channels, "gains", 1.0)[:, :, None, None]
-        offset = _per_frame(xp, offsets, count, channels, "offsets", 0.0)[:, :, None, None]
-        values *= gain
-        values += offset
+    gain = _per_frame(xp, gains, count, channels, "gains", 1.0)[:, :, None, None]
+    offset = _per_frame(xp, offsets, count, channels, "offsets", 0.0)[:, :, None, None]
     weight = xp.asarray(footprint, dtype=xp.float32)
-    finite = xp.isfinite(values)
-    has_data = (weight > 0) & xp.any(finite, axis=1)
-    valid = finite & (weight > 0)[:, None]
-    del finite
+    quality = None
     weights = weight[:, None]
     if frame_weights is not None:
         quality = _per_frame(xp, frame_weights, count, channels, "frame_weights", 1.0)
-        valid = valid & (quality > 0)[:, :, None, None]
         weights = weights * quality[:, :, None, None]
-    values[~valid] = xp.nan
+    values, valid, has_data = _prepare(xp, samples, weight, gain, offset, quality, normalised)
 
     model = None
     if options.rejection == "noise_clip":
@@ -391,6 +385,47 @@ def _per_sample(xp: Any, array: Any, count: int, channels: int, name: str) -> An
     elif array.ndim == 0:
         array = xp.reshape(array, (1, 1, 1, 1))
     return array  # 4-D shapes are checked by reject_noise_clip
+
+
+def _prepare(
+    xp: Any, samples: Any, weight: Any, gain: Any, offset: Any, quality: Any, normalised: bool
+) -> tuple[Any, Any, Any]:
+    """The working copy of the samples (normalised, NaN where not valid), its valid mask and has-data mask.
+
+    ``gain``, ``offset`` ``(K, C, 1, 1)``; ``quality`` ``(K, C)`` or None. On numpy one
+    compiled pass (:func:`~.kernels_stack.prepare_samples_cpu`) writes what the array
+    operations below write.
+    """
+    if is_numpy_namespace(xp):
+        from .kernels_stack import prepare_samples_cpu
+
+        values = np.empty(samples.shape, dtype=np.float32)
+        valid = np.empty(samples.shape, dtype=np.bool_)
+        has_data = np.empty(weight.shape, dtype=np.bool_)
+        prepare_samples_cpu(
+            np.ascontiguousarray(samples, dtype=np.float32),
+            np.ascontiguousarray(weight),
+            np.ascontiguousarray(gain[:, :, 0, 0]),
+            np.ascontiguousarray(offset[:, :, 0, 0]),
+            np.zeros((0, 0), np.float32) if quality is None else np.ascontiguousarray(quality),
+            normalised,
+            values,
+            valid,
+            has_data,
+        )
+        return values, valid, has_data
+    values = xp.array(samples, dtype=xp.float32, copy=True)  # the one working copy, updated in place
+    if normalised:
+        values *= gain
+        values += offset
+    finite = xp.isfinite(values)
+    has_data = (weight > 0) & xp.any(finite, axis=1)
+    valid = finite & (weight > 0)[:, None]
+    del finite
+    if quality is not None:
+        valid = valid & (quality > 0)[:, :, None, None]
+    values[~valid] = xp.nan
+    return values, valid, has_data
 
 
 def _combine(values: Any, weights: Any, valid: Any, options: StackOptions, model: Any) -> tuple[Any, int, Any]:
