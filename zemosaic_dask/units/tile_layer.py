@@ -11,9 +11,9 @@ import numpy as np
 
 from ..io.store import MosaicStore
 from ..plans.grid import OutputGrid, OutputRegion
-from ..tasks.mapping import coarse_pixel_map, interpolate_pixel_map
+from ..tasks.accumulate import WindowMapping, sample_window
+from ..tasks.mapping import coarse_pixel_map
 from ..tasks.namespace import to_numpy
-from ..tasks.resample import sample_bilinear
 from .region_job import RegionSummary
 
 __all__ = ["TileLayerJob", "build_tile_layer_region"]
@@ -59,9 +59,12 @@ def build_tile_layer_region(job: TileLayerJob, xp: Any = np) -> RegionSummary:
             # Normalised bilinear: resample coverage-weighted values and the coverage, then divide,
             # so data reach the tile's very edge with a coverage that fades to 0 across it.
             stacked = np.concatenate([np.where(has_data[None], tile_img, 0) * weight[None], weight[None]], axis=0)
-            map_x, map_y = interpolate_pixel_map(coarse, xp)
+            # The tile's pixel centres, out to its last ones, as the box of data (window coordinates).
             box = (-float(y0), height - 1.0 - y0, -float(x0), width - 1.0 - x0)
-            values, footprint = sample_bilinear(xp.asarray(stacked), map_x - x0, map_y - y0, box)
+            mapping = WindowMapping.from_coarse(coarse, (y0, x0), box, "bilinear")
+            values = xp.empty(stacked.shape[:1] + region.shape, dtype=xp.float32)
+            footprint = xp.empty(region.shape, dtype=xp.float32)
+            sample_window(xp.asarray(stacked, dtype=xp.float32), mapping, values, footprint)
             values, footprint = to_numpy(values), to_numpy(footprint)
             den = np.where(footprint > 0, values[-1], np.float32(0))
             valid = den > 1e-6
