@@ -142,3 +142,27 @@ def test_completed_region_is_reused(session):
     first = build_mean_region(jobs[0])
     again = build_mean_region(jobs[0])
     assert not first.reused and again.reused
+
+
+def test_a_deep_task_keeps_every_frames_wcs_while_it_runs_and_no_longer():
+    """Band after band visits every frame: inside ``wcs_cache_for`` no WCS is parsed twice."""
+    from astropy.wcs import WCS
+
+    from zemosaic_dask.units.frame_window import _WCS_CACHE_SIZE, thread_wcs, wcs_cache_for
+
+    def header(i: int) -> str:
+        wcs = WCS(naxis=2)
+        wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        wcs.wcs.crval = [10.0 + i * 1e-4, 20.0]
+        wcs.wcs.crpix = [50.0, 30.0]
+        wcs.wcs.cdelt = [-1e-3, 1e-3]
+        return wcs.to_header_string()
+
+    headers = [header(i) for i in range(_WCS_CACHE_SIZE + 44)]
+    with wcs_cache_for(len(headers)):
+        first = [thread_wcs(h) for h in headers]
+        second = [thread_wcs(h) for h in headers]  # the next band, the same frames in the same order
+        assert all(a is b for a, b in zip(first, second, strict=True))
+    again = [thread_wcs(h) for h in headers]  # back to the usual size: a cycle longer than it re-parses
+    assert not any(a is b for a, b in zip(second, again, strict=True))
+    assert thread_wcs(headers[-1]) is again[-1]  # and the cache still works

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -28,6 +30,7 @@ __all__ = [
     "prepare_frame_window",
     "resample_frame_to_region",
     "thread_wcs",
+    "wcs_cache_for",
 ]
 
 # Extra raw pixels read around the mapped window so that debayering and hot-pixel
@@ -104,11 +107,37 @@ def thread_wcs(header: str) -> WCS:
     wcs = cache.get(header)
     if wcs is None:
         wcs = cache[header] = WCS(header, relax=True)
-        if len(cache) > _WCS_CACHE_SIZE:
+        if len(cache) > getattr(_local, "capacity", _WCS_CACHE_SIZE):
             cache.popitem(last=False)
     else:
         cache.move_to_end(header)
     return wcs
+
+
+@contextmanager
+def wcs_cache_for(frames: int) -> Iterator[None]:
+    """Keep the WCS of up to ``frames`` frames in this thread's cache while the block runs.
+
+    A deep region is stacked band after band, each band visiting every frame in the same
+    order: with more frames than the cache holds, a least-recently-used cache would evict
+    each WCS just before its next use and parse every one again in every band (4,000
+    frames: 70 of the task's 104 s). On leaving, the cache shrinks back to its usual size
+    (about 4.5 KiB a WCS).
+
+    Parameters
+    ----------
+    frames : int
+        Number of frames the block visits repeatedly.
+    """
+    previous = getattr(_local, "capacity", _WCS_CACHE_SIZE)
+    _local.capacity = max(previous, int(frames))
+    try:
+        yield
+    finally:
+        _local.capacity = previous
+        cache = getattr(_local, "wcs", None)
+        while cache is not None and len(cache) > previous:
+            cache.popitem(last=False)
 
 
 def _window(bounds: tuple[float, float, float, float], shape: tuple[int, int]) -> tuple[int, int, int, int] | None:

@@ -12,6 +12,7 @@ import numpy as np
 from ..plans.grid import OutputRegion
 from ..tasks.namespace import to_numpy
 from ..tasks.stacking import peak_memory_bytes, stack_samples
+from .frame_window import wcs_cache_for
 from .gpu import run_with_gpu_fallback
 from .mean_region import build_mean_region, can_stream_mean, sample_region_frames
 from .region_job import RegionJob, RegionSummary
@@ -90,12 +91,13 @@ def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
     coverage = np.zeros((height, width), dtype=np.float32)
     rows = band_rows(job)
     contributing, hot, max_error = 0, 0, 0.0
-    for y0 in range(region.y0, region.y1, rows):
-        band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
-        part, cover, used, fixed, error = _stack_band(job, band, xp)
-        image[:, y0 - region.y0 : band.y1 - region.y0] = part
-        coverage[y0 - region.y0 : band.y1 - region.y0] = cover
-        contributing, hot, max_error = max(contributing, used), hot + fixed, max(max_error, error)
+    with wcs_cache_for(len(job.frames) if rows < height else 0):  # every band visits every frame
+        for y0 in range(region.y0, region.y1, rows):
+            band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
+            part, cover, used, fixed, error = _stack_band(job, band, xp)
+            image[:, y0 - region.y0 : band.y1 - region.y0] = part
+            coverage[y0 - region.y0 : band.y1 - region.y0] = cover
+            contributing, hot, max_error = max(contributing, used), hot + fixed, max(max_error, error)
     image = np.where(coverage[None] > 0, image, np.float32(np.nan))
     alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
     job.store.write_region(region, image, coverage, alpha)
