@@ -154,11 +154,12 @@ def _variance(centre, noise, background, noise_scale):
     return noise * noise + signal * signal
 
 
-#: How a pixel's median finds its two middle samples, by their number: up to ``INSERTION_MEDIAN_MAX``
-#: an insertion sort; up to ``RANK_MEDIAN_MAX`` ranks of every sample against all others
-#: (n**2 compares with no data-dependent branch, which the compiler vectorises); above, a
-#: quickselect in linear time. The choice is made at each call site (a call through a shared
-#: dispatcher does not inline and costs more than the choice saves).
+#: How kappa-sigma's per-pixel median finds its two middle samples, by their number: up to
+#: ``INSERTION_MEDIAN_MAX`` an insertion sort; up to ``RANK_MEDIAN_MAX`` ranks of every sample
+#: against all others (n**2 compares with no data-dependent branch, which the compiler
+#: vectorises); above, a quickselect in linear time. The choice is made where the median is
+#: needed (a call through a shared dispatcher does not inline and costs more than it saves).
+#: The noise clip sorts whole rows instead (``ROW_SORT_MAX``).
 INSERTION_MEDIAN_MAX = 8
 RANK_MEDIAN_MAX = 48
 
