@@ -55,8 +55,6 @@ def _median(buffer, keep, count, scratch):
             n += 1
     if n <= INSERTION_MEDIAN_MAX:
         return _insertion_median(scratch, n, scratch[n:])
-    if n <= RANK_MEDIAN_MAX:
-        return _rank_median(scratch, n, scratch[n:])
     return _select_median(scratch, n, scratch[n:])
 
 
@@ -154,14 +152,10 @@ def _variance(centre, noise, background, noise_scale):
     return noise * noise + signal * signal
 
 
-#: How kappa-sigma's per-pixel median finds its two middle samples, by their number: up to
-#: ``INSERTION_MEDIAN_MAX`` an insertion sort; up to ``RANK_MEDIAN_MAX`` ranks of every sample
-#: against all others (n**2 compares with no data-dependent branch, which the compiler
-#: vectorises); above, a quickselect in linear time. The choice is made where the median is
-#: needed (a call through a shared dispatcher does not inline and costs more than it saves).
+#: Kappa-sigma's per-pixel median (only below its deep limit, where the centre is the
+#: mean) sorts up to this many samples by insertion and selects in linear time above.
 #: The noise clip sorts whole rows instead (``ROW_SORT_MAX``).
-INSERTION_MEDIAN_MAX = 8
-RANK_MEDIAN_MAX = 48
+INSERTION_MEDIAN_MAX = 32
 
 
 @njit(**_OPTIONS)
@@ -210,26 +204,6 @@ def _insertion_median(buffer, n, scratch):
             j -= 1
         scratch[j] = value
     return (scratch[(n - 1) // 2] + scratch[n // 2]) * np.float32(0.5)
-
-
-@njit(**_OPTIONS)
-def _rank_median(buffer, n, scratch):
-    """Median of the first ``n`` entries of ``buffer`` by counting ranks (ties ordered by index).
-
-    ``scratch`` holds at least two entries.
-    """
-    low, high = (n - 1) // 2, n // 2
-    for i in range(n):
-        value = buffer[i]
-        rank = 0
-        for j in range(n):
-            other = buffer[j]
-            rank += (other < value) | ((other == value) & (j < i))
-        if rank == low:
-            scratch[0] = value
-        if rank == high:
-            scratch[1] = value
-    return (scratch[0] + scratch[1]) * np.float32(0.5)
 
 
 @njit(**_OPTIONS)
@@ -376,7 +350,7 @@ def noise_clip_keep_cpu(
                     ok = valid[k, c, y, x] and math.isfinite(values[k, c, y, x])
                     out[k, c, y, x] = ok
                     usable[x] += 1 if ok else 0
-            if sort_rows and max(3, min_samples) <= count:
+            if sort_rows and usable.max() >= max(3, min_samples):  # some pixel of the row needs its median
                 _sort_row_samples(values, out, c, y, ordered)
             for x in range(width):
                 n = usable[x]
