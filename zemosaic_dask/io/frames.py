@@ -10,6 +10,8 @@ import logging
 import math
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +77,32 @@ def shift_bayer_pattern(pattern: str, dy: int, dx: int) -> str:
     pattern = pattern.upper()
     cells = [[pattern[0], pattern[1]], [pattern[2], pattern[3]]]
     return "".join(cells[(r + dy) % 2][(c + dx) % 2] for r in (0, 1) for c in (0, 1))
+
+
+def _raised_in_astropy(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is astropy's code."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith("astropy.")
+
+
+@contextmanager
+def _open_fits(path: str) -> Iterator[fits.HDUList]:
+    """``fits.open`` read-only and lazily, for ingest and window reads alike.
+
+    On some corrupt streams (a gzip member with a flipped byte, a damaged extension header)
+    astropy fails inside its own HDU construction with an ``AttributeError``; that is a
+    bad file, not a bug, so it surfaces as the ``OSError`` an unreadable file raises. An
+    ``AttributeError`` raised by the caller's code in the block passes unchanged.
+    """
+    try:
+        with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+            yield hdul
+    except AttributeError as err:
+        if not _raised_in_astropy(err):
+            raise
+        raise OSError(f"corrupt data (astropy: {type(err).__name__}: {err})") from err
 
 
 def _select_image_hdu(hdul: fits.HDUList) -> int:
@@ -374,7 +402,7 @@ def _inspect(path: str, options: IngestOptions) -> FrameInfo:
     fingerprint = file_fingerprint(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
-        with fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+        with _open_fits(path) as hdul:
             index = _select_image_hdu(hdul)
             hdu = hdul[index]
             header = hdu.header
@@ -460,7 +488,7 @@ def _read_window(frame: FrameInfo, y0: int, y1: int, x0: int, x1: int) -> np.nda
             return read_rows(frame.path, layout, y0, y1, x0, x1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
-        with fits.open(frame.path, mode="readonly", memmap=False, lazy_load_hdus=True) as hdul:
+        with _open_fits(frame.path) as hdul:
             section = hdul[frame.hdu].section
             # Whole rows are contiguous on disk: reading them and cropping in memory is much
             # faster than a column-cropped section, which is read row by row.
