@@ -47,3 +47,20 @@ def test_tighter_bound_refines_grid():
     tight = coarse_pixel_map(out, frame, (0, 0), (256, 256), max_error_px=1e-4, initial_step=128)
     assert tight.step < loose.step
     assert tight.max_error <= 1e-4
+
+
+@pytest.mark.parametrize("shape", [(1, 300), (300, 1), (1, 1)])
+def test_a_region_one_pixel_thin_is_mapped_within_the_bound_without_warnings(shape):
+    """A band of one row (the last band of a deep region) keeps a coarse map along its length."""
+    import warnings
+
+    out = _tan(150.0, 40.0, 2.4, 0.0, (600, 500))
+    frame = _tan(150.02, 40.05, 2.4, 17.0, (540, 960), sip=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        coarse = coarse_pixel_map(out, frame, (120, 80), shape, max_error_px=0.01)
+        map_x, map_y = interpolate_pixel_map(coarse, np)
+    gy, gx = np.mgrid[120 : 120 + shape[0], 80 : 80 + shape[1]]
+    true_x, true_y = exact_pixel_map(out, frame, gy.astype(float), gx.astype(float))
+    assert np.hypot(map_x - true_x, map_y - true_y).max() <= 0.01
+    assert coarse.step > 1 or max(shape) == 1

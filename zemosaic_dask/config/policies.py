@@ -182,6 +182,7 @@ def assembly_targets(config: Any, n_channels: int) -> AssemblyTargets:
         min_chunk_bytes=int(a.min_chunk_mb * MiB),
         gpu_min_memory_bytes=int(a.gpu_min_memory_mb * MiB),
         n_channels=n_channels,
+        min_part_samples=round(a.min_part_msamples * 1_000_000),
         force_cpu=a.use_gpu is False,
         gpu_requested=a.use_gpu is not False,
     )

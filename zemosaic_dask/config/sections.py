@@ -179,6 +179,7 @@ class AssemblyConfig(_Section):
     min_chunk_mb: int
     gpu_min_memory_mb: int
     layer_fan_in: int
+    min_part_msamples: float
 
     def _check(self) -> None:
         _require_le("assembly.min-chunk-mb", self.min_chunk_mb, "assembly.max-chunk-mb", self.max_chunk_mb)

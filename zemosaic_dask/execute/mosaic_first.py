@@ -8,6 +8,7 @@ from ..config.policies import StageOptions
 from ..graph.mosaic_first import build_mosaic_first_graph, region_jobs
 from ..io.store import MosaicStore
 from ..plans.mosaic import MosaicPlan
+from ..plans.region_parts import RegionParts
 from .coefficients import frame_coefficients
 from .compute import Timings, compute
 from .routing import ExecutionResult, assembly_plan_of, gpu_fallbacks, gpu_resources, unit_chunk_bytes, units_in_flight
@@ -36,7 +37,8 @@ def execute_mosaic_first(
         max_bytes=unit_chunk_bytes(assembly),
         coefficients=frame_coefficients(plan, options.stack, planes),
     )
-    graph = build_mosaic_first_graph(jobs, resources=gpu_resources(assembly))
+    parts = RegionParts.from_dict(plan.sections.get("region_parts"))
+    graph = build_mosaic_first_graph(jobs, resources=gpu_resources(assembly), parts=parts)
     with timings.stage("mosaic"):
         summaries = compute(
             handle, graph, label="mosaic", show_progress=show_progress, max_in_flight=units_in_flight(assembly)
@@ -51,5 +53,6 @@ def execute_mosaic_first(
             "region_backends": sorted({s.backend for s in summaries}),
             "gpu_fallbacks": gpu_fallbacks(summaries),
             "assembly_plan": plan.sections.get("assembly_plan"),
+            "region_parts": [{"region": f"{iy}-{ix}", "parts": n} for iy, ix, n in parts.split],
         },
     )

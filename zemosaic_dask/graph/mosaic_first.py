@@ -1,22 +1,27 @@
-"""Graph of Mosaic-First: one ``stack-region-<y>-<x>`` task per output region."""
+"""Graph of Mosaic-First: one ``stack-region-<y>-<x>`` task per output region (deep ones fed by row parts)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import dask
 from dask.delayed import Delayed
 
 from ..io.store import MosaicStore
 from ..plans.frames import FrameInfo
-from ..plans.grid import OutputGrid
+from ..plans.grid import OutputGrid, frame_bboxes
+from ..plans.region_parts import RegionParts, part_regions
 from ..plans.regions import assign_frames_to_regions
 from ..tasks.stacking import StackOptions
 from ..units.frame_window import FrameWindowOptions
-from ..units.mosaic_region import RegionJob
+from ..units.mosaic_region import RegionJob, run_region_part, write_region_parts
+from .calls import job_task
 from .regions import build_region_graph
 
-__all__ = ["FrameCoefficientTable", "build_mosaic_first_graph", "region_jobs"]
+__all__ = ["FrameCoefficientTable", "build_mosaic_first_graph", "part_jobs", "region_jobs"]
 
 
 @dataclass(frozen=True)
@@ -81,12 +86,58 @@ def region_jobs(
     return jobs
 
 
+def part_jobs(job: RegionJob, parts: int, margin_px: float = 2.0) -> list[RegionJob]:
+    """The jobs of a region's row parts (:func:`~zemosaic_dask.plans.region_parts.part_regions`).
+
+    Each part keeps the frames whose footprint box reaches its rows (with the margin
+    :func:`~zemosaic_dask.plans.regions.assign_frames_to_regions` gives regions) and their
+    coefficients, in the region's order.
+    """
+    boxes = frame_bboxes(job.grid, job.frames)
+    out = []
+    for band in part_regions(job.region, parts):
+        reach = (boxes[:, 0] - margin_px <= band.y1 - 1) & (boxes[:, 1] + margin_px >= band.y0)
+        members = [i for i in range(len(job.frames)) if reach[i]]
+        out.append(_subset(dataclasses.replace(job, region=band), members))
+    return out
+
+
+def _subset(job: RegionJob, members: Sequence[int]) -> RegionJob:
+    """``job`` restricted to the entries ``members`` of its frame list (coefficient rows included)."""
+
+    def rows(table: tuple | None) -> tuple | None:
+        return None if table is None else tuple(table[i] for i in members)
+
+    names = ("frames", "frame_ids", "gains", "offsets", "weights", "planes", "noise", "sky")
+    return dataclasses.replace(job, **{name: rows(getattr(job, name)) for name in names})
+
+
 def build_mosaic_first_graph(
-    jobs: Sequence[RegionJob], prefix: str = "stack-region", resources: dict[str, int] | None = None
+    jobs: Sequence[RegionJob],
+    prefix: str = "stack-region",
+    resources: dict[str, int] | None = None,
+    parts: RegionParts | None = None,
 ) -> list[Delayed]:
     """Return one delayed region build per job, keyed ``<prefix>-<iy>-<ix>``.
 
     With ``resources`` (``{"GPU": 1}`` when the assembly plan uses GPUs) the tasks are
-    annotated so that only workers advertising them run them.
+    annotated so that only workers advertising them run them. A region the plan's ``parts``
+    split is stacked by one task per row part (``stack-part-<iy>-<ix>-<k>``) and written by
+    its ``<prefix>-<iy>-<ix>`` task.
     """
-    return build_region_graph(jobs, prefix, resources)
+    parts = parts or RegionParts()
+    whole = [job for job in jobs if parts.parts_of(job.region.iy, job.region.ix) < 2]
+    split = [job for job in jobs if parts.parts_of(job.region.iy, job.region.ix) >= 2]
+    tasks = build_region_graph(whole, prefix, resources)
+    use_gpu = bool(resources)
+    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        for job in split:
+            name = job.region.name
+            pieces = [
+                job_task(run_region_part, dataclasses.replace(piece, use_gpu=use_gpu, key=key), key=key)
+                for k, piece in enumerate(part_jobs(job, parts.parts_of(job.region.iy, job.region.ix)))
+                for key in [f"stack-part-{name}-{k}"]
+            ]
+            key = f"{prefix}-{name}"
+            tasks.append(job_task(write_region_parts, dataclasses.replace(job, key=key), *pieces, key=key))
+    return tasks

@@ -141,6 +141,9 @@ class AssemblyTargets:
         Chunk cap on small cards.
     n_channels : int
         Channels of the mosaic (a coverage plane is added per row).
+    min_part_samples : int
+        Mosaic-First: least work of a row part of a deep region, in frame samples (0: never split;
+        see :mod:`~zemosaic_dask.plans.region_parts`).
     force_cpu : bool
         Never use a GPU.
     gpu_requested : bool
@@ -157,6 +160,7 @@ class AssemblyTargets:
     gpu_min_memory_bytes: int = 4 * GiB
     small_gpu_max_chunk_bytes: int = 64 * MiB
     n_channels: int = 3
+    min_part_samples: int = 16_000_000
     force_cpu: bool = False
     gpu_requested: bool = True
 
@@ -173,6 +177,8 @@ class AssemblyTargets:
                 f"vram_reserve_bytes and gpu_min_memory_bytes must be >= 0, got "
                 f"{self.vram_reserve_bytes!r} and {self.gpu_min_memory_bytes!r}"
             )
+        if self.min_part_samples < 0:
+            raise ConfigError(f"min_part_samples must be >= 0, got {self.min_part_samples!r}")
         if self.n_channels < 1:
             raise ConfigError(f"n_channels must be >= 1, got {self.n_channels!r}")
 

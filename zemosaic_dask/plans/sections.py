@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from .batches import BatchPolicy, plan_classic_batches
 from .groups import GroupingPolicy
 from .layers import layer_units, layers_from_batches, layers_from_sds
 from .mosaic import MosaicPlan
+from .region_parts import plan_region_parts
 from .sds import SdsPolicy, plan_sds_batches
 
 __all__ = ["PlanningPolicies", "batches_view", "plan_mode_sections", "resources_from_workers"]
@@ -109,7 +111,7 @@ def plan_mode_sections(
     """
     mode, fallback = plan.mode, plan.fallback
     sections: dict[str, Any] = {}
-    units = None  # mosaic-first: one unit per region of the grid
+    units = None  # mosaic-first: its regions and row parts (below)
     if mode == "sds":
         try:
             found, units = _sds(plan, policies, preplan)
@@ -122,6 +124,11 @@ def plan_mode_sections(
     elif mode == "classic":
         found, units = _classic(plan, policies)
         sections.update(found)
+    if mode == "mosaic-first":
+        threads = max(1, math.floor(resources.total_threads * policies.assembly.cpu_load))
+        parts = plan_region_parts(plan.grid, plan.frames, threads, policies.assembly.min_part_samples)
+        sections["region_parts"] = parts.to_dict()
+        units = parts.units
     assembly = plan_assembly(resources, plan.grid, policies.assembly, units=units)
     sections["assembly_plan"] = assembly.to_dict()
     sections["altaz"] = plan_altaz_cleanup(plan.frames, policies.altaz).to_dict()

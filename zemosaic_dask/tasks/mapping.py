@@ -77,12 +77,14 @@ def _node_axis(length: int, step: int) -> np.ndarray:
 def _bilinear_nodes(
     values: np.ndarray, node_y: np.ndarray, node_x: np.ndarray, qy: np.ndarray, qx: np.ndarray
 ) -> np.ndarray:
-    iy = np.clip(np.searchsorted(node_y, qy, side="right") - 1, 0, len(node_y) - 2)
-    ix = np.clip(np.searchsorted(node_x, qx, side="right") - 1, 0, len(node_x) - 2)
-    ty = (qy - node_y[iy]) / (node_y[iy + 1] - node_y[iy])
-    tx = (qx - node_x[ix]) / (node_x[ix + 1] - node_x[ix])
-    top = values[iy, ix] * (1 - tx) + values[iy, ix + 1] * tx
-    bottom = values[iy + 1, ix] * (1 - tx) + values[iy + 1, ix + 1] * tx
+    # An axis of one node (a region one pixel high or wide) interpolates along the other only.
+    iy = np.clip(np.searchsorted(node_y, qy, side="right") - 1, 0, max(len(node_y) - 2, 0))
+    ix = np.clip(np.searchsorted(node_x, qx, side="right") - 1, 0, max(len(node_x) - 2, 0))
+    iy1, ix1 = np.minimum(iy + 1, len(node_y) - 1), np.minimum(ix + 1, len(node_x) - 1)
+    ty = (qy - node_y[iy]) / np.maximum(node_y[iy1] - node_y[iy], 1.0)
+    tx = (qx - node_x[ix]) / np.maximum(node_x[ix1] - node_x[ix], 1.0)
+    top = values[iy, ix] * (1 - tx) + values[iy, ix1] * tx
+    bottom = values[iy1, ix] * (1 - tx) + values[iy1, ix1] * tx
     return top * (1 - ty) + bottom * ty
 
 

@@ -15,6 +15,7 @@ preallocated ``(K, C, h, w)`` buffer in place with the same kernels.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from ..tasks.accumulate import FrameCoefficients, MeanSums, WindowMapping, accum
 from ..tasks.namespace import to_numpy
 from ..tasks.stacking import config_key
 from .frame_window import PreparedWindow, prepare_frame_window
-from .region_job import RegionJob, RegionSummary
+from .region_job import RegionJob, RegionRows, RegionSummary
+from .region_write import write_region_rows
 
-__all__ = ["RegionSamples", "build_mean_region", "can_stream_mean", "sample_region_frames"]
+__all__ = ["RegionSamples", "build_mean_region", "can_stream_mean", "mean_region_rows", "sample_region_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +124,34 @@ def build_mean_region(job: RegionJob, xp: Any = np) -> RegionSummary:
         without coefficients.
     """
     start = time.perf_counter()
+    if job.store.region_done(job.region):
+        return RegionSummary(job.region.name, len(job.frames), 0, 0, 0.0, reused=True)
+    summary = write_region_rows(job, [mean_region_rows(job, xp)])
+    return dataclasses.replace(summary, seconds=time.perf_counter() - start)
+
+
+def mean_region_rows(job: RegionJob, xp: Any = np) -> RegionRows:
+    """The streaming weighted mean of a region's frames over ``job.region`` (a region or rows of one), not written.
+
+    Parameters
+    ----------
+    job : RegionJob
+        The rectangle and its frames.
+    xp : module
+        Array namespace to compute in.
+
+    Returns
+    -------
+    RegionRows
+        Image (NaN where nothing landed is left to :func:`write_region_rows`) and coverage.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`build_mean_region`.
+    """
+    start = time.perf_counter()
     region = job.region
-    if job.store.region_done(region):
-        return RegionSummary(region.name, len(job.frames), 0, 0, 0.0, reused=True)
     _check_job(job)
     out_wcs = job.grid.wcs
     channels = job.window.n_channels
@@ -149,19 +176,16 @@ def build_mean_region(job: RegionJob, xp: Any = np) -> RegionSummary:
             sums.coverage[...] = sums.coverage + target.coverage
         del prepared
     image, coverage = (to_numpy(a) for a in sums.mean())
-    image = np.where(coverage[None] > 0, image, np.float32(np.nan)).astype(np.float32)
-    coverage = coverage.astype(np.float32)
-    alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
-    job.store.write_region(region, image, coverage, alpha)
     seconds = time.perf_counter() - start
     log.debug("%s: streaming mean of %d/%d frames in %.2f s", region.name, tally.contributing, len(job.frames), seconds)
-    return RegionSummary(
-        region.name,
-        len(job.frames),
+    return RegionRows(
+        region.y0,
+        region.y1,
+        image.astype(np.float32, copy=False),
+        coverage.astype(np.float32, copy=False),
         tally.contributing,
         tally.hot_pixels,
         seconds,
-        reused=False,
         backend="cpu" if xp is np else xp.__name__,
         max_map_error=tally.max_error,
     )

@@ -14,10 +14,19 @@ from ..tasks.namespace import to_numpy
 from ..tasks.stacking import peak_memory_bytes, stack_samples
 from .frame_window import wcs_cache_for
 from .gpu import run_with_gpu_fallback
-from .mean_region import build_mean_region, can_stream_mean, sample_region_frames
-from .region_job import RegionJob, RegionSummary
+from .mean_region import build_mean_region, can_stream_mean, mean_region_rows, sample_region_frames
+from .region_job import RegionJob, RegionRows, RegionSummary
+from .region_write import write_region_rows
 
-__all__ = ["RegionJob", "RegionSummary", "build_mosaic_region", "run_mosaic_region"]
+__all__ = [
+    "RegionJob",
+    "RegionSummary",
+    "build_mosaic_region",
+    "run_mosaic_region",
+    "run_region_part",
+    "stacked_region_rows",
+    "write_region_parts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +74,53 @@ def _stack_band(job: RegionJob, band: OutputRegion, xp: Any) -> tuple[np.ndarray
     return image, coverage, len(keep), sampled.hot_pixels, sampled.max_map_error
 
 
-def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
-    """Resample, stack and write one output region (skipped when already complete).
+def stacked_region_rows(job: RegionJob, xp: Any = np) -> RegionRows:
+    """Resample and stack the frames over ``job.region`` (a region or rows of one), not written.
 
     Deep stacks are processed in bands of rows (:func:`band_rows`), so a task's memory is
     bounded by the assembly plan's chunk bytes, not by the number of frames.
+
+    Parameters
+    ----------
+    job : RegionJob
+        The rectangle and its frames.
+    xp : module
+        Array namespace to compute in.
+
+    Returns
+    -------
+    RegionRows
+    """
+    start = time.perf_counter()
+    region = job.region
+    height, width = region.shape
+    image = np.full((job.window.n_channels, height, width), np.nan, dtype=np.float32)
+    coverage = np.zeros((height, width), dtype=np.float32)
+    rows = band_rows(job)
+    contributing, hot, max_error = 0, 0, 0.0
+    with wcs_cache_for(len(job.frames) if rows < height else 0):  # every band visits every frame
+        for y0 in range(region.y0, region.y1, rows):
+            band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
+            part, cover, used, fixed, error = _stack_band(job, band, xp)
+            image[:, y0 - region.y0 : band.y1 - region.y0] = part
+            coverage[y0 - region.y0 : band.y1 - region.y0] = cover
+            contributing, hot, max_error = max(contributing, used), hot + fixed, max(max_error, error)
+    return RegionRows(
+        region.y0,
+        region.y1,
+        image,
+        coverage,
+        contributing,
+        hot,
+        time.perf_counter() - start,
+        backend="cpu" if xp is np else xp.__name__,
+        max_map_error=max_error,
+        bands=-(-height // rows),
+    )
+
+
+def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
+    """Resample, stack and write one output region (skipped when already complete).
 
     Parameters
     ----------
@@ -83,35 +134,14 @@ def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
     RegionSummary
     """
     start = time.perf_counter()
-    region = job.region
-    if job.store.region_done(region):
-        return RegionSummary(region.name, len(job.frames), 0, 0, 0.0, reused=True)
-    height, width = region.shape
-    image = np.full((job.window.n_channels, height, width), np.nan, dtype=np.float32)
-    coverage = np.zeros((height, width), dtype=np.float32)
-    rows = band_rows(job)
-    contributing, hot, max_error = 0, 0, 0.0
-    with wcs_cache_for(len(job.frames) if rows < height else 0):  # every band visits every frame
-        for y0 in range(region.y0, region.y1, rows):
-            band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
-            part, cover, used, fixed, error = _stack_band(job, band, xp)
-            image[:, y0 - region.y0 : band.y1 - region.y0] = part
-            coverage[y0 - region.y0 : band.y1 - region.y0] = cover
-            contributing, hot, max_error = max(contributing, used), hot + fixed, max(max_error, error)
-    image = np.where(coverage[None] > 0, image, np.float32(np.nan))
-    alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
-    job.store.write_region(region, image, coverage, alpha)
-    return RegionSummary(
-        region.name,
-        len(job.frames),
-        contributing,
-        hot,
-        time.perf_counter() - start,
-        reused=False,
-        backend="cpu" if xp is np else xp.__name__,
-        max_map_error=max_error,
-        bands=-(-height // rows),
-    )
+    if job.store.region_done(job.region):
+        return RegionSummary(job.region.name, len(job.frames), 0, 0, 0.0, reused=True)
+    summary = write_region_rows(job, [stacked_region_rows(job, xp)])
+    return dataclasses.replace(summary, seconds=time.perf_counter() - start)
+
+
+def _rows_builder(job: RegionJob) -> Any:
+    return mean_region_rows if can_stream_mean(job) else stacked_region_rows
 
 
 def run_mosaic_region(job: RegionJob) -> RegionSummary:
@@ -129,3 +159,28 @@ def run_mosaic_region(job: RegionJob) -> RegionSummary:
     if fallback is None:
         return summary
     return dataclasses.replace(summary, region=job.key or summary.region, gpu_fallback=fallback)
+
+
+def run_region_part(job: RegionJob) -> RegionRows | None:
+    """Compute rows of a deep region (``job.region`` holds them) for :func:`write_region_parts`.
+
+    Returns None when the region is already complete (a resumed run); on the GPU when the
+    plan says so, falling back to the CPU on a GPU error (recorded in the result).
+    """
+    if job.store.region_done(job.region):
+        return None
+    build = _rows_builder(job)
+    rows, fallback = run_with_gpu_fallback(
+        job.key or f"part-{job.region.name}", lambda xp: build(job, xp), use_gpu=job.use_gpu
+    )
+    return rows if fallback is None else dataclasses.replace(rows, gpu_fallback=fallback)
+
+
+def write_region_parts(job: RegionJob, *parts: RegionRows | None) -> RegionSummary:
+    """Write a region from the row parts :func:`run_region_part` computed (skipped when already complete)."""
+    if job.store.region_done(job.region):
+        return RegionSummary(job.region.name, len(job.frames), 0, 0, 0.0, reused=True)
+    if any(part is None for part in parts):
+        raise RuntimeError(f"region {job.region.name}: a part found it complete, but it is not")
+    summary = write_region_rows(job, [part for part in parts if part is not None])
+    return summary if summary.gpu_fallback is None else dataclasses.replace(summary, region=job.key or summary.region)

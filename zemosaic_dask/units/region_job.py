@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..io.store import MosaicStore
 from ..plans.frames import FrameInfo
 from ..plans.grid import OutputGrid, OutputRegion
 from ..tasks.stacking import StackOptions
 from .frame_window import FrameWindowOptions
 
-__all__ = ["RegionJob", "RegionSummary"]
+__all__ = ["RegionJob", "RegionRows", "RegionSummary"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,24 @@ class RegionSummary:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dictionary."""
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class RegionRows:
+    """Rows ``[y0, y1)`` of a region computed and not yet written, and what computing them found.
+
+    A region is written from one :class:`RegionRows` (the whole region) or from the row
+    parts of a deep region computed by separate tasks.
+    """
+
+    y0: int
+    y1: int
+    image: np.ndarray
+    coverage: np.ndarray
+    contributing: int
+    hot_pixels: int
+    seconds: float
+    backend: str = "cpu"
+    max_map_error: float = 0.0
+    bands: int = 1
+    gpu_fallback: str | None = None

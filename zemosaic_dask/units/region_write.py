@@ -1,0 +1,65 @@
+"""Write a region from its computed rows: one :class:`RegionRows` or the row parts of a deep region."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .region_job import RegionJob, RegionRows, RegionSummary
+
+__all__ = ["write_region_rows"]
+
+
+def write_region_rows(job: RegionJob, parts: Sequence[RegionRows]) -> RegionSummary:
+    """Assemble the rows of ``job.region`` from ``parts``, write its chunks and summarise the work.
+
+    Pixels without coverage are NaN; ``alpha`` is 255 where a pixel has coverage and every
+    channel is finite.
+
+    Parameters
+    ----------
+    job : RegionJob
+        The region and its store.
+    parts : sequence of RegionRows
+        Computed rows that tile the region's rows exactly, in any order.
+
+    Returns
+    -------
+    RegionSummary
+        Frames that contributed: the most in any part; time, bands and hot pixels: summed
+        over the parts.
+
+    Raises
+    ------
+    ValueError
+        When the parts do not tile the region's rows.
+    """
+    region = job.region
+    ordered = sorted(parts, key=lambda part: part.y0)
+    edges = [region.y0] + [edge for part in ordered for edge in (part.y0, part.y1)] + [region.y1]
+    if not ordered or any(a != b for a, b in zip(edges[::2], edges[1::2], strict=True)):
+        spans = [(part.y0, part.y1) for part in ordered]
+        raise ValueError(f"region {region.name}: parts {spans} do not tile rows {region.y0}-{region.y1}")
+    if len(ordered) == 1:
+        image, coverage = ordered[0].image, ordered[0].coverage
+    else:
+        image = np.concatenate([part.image for part in ordered], axis=1)
+        coverage = np.concatenate([part.coverage for part in ordered], axis=0)
+    image = np.where(coverage[None] > 0, image, np.float32(np.nan)).astype(np.float32, copy=False)
+    coverage = coverage.astype(np.float32, copy=False)
+    alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
+    job.store.write_region(region, image, coverage, alpha)
+    fallbacks = [part.gpu_fallback for part in ordered if part.gpu_fallback]
+    return RegionSummary(
+        region.name,
+        len(job.frames),
+        max(part.contributing for part in ordered),
+        sum(part.hot_pixels for part in ordered),
+        sum(part.seconds for part in ordered),
+        reused=False,
+        backend="+".join(sorted({part.backend for part in ordered})),
+        max_map_error=max(part.max_map_error for part in ordered),
+        gpu_fallback=fallbacks[0] if fallbacks else None,
+        bands=sum(part.bands for part in ordered),
+    )
