@@ -256,6 +256,7 @@ def run_mosaic(
 
                 stack.enter_context(performance_report(filename=str(perf)))
             timings.stages.pop("cluster", None)
+            timings.watch_workers(handle.client)
             return _run(inputs, out, config, handle, plan, show_progress, timings, report, started)
 
 
@@ -367,13 +368,17 @@ def _peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _worker_summary(handle: ClusterHandle) -> list[dict[str, Any]]:
-    """Each worker's resources and its peak resident memory so far."""
+def _worker_summary(handle: ClusterHandle, timings: Timings) -> list[dict[str, Any]]:
+    """Each worker's resources and its peak resident memory over the run (its stages' peaks when they were reset)."""
     if handle.client is None:
         return []
     from .clusters import worker_resources
 
-    peaks = handle.client.run(_peak_rss_mib)
+    if timings.workers is not None:
+        timings.workers.take()
+        peaks = dict(timings.workers.overall)
+    else:
+        peaks = handle.client.run(_peak_rss_mib)
     keys = ("name", "address", "nthreads", "memory_limit", "resources")
     return [
         {**{k: w.get(k) for k in keys}, "peak_rss_mib": peaks.get(w.get("address"))}
@@ -424,7 +429,10 @@ def _run(inputs, out, config, handle, plan, show_progress, timings, report, star
             "products": products,
         }
     )
-    report["workers"] = _worker_summary(handle)
+    report["workers"] = _worker_summary(handle, timings)
+    if timings.worker_peak_mib:
+        peaks = timings.worker_peak_mib
+        report["worker_peak_mib"] = {"by_stage": peaks, "per_stage": bool(timings.workers and timings.workers.reset)}
     report["client"] = {
         "peak_rss_mib": _peak_rss_mib(),
         "cpu_s": {**timings.client_cpu, "total": round(time.process_time(), 3)},

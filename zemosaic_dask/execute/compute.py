@@ -12,6 +12,7 @@ from typing import Any
 import dask
 
 from ..progress import MonotoneProgress, exception_of, results_or_first_error, stage_progress, watch_futures
+from .worker_memory import WorkerPeaks
 
 __all__ = ["Timings", "compute"]
 
@@ -24,21 +25,37 @@ class Timings:
 
     ``stages`` is ``report.json``'s ``timings``; ``client_cpu`` its ``client.cpu_s``: the CPU
     seconds of the submitting process (all its threads, so the scheduler's too when the
-    cluster is local), the work that does not spread over the workers.
+    cluster is local), the work that does not spread over the workers. Once
+    :meth:`watch_workers` is called, ``worker_peak_mib`` holds each later stage's largest
+    worker peak resident memory (:mod:`~zemosaic_dask.execute.worker_memory`).
     """
 
     stages: dict[str, float] = field(default_factory=dict)
     client_cpu: dict[str, float] = field(default_factory=dict)
+    workers: WorkerPeaks | None = None
+    worker_peak_mib: dict[str, float] = field(default_factory=dict)
+
+    def watch_workers(self, client: Any) -> None:
+        """Also record the largest worker peak of each stage that starts from now on (``worker_peak_mib``)."""
+        if client is not None:
+            self.workers = WorkerPeaks(client)
+            self.workers.take()
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Time the ``with`` block as stage ``name``."""
+        workers = self.workers
+        if workers is not None:
+            workers.take()  # what came before the stage is not the stage's
         start, cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.stages[name] = round(time.perf_counter() - start, 3)
             self.client_cpu[name] = round(time.process_time() - cpu, 3)
+            if workers is not None:
+                with contextlib.suppress(Exception):  # a lost worker must not hide the stage's own outcome
+                    self.worker_peak_mib[name] = max(workers.take().values(), default=0.0)
 
 
 def compute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -140,7 +141,7 @@ def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
     return dataclasses.replace(summary, seconds=time.perf_counter() - start)
 
 
-def _rows_builder(job: RegionJob) -> Any:
+def _rows_builder(job: RegionJob) -> Callable[[RegionJob, Any], RegionRows]:
     return mean_region_rows if can_stream_mean(job) else stacked_region_rows
 
 
