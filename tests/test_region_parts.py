@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from e2e import THREADS, run
 
+from zemosaic_dask.api import plan_mosaic
+from zemosaic_dask.config import load_config
 from zemosaic_dask.graph.mosaic_first import FrameCoefficientTable, part_jobs, region_jobs
 from zemosaic_dask.io.frames import inspect_frame
 from zemosaic_dask.io.store import open_mosaic_store
@@ -176,3 +178,26 @@ def test_a_run_records_its_parts_and_writes_the_same_mosaic(session, tmp_path):
     assert json.loads((tmp_path / "whole" / "plan.json").read_text())["sections"]["region_parts"]["split"] == []
     _assert_same_pixels(split.image, whole.image)
     np.testing.assert_array_equal(split.coverage, whole.coverage)
+
+
+@pytest.mark.parametrize(
+    ("workers", "overrides", "expected"),
+    [
+        ([{"name": "a", "nthreads": 2}], {}, 4),  # two stacking tasks per thread
+        ([{"name": "a", "nthreads": 2}, {"name": "b", "nthreads": 2}], {}, 8),
+        ([{"name": "a", "nthreads": 8, "resources": {"GPU": 1}}], {}, 2),  # GPU units run one per GPU
+        ([{"name": "a", "nthreads": 2}], {"assembly.cpu-load": 0.5}, 1),  # the window bounds regions, not parts
+        ([{"name": "a", "nthreads": 2}], {"assembly.min-part-msamples": 0}, 1),
+    ],
+)
+def test_the_plan_sizes_parts_by_what_can_run_at_once(session, workers, overrides, expected):
+    _, frames, _ = session
+    config = load_config(
+        overrides={"mode": "mosaic-first", "grid.chunk": 1024, "assembly.min-part-msamples": 0.05, **overrides}
+    )
+    plan = plan_mosaic(frames, [], config, resources=workers)
+    parts = RegionParts.from_dict(plan.sections["region_parts"])
+    assert parts.parts_of(0, 0) == expected, parts.reason
+    assert parts.units == expected
+    if expected == 1:
+        assert "every region is one task" in parts.reason

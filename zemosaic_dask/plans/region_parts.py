@@ -91,7 +91,7 @@ def _samples_per_region(grid: OutputGrid, frames: Sequence[FrameInfo]) -> dict[t
 
 
 def plan_region_parts(
-    grid: OutputGrid, frames: Sequence[FrameInfo], threads: int, min_part_samples: int
+    grid: OutputGrid, frames: Sequence[FrameInfo], threads: int, min_part_samples: int, ruled_out: str = ""
 ) -> RegionParts:
     """Decide which regions a Mosaic-First run stacks in row parts.
 
@@ -102,10 +102,12 @@ def plan_region_parts(
     frames : sequence of FrameInfo
         The frames of the run.
     threads : int
-        Worker threads the assembly plan may use.
+        Stacking tasks that can run at once (worker threads, or GPUs when the units go to GPUs).
     min_part_samples : int
         Least work of a part, in frame samples landing on the grid (a part's fixed cost, mapping
         each of its frames, must stay small beside it); 0 never splits.
+    ruled_out : str
+        Why no region may be split, when one of the run's settings forbids it ("": none does).
 
     Returns
     -------
@@ -116,6 +118,8 @@ def plan_region_parts(
     """
     work = _samples_per_region(grid, frames)
     regions, aim = len(work), UNITS_PER_THREAD * max(1, int(threads))
+    if ruled_out:
+        return RegionParts((), regions, f"{ruled_out}: every region is one task")
     if min_part_samples <= 0:
         return RegionParts((), regions, "min-part-msamples is 0: every region is one task")
     if regions >= aim:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +95,21 @@ def _sds(
     return {"sds": sds.to_dict(), "layers": [x.to_dict() for x in layers]}, layer_units(layers, plan.grid)
 
 
+def _stacking_slots(resources: ClusterResources, targets: AssemblyTargets) -> tuple[int, int, str]:
+    """Tasks that can stack at once, the least work of a row part, and why parts are ruled out ("" if not).
+
+    Stacking units annotated with a GPU run one per GPU (the scheduler holds them to it); on
+    CPUs, one per thread. With ``cpu-load`` below 1 the assembly plan bounds the regions in
+    flight, not their parts, so regions are not split.
+    """
+    gpus = sum(w.gpus for w in resources.workers if w.gpus > 0)
+    if gpus and targets.gpu_requested and not targets.force_cpu:
+        return gpus, targets.min_part_samples, ""
+    if targets.cpu_load < 1.0:
+        return resources.total_threads, 0, f"cpu-load {targets.cpu_load} bounds the regions in flight"
+    return resources.total_threads, targets.min_part_samples, ""
+
+
 def plan_mode_sections(
     plan: MosaicPlan,
     policies: PlanningPolicies,
@@ -125,8 +139,7 @@ def plan_mode_sections(
         found, units = _classic(plan, policies)
         sections.update(found)
     if mode == "mosaic-first":
-        threads = max(1, math.floor(resources.total_threads * policies.assembly.cpu_load))
-        parts = plan_region_parts(plan.grid, plan.frames, threads, policies.assembly.min_part_samples)
+        parts = plan_region_parts(plan.grid, plan.frames, *_stacking_slots(resources, policies.assembly))
         sections["region_parts"] = parts.to_dict()
         units = parts.units
     assembly = plan_assembly(resources, plan.grid, policies.assembly, units=units)
