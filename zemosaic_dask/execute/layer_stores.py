@@ -9,6 +9,7 @@ from typing import Any
 
 from ..graph.layers import build_combine_graph, build_mask_graph, build_region_graph, build_tile_layer_graph
 from ..graph.mosaic_first import region_jobs
+from ..graph.regions import build_bundled_region_graph
 from ..io.store import MosaicStore, open_mosaic_stores
 from ..plans.grid import OutputGrid
 from ..plans.layer_tree import layer_tree
@@ -53,9 +54,15 @@ def build_layers(
     resources: dict[str, int] | None = None,
     max_bytes: int | None = None,
     coefficients: Any = None,
+    bundles: int = 1,
 ) -> list[Any]:
-    """Delayed tasks building every layer on the global grid (tiles first for classic)."""
+    """Delayed tasks building every layer on the global grid (tiles first for classic).
+
+    SDS batch mosaics, whose regions hold a few frames each, are built in at most
+    ``bundles`` tasks (``reproject-batches-<k>``), each returning a list of summaries.
+    """
     tasks: list[Any] = []
+    batch_jobs: list[tuple[str, Any]] = []
     for entry in stores:
         layer = entry.layer
         frames = [plan.frames[i] for i in layer.frames]
@@ -70,7 +77,7 @@ def build_layers(
                 max_bytes=max_bytes,
                 coefficients=coefficients,
             )
-            tasks += build_region_graph(jobs, f"reproject-batch-{layer.id}", resources)
+            batch_jobs += [(f"reproject-batch-{layer.id}", job) for job in jobs]
             continue
         tile_jobs = region_jobs(
             layer.grid,
@@ -96,6 +103,8 @@ def build_layers(
             for iy, ix in assign_frames_to_regions(plan.grid, distinct)
         ]
         tasks += tile_tasks + build_tile_layer_graph(layer_jobs, layer.id, tile_tasks)
+    if batch_jobs:
+        tasks += build_bundled_region_graph(batch_jobs, "reproject-batches", resources, bundles)
     return tasks
 
 

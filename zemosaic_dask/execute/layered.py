@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..config.policies import StageOptions
+from ..graph.regions import BUNDLES_PER_SLOT
 from ..io.store import MosaicStore
 from ..messages import msg
 from ..plans.mosaic import MosaicPlan
@@ -71,11 +72,13 @@ def execute_layers(
                 resources=gpu_resources(assembly),
                 max_bytes=max_bytes,
                 coefficients=frame_coefficients(plan, options.stack, planes),
+                bundles=BUNDLES_PER_SLOT * (in_flight or 1),
             ),
             label=label,
             show_progress=show_progress,
             max_in_flight=in_flight,
         )
+    summaries = [s for item in summaries for s in (item if isinstance(item, list) else [item])]  # bundles: lists
     report: dict[str, Any] = {"layers": len(stores), "assembly_plan": plan.sections.get("assembly_plan")}
     corrections = None
     if options.calibration.intertile and len(stores) > 1:

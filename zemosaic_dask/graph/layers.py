@@ -2,7 +2,8 @@
 
 Task keys read well on the dashboard: ``stack-tile-<id>-<y>-<x>`` (a master tile's region on
 its own grid), ``reproject-tile-<id>-<y>-<x>`` (a tile put onto the global grid),
-``reproject-batch-<id>-<y>-<x>`` (an SDS batch mosaic region), ``stack-region-<y>-<x>`` /
+``reproject-batches-<k>`` (a bundle of SDS batch mosaic regions, each logged as
+``reproject-batch-<id>-<y>-<x>``), ``stack-region-<y>-<x>`` /
 ``sds-combine-<y>-<x>`` (the final combination), ``sds-combine-<y>-<x>-group-<level>-<k>``
 (a group of a deep region's combination tree) and ``mask-region-<y>-<x>``.
 """

@@ -32,7 +32,7 @@ class LayerPlan:
     Attributes
     ----------
     id : int
-        Layer id (task keys ``stack-tile-<id>-...``, ``reproject-batch-<id>-...``).
+        Layer id (task keys ``stack-tile-<id>-...``; an SDS batch region's build is named ``reproject-batch-<id>-...``).
     kind : str
         ``"tile"`` (classic master tile) or ``"batch"`` (SDS batch mosaic).
     frames : tuple of int

@@ -24,6 +24,7 @@ __all__ = [
     "RegionSummary",
     "build_mosaic_region",
     "run_mosaic_region",
+    "run_region_bundle",
     "run_region_part",
     "stacked_region_rows",
     "write_region_parts",
@@ -160,6 +161,11 @@ def run_mosaic_region(job: RegionJob) -> RegionSummary:
     if fallback is None:
         return summary
     return dataclasses.replace(summary, region=job.key or summary.region, gpu_fallback=fallback)
+
+
+def run_region_bundle(jobs: tuple[RegionJob, ...]) -> list[RegionSummary]:
+    """Build several regions one after the other in one task (:func:`run_mosaic_region` each)."""
+    return [run_mosaic_region(job) for job in jobs]
 
 
 def run_region_part(job: RegionJob) -> RegionRows | None:
