@@ -15,7 +15,6 @@ preallocated ``(K, C, h, w)`` buffer in place with the same kernels.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from ..tasks.namespace import to_numpy
 from ..tasks.stacking import config_key
 from .frame_window import PreparedWindow, prepare_frame_window
 from .region_job import RegionJob, RegionRows, RegionSummary
-from .region_write import write_region_rows
+from .region_write import build_whole_region
 
 __all__ = ["RegionSamples", "build_mean_region", "can_stream_mean", "mean_region_rows", "sample_region_frames"]
 
@@ -123,11 +122,7 @@ def build_mean_region(job: RegionJob, xp: Any = np) -> RegionSummary:
         When the job asks for rejection, a median combine, or normalisation/weighting
         without coefficients.
     """
-    start = time.perf_counter()
-    if job.store.region_done(job.region):
-        return RegionSummary(job.region.name, len(job.frames), 0, 0, 0.0, reused=True)
-    summary = write_region_rows(job, [mean_region_rows(job, xp)])
-    return dataclasses.replace(summary, seconds=time.perf_counter() - start)
+    return build_whole_region(job, lambda: mean_region_rows(job, xp))
 
 
 def mean_region_rows(job: RegionJob, xp: Any = np) -> RegionRows:

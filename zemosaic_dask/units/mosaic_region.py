@@ -17,7 +17,7 @@ from .frame_window import wcs_cache_for
 from .gpu import run_with_gpu_fallback
 from .mean_region import build_mean_region, can_stream_mean, mean_region_rows, sample_region_frames
 from .region_job import RegionJob, RegionRows, RegionSummary
-from .region_write import write_region_rows
+from .region_write import build_whole_region, reused_region, write_region_rows
 
 __all__ = [
     "RegionJob",
@@ -135,11 +135,7 @@ def build_mosaic_region(job: RegionJob, xp: Any = np) -> RegionSummary:
     -------
     RegionSummary
     """
-    start = time.perf_counter()
-    if job.store.region_done(job.region):
-        return RegionSummary(job.region.name, len(job.frames), 0, 0, 0.0, reused=True)
-    summary = write_region_rows(job, [stacked_region_rows(job, xp)])
-    return dataclasses.replace(summary, seconds=time.perf_counter() - start)
+    return build_whole_region(job, lambda: stacked_region_rows(job, xp))
 
 
 def _rows_builder(job: RegionJob) -> Callable[[RegionJob, Any], RegionRows]:
@@ -186,7 +182,7 @@ def run_region_part(job: RegionJob) -> RegionRows | None:
 def write_region_parts(job: RegionJob, *parts: RegionRows | None) -> RegionSummary:
     """Write a region from the row parts :func:`run_region_part` computed (skipped when already complete)."""
     if job.store.region_done(job.region):
-        return RegionSummary(job.region.name, len(job.frames), 0, 0, 0.0, reused=True)
+        return reused_region(job)
     if any(part is None for part in parts):
         raise RuntimeError(f"region {job.region.name}: a part found it complete, but it is not")
     summary = write_region_rows(job, [part for part in parts if part is not None])

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .region_job import RegionJob, RegionRows, RegionSummary
 
-__all__ = ["write_region_rows"]
+__all__ = ["build_whole_region", "reused_region", "write_region_rows"]
 
 
 def write_region_rows(job: RegionJob, parts: Sequence[RegionRows]) -> RegionSummary:
@@ -63,3 +65,20 @@ def write_region_rows(job: RegionJob, parts: Sequence[RegionRows]) -> RegionSumm
         gpu_fallback=fallbacks[0] if fallbacks else None,
         bands=sum(part.bands for part in ordered),
     )
+
+
+def reused_region(job: RegionJob) -> RegionSummary:
+    """The summary of a region found complete (a resumed run): nothing computed, nothing written."""
+    return RegionSummary(job.region.name, len(job.frames), 0, 0, 0.0, reused=True)
+
+
+def build_whole_region(job: RegionJob, compute: Callable[[], RegionRows]) -> RegionSummary:
+    """Compute a whole region with ``compute()`` and write it, unless it is already complete.
+
+    The summary's time covers the computation and the write.
+    """
+    start = time.perf_counter()
+    if job.store.region_done(job.region):
+        return reused_region(job)
+    summary = write_region_rows(job, [compute()])
+    return dataclasses.replace(summary, seconds=time.perf_counter() - start)
