@@ -156,7 +156,7 @@ def test_peak_memory_in_the_report_is_the_runs_own_not_its_parents():
     import subprocess
     import sys
 
-    probe = "from zemosaic_dask.api import _peak_rss_mib; print(_peak_rss_mib())"
+    probe = "from zemosaic_dask.execute.worker_memory import peak_rss_mib; print(peak_rss_mib())"
     parent = (
         "import subprocess, sys, numpy as np\n"
         "held = np.ones(800 * 2**20 // 8)\n"  # 800 MiB touched by the parent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -201,3 +202,22 @@ def test_the_plan_sizes_parts_by_what_can_run_at_once(session, workers, override
     assert parts.units == expected
     if expected == 1:
         assert "every region is one task" in parts.reason
+
+
+def test_a_part_that_cannot_use_its_gpu_runs_on_the_cpu_and_says_so(session, monkeypatch):
+    from zemosaic_dask.errors import GpuUnavailableError
+    from zemosaic_dask.units import gpu
+
+    def no_device():
+        raise GpuUnavailableError("no CUDA device here")
+
+    monkeypatch.setattr(gpu, "gpu_namespace", no_device)
+    whole_store, whole = _job(session, "gpu-whole", StackOptions(rejection="noise_clip"))
+    store, job = _job(session, "gpu-split", StackOptions(rejection="noise_clip"))
+    run_mosaic_region(whole)
+    pieces = [dataclasses.replace(p, use_gpu=True, key=f"stack-part-0-0-{k}") for k, p in enumerate(part_jobs(job, 2))]
+    parts = [run_region_part(p) for p in pieces]
+    assert all(p.backend == "cpu" and "no CUDA device here" in p.gpu_fallback for p in parts)
+    summary = write_region_parts(dataclasses.replace(job, key="stack-region-0-0"), *parts)
+    assert summary.region == "stack-region-0-0" and "no CUDA device here" in summary.gpu_fallback
+    _assert_same_pixels(_arrays(whole_store)[0], _arrays(store)[0])

@@ -31,6 +31,7 @@ from .config.policies import (
 from .errors import OutputError, PlanError
 from .execute import Timings, cluster_resources, compute, execute_plan, plan_sections
 from .execute.product_tasks import band_runner
+from .execute.worker_memory import peak_rss_mib
 from .graph.ingest import build_ingest_graph
 from .graph.keys import run_keys
 from .io.frames import IngestOptions
@@ -349,36 +350,14 @@ def _environment_variable(name: str) -> str | None:
     return os.environ.get(name)
 
 
-def _peak_rss_mib() -> float:
-    """This process's peak resident memory in MiB (run on the workers by ``client.run``).
-
-    Read from ``VmHWM`` of ``/proc/self/status``, which belongs to this program's memory;
-    ``getrusage``'s ``ru_maxrss`` (the fallback off Linux) survives ``fork`` and ``exec``,
-    so a run started by a large parent would report the parent's peak.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)  # in kB
-    except OSError:
-        pass
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def _worker_summary(handle: ClusterHandle, timings: Timings) -> list[dict[str, Any]]:
-    """Each worker's resources and its peak resident memory over the run (its stages' peaks when they were reset)."""
-    if handle.client is None:
+    """Each worker's resources and its peak resident memory over the run (the largest of its stages' peaks)."""
+    if handle.client is None or timings.workers is None:
         return []
     from .clusters import worker_resources
 
-    if timings.workers is not None:
-        timings.workers.take()
-        peaks = dict(timings.workers.overall)
-    else:
-        peaks = handle.client.run(_peak_rss_mib)
+    timings.workers.take()
+    peaks = dict(timings.workers.overall)
     keys = ("name", "address", "nthreads", "memory_limit", "resources")
     return [
         {**{k: w.get(k) for k in keys}, "peak_rss_mib": peaks.get(w.get("address"))}
@@ -434,7 +413,7 @@ def _run(inputs, out, config, handle, plan, show_progress, timings, report, star
         peaks = timings.worker_peak_mib
         report["worker_peak_mib"] = {"by_stage": peaks, "per_stage": bool(timings.workers and timings.workers.reset)}
     report["client"] = {
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "cpu_s": {**timings.client_cpu, "total": round(time.process_time(), 3)},
     }
     if handle.kind in ("slurm", "pbs") and handle.client is not None:

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["WorkerPeaks", "read_and_reset_peak_mib"]
+__all__ = ["WorkerPeaks", "peak_rss_mib", "read_and_reset_peak_mib"]
 
 
 def _vm_hwm_mib() -> float | None:
@@ -26,6 +26,23 @@ def _vm_hwm_mib() -> float | None:
     except OSError:
         return None
     return None
+
+
+def _ru_maxrss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB (the client's, or a worker's through ``client.run``).
+
+    Read from ``VmHWM`` of ``/proc/self/status``, which belongs to this program's memory;
+    ``getrusage``'s ``ru_maxrss`` (the fallback off Linux) survives ``fork`` and ``exec``,
+    so a run started by a large parent would report the parent's peak.
+    """
+    peak = _vm_hwm_mib()
+    return round(_ru_maxrss_mib() if peak is None else peak, 1)
 
 
 def read_and_reset_peak_mib(client_pid: int) -> tuple[float, bool]:
@@ -46,9 +63,7 @@ def read_and_reset_peak_mib(client_pid: int) -> tuple[float, bool]:
     """
     peak = _vm_hwm_mib()
     if peak is None:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, False
+        return _ru_maxrss_mib(), False
     if os.getpid() == client_pid:
         return peak, False
     try:

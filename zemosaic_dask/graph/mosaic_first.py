@@ -125,17 +125,16 @@ def build_mosaic_first_graph(
     split is stacked by one task per row part (``stack-part-<iy>-<ix>-<k>``) and written by
     its ``<prefix>-<iy>-<ix>`` task.
     """
-    parts = parts or RegionParts()
-    whole = [job for job in jobs if parts.parts_of(job.region.iy, job.region.ix) < 2]
-    split = [job for job in jobs if parts.parts_of(job.region.iy, job.region.ix) >= 2]
+    counts = {(iy, ix): n for iy, ix, n in (parts or RegionParts()).split}
+    whole = [job for job in jobs if (job.region.iy, job.region.ix) not in counts]
     tasks = build_region_graph(whole, prefix, resources)
     use_gpu = bool(resources)
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-        for job in split:
+        for job in (job for job in jobs if (job.region.iy, job.region.ix) in counts):
             name = job.region.name
             pieces = [
                 job_task(run_region_part, dataclasses.replace(piece, use_gpu=use_gpu, key=key), key=key)
-                for k, piece in enumerate(part_jobs(job, parts.parts_of(job.region.iy, job.region.ix)))
+                for k, piece in enumerate(part_jobs(job, counts[(job.region.iy, job.region.ix)]))
                 for key in [f"stack-part-{name}-{k}"]
             ]
             key = f"{prefix}-{name}"

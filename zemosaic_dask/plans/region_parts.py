@@ -3,10 +3,11 @@
 A field of one pointing is a handful of regions however many frames it holds; each region
 is one stacking task, so with more threads than regions the rest idle. When the regions
 holding data are fewer than :data:`UNITS_PER_THREAD` per thread, the deepest are split into
-bands of rows, each stacked by its own task (every pixel's stack depends only on the
-samples that land on it, so the result is the same), and one task per region writes the
-parts. The split is part of ``plan.json`` (section ``region_parts``): what the plan says is
-what runs.
+bands of rows, each stacked by its own task, and one task per region writes the parts.
+Every pixel's stack depends only on the samples that land on it; the samples themselves
+agree with one task's to the coarse pixel map's interpolation (a frame's map has its
+nodes on the band it maps), below 1e-6 of the value. The split is part of ``plan.json``
+(section ``region_parts``): what the plan says is what runs.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class RegionParts:
 
     def parts_of(self, iy: int, ix: int) -> int:
         """Number of row parts of region ``(iy, ix)`` (1: not split)."""
-        return {(y, x): n for y, x, n in self.split}.get((iy, ix), 1)
+        return next((n for y, x, n in self.split if (y, x) == (iy, ix)), 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dictionary."""
@@ -81,7 +82,7 @@ def _samples_per_region(grid: OutputGrid, frames: Sequence[FrameInfo]) -> dict[t
     """Output pixels every region receives from its frames (footprint boxes clipped to the region)."""
     boxes = frame_bboxes(grid, frames)
     work: dict[tuple[int, int], float] = {}
-    for (iy, ix), members in assign_frames_to_regions(grid, frames).items():
+    for (iy, ix), members in assign_frames_to_regions(grid, frames, boxes=boxes).items():
         region = grid.region(iy, ix)
         box = boxes[members]
         rows = np.clip(np.minimum(box[:, 1] + 1, region.y1) - np.maximum(box[:, 0], region.y0), 0, None)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from .frames import FrameInfo
 from .grid import OutputGrid, frame_bboxes
 
@@ -17,7 +19,7 @@ __all__ = ["assign_frames_to_regions"]
 
 
 def assign_frames_to_regions(
-    grid: OutputGrid, frames: Sequence[FrameInfo], margin_px: float = 2.0
+    grid: OutputGrid, frames: Sequence[FrameInfo], margin_px: float = 2.0, *, boxes: np.ndarray | None = None
 ) -> dict[tuple[int, int], list[int]]:
     """Map each region index ``(iy, ix)`` to the sorted indices of the frames reaching it.
 
@@ -29,6 +31,8 @@ def assign_frames_to_regions(
         The frames, indexed by position.
     margin_px : float
         Safety margin around each footprint box, in output pixels.
+    boxes : numpy.ndarray, optional
+        The frames' :func:`~.grid.frame_bboxes` when the caller has them already.
 
     Returns
     -------
@@ -38,7 +42,8 @@ def assign_frames_to_regions(
     ny, nx = grid.n_regions
     chunk = grid.chunk
     table: dict[tuple[int, int], list[int]] = {}
-    for index, box in enumerate(frame_bboxes(grid, frames).tolist()):
+    boxes = frame_bboxes(grid, frames) if boxes is None else boxes
+    for index, box in enumerate(boxes.tolist()):
         if not math.isfinite(box[0]):
             continue
         ymin, ymax, xmin, xmax = box
