@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import random
 import time
 
@@ -195,3 +196,52 @@ def test_watch_futures_heartbeat_failure_and_results(caplog):
     assert all("intertile-pair-stalled" in r.getMessage() and "7/8 pairs done" in r.getMessage() for r in beats)
     gaps = [later.created - earlier.created for earlier, later in zip(beats, beats[1:], strict=False)]
     assert min(gaps) >= 0.3 - 0.01, gaps  # never more than one per interval
+
+
+def _nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def _stage_into(results: list, handle, tasks: list, window: int | None) -> None:
+    from zemosaic_dask.execute.compute import compute
+
+    results.extend(compute(handle, tasks, label="nap", show_progress=False, max_in_flight=window))
+
+
+@pytest.mark.parametrize("window", [None, 1])
+def test_futures_of_a_client_other_than_the_default_are_seen_to_finish(window):
+    """A session's own client (a notebook's, a test's) is the default one; the run's futures are another's.
+
+    ``as_completed`` tracks futures on the default client's event loop unless told otherwise;
+    the run's client's futures are then awaited, and their results gathered through its
+    connections, from a loop they do not belong to, and the stage may wait forever (it did,
+    now and then, once the run's client had talked to its scheduler). Both ways of waiting
+    (all at once, and in a window) must see every round finish.
+    """
+    import threading
+
+    import dask
+
+    from zemosaic_dask.cluster_options import ClusterHandle
+
+    options = {"processes": False, "n_workers": 1, "threads_per_worker": 1, "dashboard_address": ":0"}
+    with (
+        distributed.LocalCluster(**options) as session_cluster,
+        distributed.Client(session_cluster),  # entered: the default client of this context
+        distributed.LocalCluster(**{**options, "processes": True}) as run_cluster,
+    ):
+        run_client = distributed.Client(run_cluster, set_as_default=False)
+        handle = ClusterHandle(client=run_client, cluster=run_cluster, dashboard_link=None, kind="local")
+        try:
+            for round_ in range(6):  # the lost wake-up is a race: several rounds make it near certain
+                run_client.run(os.getpid)  # a comm of the run's client's pool, opened on its loop
+                tasks = [dask.delayed(_nap)(0.01 * k, dask_key_name=f"nap-{round_}-{k}") for k in range(12)]
+                results: list = []
+                waiter = threading.Thread(target=_stage_into, args=(results, handle, tasks, window), daemon=True)
+                waiter.start()
+                waiter.join(timeout=20)
+                assert not waiter.is_alive(), f"round {round_}: the stage never saw its futures finish"
+                assert results == [0.01 * k for k in range(12)]
+        finally:
+            run_client.close()

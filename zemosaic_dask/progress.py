@@ -308,7 +308,11 @@ def watch_futures(
     if not futures_by_key:
         return results
     pause = max(0.005, min(poll_s, progress.heartbeat_s / 3.0))
-    pending = as_completed(list(futures_by_key.values()), with_results=True, raise_errors=False)
+    futures = list(futures_by_key.values())
+    # Tracked on the futures' own client's loop: without ``loop``, ``as_completed`` takes the
+    # default client's, and where that is another client (a notebook's, a test's) the futures'
+    # events belong to a different loop and their completion may never be seen.
+    pending = as_completed(futures, loop=futures[0].client.loop, with_results=True, raise_errors=False)
     while not pending.is_empty():
         batch = pending.next_batch(block=False)
         if not batch:

@@ -121,7 +121,7 @@ def _windowed(client: Any, tasks: list[Any], window: int, progress: MonotoneProg
     held: list[Any] = []
     queue = iter(enumerate(tasks))
     progress.expect(range(len(tasks)))
-    pending = as_completed(with_results=True, raise_errors=False)
+    pending = as_completed(loop=client.loop, with_results=True, raise_errors=False)  # not the default client's
 
     def submit() -> None:
         for index, task in queue:
