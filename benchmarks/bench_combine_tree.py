@@ -46,9 +46,11 @@ def combine(run: Path, fan_in: int, out_url: str) -> tuple[float, list[float], d
     url = str(run / "mosaic.zarr")
     # The run's layer stores as they are (opened without the fingerprint check: this code may differ).
     stores = [LayerStores(layer, None, MosaicStore(url, f"layers/{layer.id}")) for layer in plan.layers]
-    noise, sky = (tuple(np.median(np.asarray(t), axis=0).tolist()) for t in frame_noise_and_sky(plan, None))
+    noise, sky, shot = (tuple(np.median(np.asarray(t), axis=0).tolist()) for t in frame_noise_and_sky(plan, None))
     out, _ = open_mosaic_store(out_url, plan.grid, plan.n_channels, fingerprint="bench")
-    jobs = combine_jobs(plan, stores, layer_inputs(stores, None), out, options.sds_combine, noise=noise, sky=sky)
+    jobs = combine_jobs(
+        plan, stores, layer_inputs(stores, None), out, options.sds_combine, noise=noise, sky=sky, shot=shot
+    )
     trees = combine_trees(jobs, fan_in, grid=plan.grid, n_channels=plan.n_channels, fingerprint="bench")
     graph = build_combine_graph(trees, "sds-combine")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:

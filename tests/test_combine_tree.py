@@ -117,8 +117,12 @@ def test_a_tree_of_groups_combines_as_one_stack_of_every_layer(tmp_path, stack):
     for image in (flat_image, tree_image):
         residual = (image[0] - truth[0])[trail & covered] / (FRAME_NOISE / np.sqrt(flat_coverage[trail & covered]))
         assert np.abs(residual).max() < 8.0, "a trail is left in"
+    # Two groups of several layers are never judged by the pair rule (the lower kept): chained over
+    # the levels, it put clean pixels of the tree 8 sigma below the flat stack.
     difference = (tree_image[0][covered] - flat_image[0][covered]) / noise_of_mean
-    assert np.sqrt(np.mean(difference**2)) < 0.1 and np.abs(difference).max() < 2.0
+    # Where a clean sample lies near 3 sigma, a group of a few layers and the flat stack of all of them
+    # can decide differently (measured: 1.4 % of the pixels, by 1.6 sigma of the mean at most).
+    assert np.sqrt(np.mean(difference**2)) < 0.15 and np.abs(difference).max() < 2.0
     np.testing.assert_allclose(tree_coverage[covered], flat_coverage[covered], rtol=0.02)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -31,11 +33,28 @@ def clip(values: np.ndarray, noise=NOISE, background=SKY, valid=None, **options)
     return reject_noise_clip(values, valid, noise, background=background, **{**CLIP, **options})
 
 
-def arrays_reference(values, valid, noise, background, **options) -> NoiseClipResult:
+def arrays_reference(values, valid, noise, background, shot=0.0, reference=None, **options) -> NoiseClipResult:
     """The array version on numpy, with the argument preparation of reject_noise_clip."""
     shape = values.shape
     noise, background = _broadcastable(np, noise, shape, "noise"), _broadcastable(np, background, shape, "background")
-    return _reject_noise_clip_arrays(values, valid, noise, background, **options)
+    shot = _broadcastable(np, shot, shape, "shot_level")
+    reference = background if reference is None else _broadcastable(np, reference, shape, "reference")
+    return _reject_noise_clip_arrays(values, valid, noise, background, shot, reference, **options)
+
+
+def shot_and_reference(values: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame shot levels (one unknown, one zero) and a per-pixel reference level (one unknown)."""
+    rng = np.random.default_rng(seed)
+    depth, channels = values.shape[:2]
+    shot = rng.uniform(300.0, 1200.0, (depth, channels, 1, 1)).astype(np.float32)
+    shot[0, 0] = 0.0  # no shot term
+    shot[-1, -1] = np.nan  # unknown: no shot term either
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels without a sample
+        reference = np.nanmedian(values, axis=0, keepdims=True).astype(np.float32) - np.float32(5 * NOISE)
+    reference[np.isnan(reference)] = SKY
+    reference[0, 0, 1, :] = np.nan  # an unknown reference: no sensitivity term
+    return shot, reference
 
 
 @pytest.mark.parametrize("count", [3, 4, 5, 6])
@@ -185,8 +204,9 @@ def heavy_tailed(depth: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     ("kappa_low", "kappa_high", "min_samples", "noise_scale", "max_iterations"),
     [(3.0, 3.0, 2, 0.1, 3), (2.0, 3.5, 1, 0.0, 5), (1.5, 1.2, 3, 0.3, 1), (3.0, 2.5, 4, 0.1, 2)],
 )
+@pytest.mark.parametrize("model", ["sky", "shot and reference"])
 def test_compiled_kernel_equals_the_array_version(
-    depth, kappa_low, kappa_high, min_samples, noise_scale, max_iterations
+    depth, kappa_low, kappa_high, min_samples, noise_scale, max_iterations, model
 ):
     values, valid, noise, background = heavy_tailed(depth, seed=depth)
     options = dict(
@@ -196,8 +216,14 @@ def test_compiled_kernel_equals_the_array_version(
         min_samples=min_samples,
         noise_scale=noise_scale,
     )
-    compiled = reject_noise_clip(values, valid, noise, background=background, **options)
-    reference = arrays_reference(values, valid, noise, background, **options)
+    levels = {}
+    if model != "sky":
+        shot, floor = shot_and_reference(values, seed=depth)
+        levels = {"shot_level": shot, "reference": floor}
+    compiled = reject_noise_clip(values, valid, noise, background=background, **levels, **options)
+    reference = arrays_reference(
+        values, valid, noise, background, levels.get("shot_level", 0.0), levels.get("reference"), **options
+    )
     assert_array_equal(compiled.keep, reference.keep)
     assert compiled.pair_rejections == reference.pair_rejections
     assert not (compiled.keep & ~valid).any()
@@ -269,24 +295,38 @@ def test_stack_samples_reports_pair_rejections():
     assert stack_samples(samples, footprint, StackOptions(), noise=NOISE).pair_rejections == 0
 
 
-def test_stack_samples_carries_noise_and_background_through_the_normalisation():
-    rng = np.random.default_rng(3)
-    star = 1000.0 * np.array([0.9, 1.1, 0.95, 1.05], dtype=np.float32)[:, None, None, None]
-    samples = (SKY + star + rng.normal(0, NOISE, (4, 1, 5, 6))).astype(np.float32)
-    footprint = np.ones((4, 5, 6), dtype=np.float32)
+def test_stack_samples_carries_noise_background_and_shot_level_through_the_normalisation():
+    """On a bright smooth plateau the window is the shot noise of the emission, at any gain.
+
+    Raw: sky 1000 (noise 20 measured on it: shot level 1000), emission 4000 above it, so a
+    sample's expected variance is ``400 * (1 + 4000 / 1000)``. Three samples on the plateau
+    and one 150 ADU above it: normalised by a gain of 0.5, 75 above, within the right
+    model's 3-sigma window of 79.2 (the median's own variance included). Each wrong model
+    narrows the window below 75: the shot level not scaled by the gain (61.3), the
+    background not mapped (70.8), no shot term (35.4). The plateau is smooth, so no
+    sensitivity term widens any of them.
+    """
+    samples = np.full((4, 1, 12, 14), SKY + 4000.0, dtype=np.float32)
+    samples[3] += 150.0
+    footprint = np.ones((4, 12, 14), dtype=np.float32)
     options = StackOptions(normalisation="linear_fit", rejection="noise_clip", kappa_low=3.0, kappa_high=3.0)
     gains = np.full(4, 0.5, dtype=np.float32)
     offsets = np.zeros(4, dtype=np.float32)
-    # normalised: sky 500, star 500 +- 10 %, noise 10; a background left at 1000 would leave no signal term
-    result = stack_samples(samples, footprint, options, gains=gains, offsets=offsets, noise=NOISE, background=SKY)
-    assert_allclose(result.image, 0.5 * samples.mean(axis=0), rtol=1e-5)
-    # a deviation of 2.5 raw sigmas is 2.5 normalised sigmas at any gain: kept
-    sky = np.full((4, 1, 1, 6), SKY, dtype=np.float32)
-    sky[3] += 2.5 * NOISE
-    tenfold = stack_samples(
-        sky, footprint[:, :1], options, gains=gains * 20, offsets=offsets, noise=NOISE, background=SKY
-    )
-    assert_allclose(tenfold.image, 10 * sky.mean(axis=0), rtol=1e-6)
+    model = dict(noise=NOISE, background=SKY, shot_level=SKY)
+    for gain in (0.5, 10.0):
+        result = stack_samples(samples, footprint, options, gains=gains * gain / 0.5, offsets=offsets, **model)
+        assert_allclose(result.image, gain * samples.mean(axis=0), rtol=1e-6)  # nothing rejected
+    normalised = samples * np.float32(0.5)
+    plain = StackOptions(rejection="noise_clip", kappa_low=3.0, kappa_high=3.0)
+    right = stack_samples(normalised, footprint, plain, noise=10.0, background=500.0, shot_level=500.0)
+    assert_allclose(right.image, normalised.mean(axis=0), rtol=1e-6)
+    for wrong in (
+        dict(noise=10.0, background=500.0, shot_level=1000.0),  # shot level not scaled
+        dict(noise=10.0, background=1000.0, shot_level=500.0),  # background not mapped
+        dict(noise=10.0, background=500.0),  # no shot term
+    ):
+        clipped = stack_samples(normalised, footprint, plain, **wrong)
+        assert_allclose(clipped.image, normalised[:3].mean(axis=0), rtol=1e-6)  # the bright sample went
 
 
 def sparse_stack(depth: int, seed: int, noise_shape: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -336,8 +376,11 @@ def test_compiled_kernel_equals_the_array_version_on_sparse_deep_stacks(
     )
     for seed in range(4):
         values, valid, noise, background = sparse_stack(depth, 1000 * depth + seed, noise_shape)
-        compiled = reject_noise_clip(values, valid, noise, background=background, **options)
-        reference = arrays_reference(values, valid, noise, background, **options)
+        shot, floor = shot_and_reference(values, seed) if seed % 2 else (0.0, None)
+        compiled = reject_noise_clip(
+            values, valid, noise, background=background, shot_level=shot, reference=floor, **options
+        )
+        reference = arrays_reference(values, valid, noise, background, shot, floor, **options)
         assert_array_equal(compiled.keep, reference.keep)
         assert compiled.pair_rejections == reference.pair_rejections
         usable = valid & np.isfinite(values)

@@ -23,13 +23,13 @@ def frame_coefficients(plan: MosaicPlan, stack: StackOptions, planes: Any = None
     ``planes`` (:func:`~zemosaic_dask.execute.background.solve_frame_backgrounds`) and the
     frames' noise when the rejection clips against it.
     """
-    noise = sky = None
+    noise = sky = shot = None
     if stack.rejection == "noise_clip":
-        noise, sky = frame_noise_and_sky(plan, planes)
+        noise, sky, shot = frame_noise_and_sky(plan, planes)
     if stack.normalisation == "none" and stack.weighting == "none":
         if planes is None and noise is None:
             return None
-        return FrameCoefficientTable(planes=planes, noise=noise, sky=sky)
+        return FrameCoefficientTable(planes=planes, noise=noise, sky=sky, shot=shot)
     stats = [FrameStatistics(p25=f.p25, p90=f.p90, sky=f.background, sigma=f.noise) for f in plan.frames]
     channels = plan.n_channels
 
@@ -42,26 +42,32 @@ def frame_coefficients(plan: MosaicPlan, stack: StackOptions, planes: Any = None
         gains, offsets = table(gain_array), table(offset_array)
     if stack.weighting != "none":
         weights = table(frame_weights(stats, stack.weighting))
-    return FrameCoefficientTable(gains, offsets, weights, planes=planes, noise=noise, sky=sky)
+    return FrameCoefficientTable(gains, offsets, weights, planes=planes, noise=noise, sky=sky, shot=shot)
 
 
-def frame_noise_and_sky(plan: MosaicPlan, planes: Any = None) -> tuple[tuple, tuple]:
-    """Each frame's expected pixel noise and its sky level once its background model is removed.
+def frame_noise_and_sky(plan: MosaicPlan, planes: Any = None) -> tuple[tuple, tuple, tuple]:
+    """Each frame's expected pixel noise, its sky level once its background model is removed, and its shot level.
 
     The noise is the frame's measured background noise (ingest) times its gain; the sky is
     its measured background through the gain, minus the model's offset at the frame
-    centre, per channel.
+    centre; the shot level is the measured background through the gain (the sky whose
+    photon noise the noise mostly is: emission above the sky adds noise in proportion),
+    per channel. A frame without a positive measured background gets a shot level of 0
+    (no shot term).
     """
     channels = plan.n_channels
-    noise, sky = [], []
+    noise, sky, shot = [], [], []
     for index, frame in enumerate(plan.frames):
         level = np.resize(np.asarray(frame.background or (0.0,), dtype=np.float64), channels)
         sigma = np.resize(np.asarray(frame.noise or (0.0,), dtype=np.float64), channels)
+        raw = np.where(level > 0, level, 0.0)
         if planes is not None:
             model = np.asarray(planes[index], dtype=np.float64)
             gain = np.resize(model[:, 3], channels) if model.shape[1] > 3 else 1.0
             level = gain * level - np.resize(model[:, 0], channels)
             sigma = sigma * gain
+            raw = raw * np.abs(gain)
         noise.append(tuple(float(v) for v in sigma))
         sky.append(tuple(float(v) for v in level))
-    return tuple(noise), tuple(sky)
+        shot.append(tuple(float(v) for v in raw))
+    return tuple(noise), tuple(sky), tuple(shot)

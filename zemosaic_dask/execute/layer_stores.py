@@ -132,20 +132,25 @@ def combine_jobs(
     max_bytes: int | None = None,
     noise: tuple[float, ...] | None = None,
     sky: tuple[float, ...] | None = None,
+    shot: tuple[float, ...] | None = None,
 ) -> list[CombineJob]:
     """One combination job per global region that a layer's frames reach.
 
     A layer holds data only where its frames do: a region inside a layer's bounding box but
     reached by none of its frames (a sparse SDS batch spread over a wide field, a classic
     tile's corner) gets no job, so an empty region is never scheduled and stays unwritten
-    (NaN, zero coverage) in ``out``. ``noise`` and ``sky`` (per channel: the frames' typical
-    pixel noise and sky level) let a ``noise_clip`` rejection across layers judge each
+    (NaN, zero coverage) in ``out``. ``noise``, ``sky`` and ``shot`` (per channel: the frames'
+    typical pixel noise, sky level and shot level) let a ``noise_clip`` rejection across layers judge each
     layer pixel by the noise its coverage gives it.
     """
     by_id = {i.id: i for i in inputs}
     extra: dict[str, Any] = {"max_bytes": int(max_bytes)} if max_bytes else {}
     if noise is not None:
-        extra.update(noise=tuple(noise), sky=tuple(sky) if sky is not None else None)
+        extra.update(
+            noise=tuple(noise),
+            sky=tuple(sky) if sky is not None else None,
+            shot=tuple(shot) if shot is not None else None,
+        )
     reached = assign_frames_to_regions(plan.grid, plan.frames)
     layers_of_frame: dict[int, list[int]] = {}
     for position, entry in enumerate(stores):

@@ -90,10 +90,10 @@ def execute_layers(
     inputs = layer_inputs(stores, corrections)
     combine = StackOptions(rejection="none") if plan.mode == "classic" else options.sds_combine
     prefix = "stack-region" if plan.mode == "classic" else "sds-combine"
-    noise = sky = None
+    noise = sky = shot = None
     if combine.rejection == "noise_clip":
-        noise, sky = (tuple(np.median(np.asarray(t), axis=0).tolist()) for t in frame_noise_and_sky(plan, planes))
-    jobs = combine_jobs(plan, stores, inputs, store, combine, max_bytes=max_bytes, noise=noise, sky=sky)
+        noise, sky, shot = (tuple(np.median(np.asarray(t), axis=0).tolist()) for t in frame_noise_and_sky(plan, planes))
+    jobs = combine_jobs(plan, stores, inputs, store, combine, max_bytes=max_bytes, noise=noise, sky=sky, shot=shot)
     with timings.stage("assembly"):
         fan_in = options.layer_fan_in
         trees = combine_trees(jobs, fan_in, grid=plan.grid, n_channels=plan.n_channels, fingerprint=plan.fingerprint())

@@ -28,8 +28,8 @@ __all__ = ["FrameCoefficientTable", "build_mosaic_first_graph", "part_jobs", "re
 class FrameCoefficientTable:
     """Per-frame coefficients indexed by frame id: normalisation gains and offsets, frame weights,
     background models (``(C, 4)`` per frame: offset, slopes, gain; see :mod:`~zemosaic_dask.execute.background`) and
-    the frames' noise and sky level once the model is removed (``(C,)`` per frame, for
-    noise-model rejection)."""
+    the frames' noise, sky level once the model is removed and shot level (``(C,)`` per
+    frame, for noise-model rejection)."""
 
     gains: tuple[tuple[float, ...], ...] | None = None
     offsets: tuple[tuple[float, ...], ...] | None = None
@@ -37,6 +37,7 @@ class FrameCoefficientTable:
     planes: tuple[tuple[tuple[float, ...], ...], ...] | None = None
     noise: tuple[tuple[float, ...], ...] | None = None
     sky: tuple[tuple[float, ...], ...] | None = None
+    shot: tuple[tuple[float, ...], ...] | None = None
 
     def for_frames(self, ids: Sequence[int]) -> dict[str, tuple | None]:
         """The rows of the given frames, as :class:`RegionJob` fields."""
@@ -44,7 +45,7 @@ class FrameCoefficientTable:
         def rows(table: tuple | None) -> tuple | None:
             return None if table is None else tuple(table[i] for i in ids)
 
-        names = ("gains", "offsets", "weights", "planes", "noise", "sky")
+        names = ("gains", "offsets", "weights", "planes", "noise", "sky", "shot")
         return {name: rows(getattr(self, name)) for name in names}
 
 
@@ -108,7 +109,7 @@ def _subset(job: RegionJob, members: Sequence[int]) -> RegionJob:
     def rows(table: tuple | None) -> tuple | None:
         return None if table is None else tuple(table[i] for i in members)
 
-    names = ("frames", "frame_ids", "gains", "offsets", "weights", "planes", "noise", "sky")
+    names = ("frames", "frame_ids", "gains", "offsets", "weights", "planes", "noise", "sky", "shot")
     return dataclasses.replace(job, **{name: rows(getattr(job, name)) for name in names})
 
 

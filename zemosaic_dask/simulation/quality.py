@@ -255,17 +255,47 @@ def extended_flux_recovery(
 
 @dataclass(frozen=True)
 class TrailRidge:
-    """A satellite trail followed on the mosaic: median excess over the local sky, per channel."""
+    """A satellite trail followed on the mosaic: median excess over the local sky, per channel.
+
+    ``segment_adu`` / ``segment_sigma``: the largest absolute median excess over any
+    stretch of :data:`TRAIL_SEGMENT_POINTS` consecutive points (about 20 px): a trail left
+    in over a short stretch only (across a galaxy core) that the median over the whole line
+    does not see.
+    """
 
     frame: int
     n_points: int
     ridge_adu: tuple[float, ...]
     ridge_sigma: tuple[float, ...]
+    segment_adu: tuple[float, ...] = ()
+    segment_sigma: tuple[float, ...] = ()
 
     @property
     def worst_sigma(self) -> float:
         """Largest absolute ridge over the channels, in pixel sigma."""
         return float(np.nanmax(np.abs(self.ridge_sigma))) if self.n_points else float("nan")
+
+    @property
+    def worst_segment_sigma(self) -> float:
+        """Largest absolute segment ridge over the channels, in pixel sigma."""
+        if not self.n_points or not self.segment_sigma:
+            return float("nan")
+        return float(np.nanmax(np.abs(self.segment_sigma)))
+
+
+#: Points (0.5 frame px apart) in a stretch of trail whose median :class:`TrailRidge` reports at worst.
+TRAIL_SEGMENT_POINTS = 40
+
+
+def _worst_segment(excess: np.ndarray, points: int = TRAIL_SEGMENT_POINTS) -> float:
+    """The median of ``excess`` over the stretch of ``points`` consecutive points where it is largest in size."""
+    if not np.isfinite(excess).any():
+        return float("nan")
+    if excess.size <= points:
+        return float(np.nanmedian(excess))
+    windows = np.lib.stride_tricks.sliding_window_view(excess, points)
+    medians = np.nanmedian(windows, axis=1)
+    return float(medians[np.nanargmax(np.abs(medians))])
 
 
 def _trail_line(parameters: Mapping[str, Any], frame: int, trail: Mapping[str, float]) -> tuple[Any, WCS]:
@@ -298,7 +328,8 @@ def trail_ridges(
     pixel holding it has ``coverage >= min_coverage``, is star-free and finite; its value is
     the mosaic bilinearly interpolated on the line, its local sky the median of the pixels at
     ``band[0]..band[1]`` px (1-px steps) on both sides, across the line. The ridge is the
-    median over the points of ``value - sky``, in ADU and in pixel sigma.
+    median over the points of ``value - sky``, in ADU and in pixel sigma; the segment ridge
+    the same median over the worst stretch of :data:`TRAIL_SEGMENT_POINTS` points.
     """
     image = _as_chw(mosaic).astype(np.float64, copy=False)
     n_channels, height, width = image.shape
@@ -325,7 +356,7 @@ def trail_ridges(
         in_band = (bx >= 0) & (bx < width) & (by >= 0) & (by < height)
         bx, by = np.clip(bx, 0, width - 1), np.clip(by, 0, height - 1)
         in_band &= clean[by, bx]
-        adu, in_sigma = [], []
+        adu, in_sigma, segment, segment_sigma = [], [], [], []
         for c in range(n_channels):
             centre = map_coordinates(image[c], [my, mx], order=1, mode="nearest")
             with warnings.catch_warnings():
@@ -333,9 +364,14 @@ def trail_ridges(
                 sky = np.nanmedian(np.where(in_band, image[c][by, bx], np.nan), axis=1)
                 excess = centre - sky
                 value = float(np.nanmedian(excess)) if np.isfinite(excess).any() else float("nan")
+                worst = _worst_segment(excess)
             adu.append(value)
             in_sigma.append(value / scale[c])
-        ridges.append(TrailRidge(int(key), int(mx.size), tuple(adu), tuple(in_sigma)))
+            segment.append(worst)
+            segment_sigma.append(worst / scale[c])
+        ridges.append(
+            TrailRidge(int(key), int(mx.size), tuple(adu), tuple(in_sigma), tuple(segment), tuple(segment_sigma))
+        )
     return ridges
 
 

@@ -143,13 +143,23 @@ def weighted_mean_cpu(values, weights, keep, out):
 
 
 @njit(**_OPTIONS)
-def _variance(centre, noise, background, noise_scale):
-    """``noise**2 + (noise_scale * max(centre - background, 0))**2`` in float32 (NaN propagates)."""
-    signal = centre - background
+def _variance(centre, noise, background, shot, reference, noise_scale):
+    """Expected variance of a sample about ``centre`` in float32 (NaN propagates).
+
+    ``noise**2 * (1 + max(centre - background, 0) / shot)`` (the shot term only where
+    ``shot > 0``) ``+ (noise_scale * max(centre - reference, 0))**2``.
+    """
+    variance = noise * noise
+    if shot > np.float32(0.0):
+        excess = centre - background
+        if excess < np.float32(0.0):
+            excess = np.float32(0.0)
+        variance = variance + (noise * noise) * (excess / shot)
+    signal = centre - reference
     if signal < np.float32(0.0):
         signal = np.float32(0.0)
     signal = signal * noise_scale
-    return noise * noise + signal * signal
+    return variance + signal * signal
 
 
 #: Kappa-sigma's per-pixel median (only below its deep limit, where the centre is the
@@ -242,7 +252,7 @@ def _select_median(buffer, n, scratch):
 
 
 @njit(**_OPTIONS)
-def _pair_rule(buffer, noise, background, kappa_high, noise_scale):
+def _pair_rule(buffer, noise, background, shot, reference, kappa_high, noise_scale):
     """Index (0 or 1) of the brighter of two samples when they disagree beyond the noise, else -1."""
     zero = np.float32(0.0)
     total = zero
@@ -254,7 +264,7 @@ def _pair_rule(buffer, noise, background, kappa_high, noise_scale):
     low = np.float32(np.inf)
     brighter = -1
     for i in range(2):
-        variance += _variance(centre, noise[i], background[i], noise_scale)
+        variance += _variance(centre, noise[i], background[i], shot[i], reference[i], noise_scale)
         if buffer[i] > high:
             high = buffer[i]
             brighter = i
@@ -297,6 +307,8 @@ def noise_clip_keep_cpu(
     valid,
     noise,
     background,
+    shot,
+    reference,
     kappa_low,
     kappa_high,
     noise_scale,
@@ -308,14 +320,15 @@ def noise_clip_keep_cpu(
     """Write into ``out`` the keep mask of noise clipping; return the number of pair-rule rejections.
 
     ``values`` ``(K, C, H, W)`` float32, ``valid`` and ``out`` bool of that shape;
-    ``noise`` and ``background`` 4-D float32 arrays whose every axis is 1 or that of
-    ``values`` (e.g. ``(K, C, 1, 1)``; they are not broadcast in memory);
+    ``noise``, ``background``, ``shot`` and ``reference`` 4-D float32 arrays whose every
+    axis is 1 or that of ``values`` (e.g. ``(K, C, 1, 1)``, or ``(1, C, H, W)`` for the
+    reference; they are not broadcast in memory);
     ``kappa_low``, ``kappa_high``, ``noise_scale`` and ``median_variance`` (the
     reference's ``MEDIAN_VARIANCE``) float32. The rules are those of
     :mod:`zemosaic_dask.tasks.noise_rejection`.
 
     Each pixel's usable samples (valid and finite) are gathered, in sample order, into
-    compact buffers with their noise, background and sample index, so that the clipping
+    compact buffers with their noise, background, shot level, reference and sample index, so that the clipping
     costs in proportion to their number, not to ``K``; skipping the unusable samples
     leaves every float32 sum unchanged (the reference adds 0 for them).
     """
@@ -324,11 +337,17 @@ def noise_clip_keep_cpu(
     noise_k, noise_c, noise_y, noise_x = noise_k - 1, noise_c - 1, noise_y - 1, noise_x - 1  # last index per axis
     sky_k, sky_c, sky_y, sky_x = background.shape
     sky_k, sky_c, sky_y, sky_x = sky_k - 1, sky_c - 1, sky_y - 1, sky_x - 1
+    shot_k, shot_c, shot_y, shot_x = shot.shape
+    shot_k, shot_c, shot_y, shot_x = shot_k - 1, shot_c - 1, shot_y - 1, shot_x - 1
+    ref_k, ref_c, ref_y, ref_x = reference.shape
+    ref_k, ref_c, ref_y, ref_x = ref_k - 1, ref_c - 1, ref_y - 1, ref_x - 1
     zero = np.float32(0.0)
     buffer = np.empty(count, dtype=np.float32)
     variance = np.empty(count, dtype=np.float32)
     sigma_noise = np.empty(count, dtype=np.float32)
     sky = np.empty(count, dtype=np.float32)
+    level = np.empty(count, dtype=np.float32)
+    floor = np.empty(count, dtype=np.float32)
     index = np.empty(count, dtype=np.intp)
     kept = np.empty(count, dtype=np.bool_)
     trial = np.empty(count, dtype=np.bool_)
@@ -338,9 +357,9 @@ def noise_clip_keep_cpu(
     ordered = np.empty((count if sort_rows else 0, width), dtype=np.float32)
     fired = 0
     for c in range(channels):
-        cn, cs = min(c, noise_c), min(c, sky_c)
+        cn, cs, cl, cr = min(c, noise_c), min(c, sky_c), min(c, shot_c), min(c, ref_c)
         for y in range(height):
-            yn, ys = min(y, noise_y), min(y, sky_y)
+            yn, ys, yl, yr = min(y, noise_y), min(y, sky_y), min(y, shot_y), min(y, ref_y)
             # A row at a time, sample by sample (contiguous, vectorised): every usable sample
             # is kept, which is the answer wherever no rule applies; only the other pixels
             # gather their samples.
@@ -356,7 +375,7 @@ def noise_clip_keep_cpu(
                 n = usable[x]
                 if not ((n == 2 and min_samples <= 2) or (n >= 3 and n >= min_samples)):
                     continue
-                xn, xs = min(x, noise_x), min(x, sky_x)
+                xn, xs, xl, xr = min(x, noise_x), min(x, sky_x), min(x, shot_x), min(x, ref_x)
                 n = 0
                 for k in range(count):
                     if out[k, c, y, x]:
@@ -364,11 +383,13 @@ def noise_clip_keep_cpu(
                         buffer[n] = value
                         sigma_noise[n] = noise[min(k, noise_k), cn, yn, xn]
                         sky[n] = background[min(k, sky_k), cs, ys, xs]
+                        level[n] = shot[min(k, shot_k), cl, yl, xl]
+                        floor[n] = reference[min(k, ref_k), cr, yr, xr]
                         index[n] = k
                         kept[n] = True
                         n += 1
                 if n == 2 and min_samples <= 2:
-                    brighter = _pair_rule(buffer, sigma_noise, sky, kappa_high, noise_scale)
+                    brighter = _pair_rule(buffer, sigma_noise, sky, level, floor, kappa_high, noise_scale)
                     if brighter >= 0:
                         fired += 1
                         high = buffer[brighter]
@@ -391,7 +412,7 @@ def noise_clip_keep_cpu(
                             centre = total / size
                         total = zero
                         for i in range(n):
-                            variance[i] = _variance(centre, sigma_noise[i], sky[i], noise_scale)
+                            variance[i] = _variance(centre, sigma_noise[i], sky[i], level[i], floor[i], noise_scale)
                             if kept[i]:
                                 total += variance[i]
                         centre_variance = total / (size * size)

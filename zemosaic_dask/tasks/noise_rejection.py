@@ -7,16 +7,29 @@ over a sky pixel cannot be rejected that way. :func:`reject_noise_clip` instead 
 each sample against the noise it is EXPECTED to have, as IRAF ``imcombine``'s
 ``ccdclip`` does:
 
-``variance_k = noise_k**2 + (noise_scale * max(centre - background_k, 0))**2``
+``variance_k = noise_k**2 * (1 + max(centre - background_k, 0) / shot_k)``
+``             + (noise_scale * max(centre - reference, 0))**2``
 
 - ``noise_k`` is the sample's expected noise (its frame's measured background noise, or
   a per-pixel noise for layers that are themselves stacks);
-- the second term is the signal-proportional ("sensitivity noise") part: star cores
-  differ between frames by seeing, PSF and resampling far more than the sky noise, by a
-  fraction of their signal above the sky, and must not be clipped. ``background_k`` is
-  the sky level under sample ``k`` (0 for background-subtracted samples); the signal is
-  taken from the ``centre``, never from the sample under test, so an outlier does not
-  widen its own window.
+- the shot term: ``noise_k`` was measured on a sky of level ``shot_k`` (the raw sky,
+  whose photon noise it mostly is), so emission ``max(centre - background_k, 0)`` above
+  the sky under the sample adds photon noise in proportion, as the gain term of IRAF's
+  ``ccdclip`` does without needing the gain. Without it a bright nebula's clean samples
+  would be clipped, and the pair rule would bias it low. No shot term where ``shot_k`` is
+  0 (unknown);
+- the sensitivity term: star cores differ between frames by seeing, PSF and resampling
+  far more than their noise, by a fraction of their contrast, and must not be clipped.
+  That contrast is measured above the ``reference``: by default the sky under the sample
+  (all signal counts), and in :func:`~zemosaic_dask.tasks.stacking.stack_samples` the
+  local smooth level of the stack (:func:`~zemosaic_dask.tasks.signal_structure.smooth_level`),
+  so that only small-scale structure (stars) widens the window. A bright galaxy core or
+  nebula is smooth: measured against its full signal, a window of ``noise_scale`` of
+  several hundred ADU let a satellite trail across it through (half of one, averaged
+  with a clean frame in an SDS batch, crossed the simulated galaxy's core).
+
+Signals are taken from the ``centre``, never from the sample under test, so an outlier
+does not widen its own window.
 
 A sample is tested against ``sigma_k = sqrt(variance_k + centre_variance)``, where
 ``centre_variance`` is the variance of the centre itself: ``sum(variance) / m**2`` over
@@ -83,6 +96,8 @@ def reject_noise_clip(
     noise: Any,
     *,
     background: Any | None = None,
+    shot_level: Any | None = None,
+    reference: Any | None = None,
     kappa_low: float,
     kappa_high: float,
     max_iterations: int,
@@ -107,6 +122,14 @@ def reject_noise_clip(
         ``max(centre - background, 0)``. Default 0: right for background-subtracted
         samples; samples that still carry their sky need it, or the sky itself widens
         the window by ``noise_scale * sky``.
+    shot_level : array or float, optional
+        The level (in the units of ``values``) of the sky on which each sample's ``noise``
+        was measured, broadcastable like ``noise``: emission above ``background`` adds
+        photon noise ``noise**2 * emission / shot_level``. Default 0: no shot term.
+    reference : array or float, optional
+        The level above which the sensitivity term measures a pixel's contrast,
+        broadcastable like ``noise`` (``(1, C, H, W)`` for a local smooth level). Default:
+        ``background``.
     kappa_low, kappa_high : float
         Rejection limits, in expected sigmas, below and above the centre (> 0).
     max_iterations : int
@@ -115,7 +138,8 @@ def reject_noise_clip(
         No rejection at a pixel with fewer valid samples; the pair rule needs 2 or less.
     noise_scale : float
         Fraction of the signal above the background added in quadrature to the noise
-        (>= 0; 0.1 keeps star cores whose frames differ by 20 %).
+        (>= 0; 0.1 keeps star cores whose frames differ by 20 %), the contrast taken
+        above ``reference``.
 
     Returns
     -------
@@ -136,6 +160,9 @@ def reject_noise_clip(
     if bool(xp.any(noise < 0)):
         raise ValueError("noise must be >= 0 (an expected standard deviation), got a negative value")
     background = _broadcastable(xp, 0.0 if background is None else background, shape, "background")
+    shot_level = _broadcastable(xp, 0.0 if shot_level is None else shot_level, shape, "shot_level")
+    reference = background if reference is None else _broadcastable(xp, reference, shape, "reference")
+    model = (noise, background, shot_level, reference)
     options = dict(
         kappa_low=float(kappa_low),
         kappa_high=float(kappa_high),
@@ -144,8 +171,8 @@ def reject_noise_clip(
         noise_scale=float(noise_scale),
     )
     if is_numpy_namespace(xp) and shape[0] > 0:
-        return _reject_noise_clip_compiled(values, valid, noise, background, **options)
-    return _reject_noise_clip_arrays(values, valid, noise, background, **options)
+        return _reject_noise_clip_compiled(values, valid, *model, **options)
+    return _reject_noise_clip_arrays(values, valid, *model, **options)
 
 
 def _broadcastable(xp: Any, array: Any, shape: tuple[int, ...], name: str) -> Any:
@@ -190,10 +217,18 @@ def _kept_median(xp: Any, values: Any, keep: Any, n: Any) -> Any:
     return xp.where(n > 0, median, 0.0)
 
 
-def _variance(xp: Any, centre: Any, noise: Any, background: Any, noise_scale: float) -> Any:
-    """Expected variance of every sample about ``centre``, ``(K, C, H, W)`` float32."""
-    signal = xp.maximum(centre[None, ...] - background, 0.0) * noise_scale
-    return noise * noise + signal * signal
+def _variance(xp: Any, centre: Any, noise: Any, background: Any, shot: Any, reference: Any, noise_scale: float) -> Any:
+    """Expected variance of every sample about ``centre``, ``(K, C, H, W)`` float32.
+
+    The float32 operations of the compiled kernel's ``_variance``, in its order.
+    """
+    centre = centre[None, ...]
+    known = shot > 0.0
+    excess = xp.maximum(centre - background, 0.0) / xp.where(known, shot, 1.0)
+    photons = xp.where(known, (noise * noise) * excess, 0.0)
+    del excess
+    signal = xp.maximum(centre - reference, 0.0) * noise_scale
+    return (noise * noise + photons) + signal * signal
 
 
 def _reject_noise_clip_arrays(
@@ -201,6 +236,8 @@ def _reject_noise_clip_arrays(
     valid: Any,
     noise: Any,
     background: Any,
+    shot: Any,
+    reference: Any,
     *,
     kappa_low: float,
     kappa_high: float,
@@ -217,7 +254,7 @@ def _reject_noise_clip_arrays(
     if min_samples <= 2:
         pair = n == 2
         if bool(xp.any(pair)):
-            variance = _variance(xp, _kept_mean(xp, values, valid), noise, background, noise_scale)
+            variance = _variance(xp, _kept_mean(xp, values, valid), noise, background, shot, reference, noise_scale)
             pair_sigma = xp.sqrt(xp.sum(xp.where(valid, variance, 0.0), axis=0))
             del variance
             high = xp.max(xp.where(valid, values, -xp.inf), axis=0)
@@ -233,7 +270,7 @@ def _reject_noise_clip_arrays(
         count = _astype(xp, xp.maximum(_count(xp, keep), 1), xp.float32)
         if iteration > 0:
             centre = xp.sum(xp.where(keep, values, 0.0), axis=0) / count
-        variance = _variance(xp, centre, noise, background, noise_scale)
+        variance = _variance(xp, centre, noise, background, shot, reference, noise_scale)
         centre_variance = xp.sum(xp.where(keep, variance, 0.0), axis=0) / (count * count)
         if iteration == 0:
             centre_variance = centre_variance * MEDIAN_VARIANCE
@@ -256,6 +293,8 @@ def _reject_noise_clip_compiled(
     valid: Any,
     noise: Any,
     background: Any,
+    shot: Any,
+    reference: Any,
     *,
     kappa_low: float,
     kappa_high: float,
@@ -272,6 +311,8 @@ def _reject_noise_clip_compiled(
         np.ascontiguousarray(valid, dtype=np.bool_),
         np.asarray(noise, dtype=np.float32),  # 4-D, each axis 1 or full (see _broadcastable)
         np.asarray(background, dtype=np.float32),
+        np.asarray(shot, dtype=np.float32),
+        np.asarray(reference, dtype=np.float32),
         np.float32(kappa_low),
         np.float32(kappa_high),
         np.float32(noise_scale),

@@ -32,6 +32,7 @@ from .rejection import (
     reject_winsorized_sigma,
     weighted_mean,
 )
+from .signal_structure import smooth_level
 
 __all__ = [
     "COMBINE_METHODS",
@@ -130,9 +131,11 @@ class StackOptions:
         No rejection at a pixel with fewer valid samples (>= 1). ``noise_clip`` judges
         a pair of samples only when this is 2 or less.
     noise_scale : float
-        ``noise_clip`` only: fraction of a pixel's signal above the background added in
-        quadrature to each sample's noise (>= 0), so that star cores, which differ
-        between frames by seeing and resampling, are not clipped.
+        ``noise_clip`` only: fraction of a pixel's contrast above the stack's local smooth
+        level (:func:`~zemosaic_dask.tasks.signal_structure.smooth_level`) added in
+        quadrature to each sample's noise (>= 0), so that star cores, which differ between
+        frames by seeing and resampling, are not clipped, while smooth bright emission is
+        judged against its noise.
     """
 
     normalisation: str = "none"
@@ -216,6 +219,7 @@ def stack_samples(
     frame_weights: Any | None = None,
     noise: Any | None = None,
     background: Any | None = None,
+    shot_level: Any | None = None,
     kept_weight: bool = False,
 ) -> StackResult:
     """Stack the samples K frames give to one output region.
@@ -251,7 +255,12 @@ def stack_samples(
     background : array or float, optional
         Sky level under every sample, in the units of ``samples``, shaped like ``noise``
         (default 0: background-subtracted samples); ``noise_clip`` measures the signal
-        of its ``noise_scale`` term above it. Normalisation maps it like the samples.
+        of its shot term above it. Normalisation maps it like the samples.
+    shot_level : array or float, optional
+        The sky level on which each sample's ``noise`` was measured (the frame's raw sky,
+        in the units of ``samples``), shaped like ``noise``: ``noise_clip`` adds the photon
+        noise of the emission above ``background`` in proportion. Default: no shot term.
+        Normalisation scales it by ``|gain|``.
     kept_weight : bool
         Also return the weight of the samples kept (:attr:`StackResult.kept_weight`).
 
@@ -308,11 +317,14 @@ def stack_samples(
     if options.rejection == "noise_clip":
         noise = _per_sample(xp, noise, count, channels, "noise")
         background = _per_sample(xp, 0.0 if background is None else background, count, channels, "background")
+        shot = _per_sample(xp, 0.0 if shot_level is None else shot_level, count, channels, "shot_level")
         if normalised:
             noise = noise * xp.abs(gain)
+            shot = shot * xp.abs(gain)
             background = background * gain
             background += offset
-        model = (noise, background)
+        # The sensitivity term measures contrast above the stack's local smooth level (stars, not nebulae).
+        model = (noise, background, shot, smooth_level(values, valid))
     image, pair_rejections, keep = _combine(values, weights, valid, options, model)
     coverage, n_frames = _coverage(xp, weight, has_data, frame_ids, count)
     kept = None
@@ -443,6 +455,8 @@ def _combine(values: Any, weights: Any, valid: Any, options: StackOptions, model
             valid,
             model[0],
             background=model[1],
+            shot_level=model[2],
+            reference=model[3],
             kappa_low=options.kappa_low,
             kappa_high=options.kappa_high,
             max_iterations=options.max_iterations,

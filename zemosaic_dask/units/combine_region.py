@@ -81,14 +81,24 @@ class CombineJob:
     max_bytes: int = 256 * 1024 * 1024
     noise: tuple[float, ...] | None = None
     sky: tuple[float, ...] | None = None
+    shot: tuple[float, ...] | None = None
     group: bool = False
 
 
-def _layer_noise(job: CombineJob, weights: np.ndarray) -> dict[str, Any]:
-    """Per-pixel expected noise of each layer (frame noise / sqrt(coverage)) and its sky, for ``noise_clip``.
+def _layer_noise(job: CombineJob, weights: np.ndarray, holds: np.ndarray | None = None) -> dict[str, Any]:
+    """Per-pixel expected noise of each layer (frame noise / sqrt(coverage)), its sky and shot level (``noise_clip``).
 
-    ``weights`` ``(K, H, W)`` float32, the layers' coverages. Both are in the layers' own
-    units; :func:`stack_samples` maps them through the layers' gains and offsets.
+    ``weights`` ``(K, H, W)`` float32, the layers' coverages. All are in the layers' own
+    units; :func:`stack_samples` maps them through the layers' gains and offsets. A layer's
+    shot term is its frames' (the variance of their mean scales by ``1 / coverage`` like
+    the noise's), so the frames' shot level serves.
+
+    ``holds`` ``(K, H, W)``, for the groups of a combination tree: how many original layers
+    each input holds at each pixel. Where two inputs meet that hold more than two layers
+    between them, their noise is unknown (NaN: never rejected), so the pair rule, which
+    keeps the lower of two frames or layers that disagree, never judges two stacks of
+    several layers the flat combination would have stacked with the noise clip (chained
+    over the levels of a tree it biased clean pixels low by several sigma).
     """
     if job.noise is None:
         return {}
@@ -98,8 +108,19 @@ def _layer_noise(job: CombineJob, weights: np.ndarray) -> dict[str, Any]:
     noise = np.empty((cover.shape[0], job.n_channels) + cover.shape[1:], dtype=np.float32)
     for c in range(job.n_channels):  # one channel at a time: no sample-sized temporaries
         np.divide(frame_noise[c], cover, out=noise[:, c])
-    sky = np.resize(np.asarray(job.sky if job.sky is not None else (0.0,), dtype=np.float32), job.n_channels)
-    return {"noise": noise, "background": sky[None, :, None, None]}
+    if holds is not None:
+        present = weights > 0
+        stacks = (np.count_nonzero(present, axis=0) == 2) & (np.where(present, holds, 0).sum(axis=0) > 2)
+        noise[:, :, stacks] = np.nan
+
+    def per_channel(levels: tuple[float, ...] | None) -> np.ndarray:
+        return np.resize(np.asarray(levels if levels is not None else (0.0,), dtype=np.float32), job.n_channels)
+
+    return {
+        "noise": noise,
+        "background": per_channel(job.sky)[None, :, None, None],
+        "shot_level": per_channel(job.shot)[None, :, None, None],
+    }
 
 
 def layer_count(job: CombineJob) -> np.ndarray:
@@ -152,11 +173,13 @@ def _streamed_mean(job: CombineJob, xp: Any) -> Combined:
     return Combined(to_numpy(image).astype(np.float32), den, used, layer_max, count, den)
 
 
-def _stacked(job: CombineJob, xp: Any) -> Combined:
+def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None) -> Combined:
     """Layers stacked with a rejection across layers, in bands of rows within ``job.max_bytes``.
 
     Every layer's arrays are opened once for the region, and each band is read from many
     layers per round trip (:class:`~zemosaic_dask.units.layer_reader.LayerReader`).
+    ``holds``: per input, the original layers it holds per pixel (``(H, W)`` or a number;
+    the groups of a combination tree), see :func:`_layer_noise`.
     """
     region = job.region
     height, width = region.shape
@@ -172,12 +195,15 @@ def _stacked(job: CombineJob, xp: Any) -> Combined:
     reader = LayerReader([layer.store for layer in job.layers])
     for y0 in range(region.y0, region.y1, rows):
         band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
-        samples, weights, gains, offsets = [], [], [], []
-        for layer, (values, cover) in zip(job.layers, reader.iter_read(band), strict=True):
+        samples, weights, gains, offsets, held = [], [], [], [], []
+        rows_here = slice(y0 - region.y0, band.y1 - region.y0)
+        for index, (layer, (values, cover)) in enumerate(zip(job.layers, reader.iter_read(band), strict=True)):
             layer_max[layer.id] = max(layer_max.get(layer.id, 0.0), float(cover.max(initial=0.0)))
             if not (cover > 0).any():
                 continue
             used.add(layer.id)
+            if holds is not None:
+                held.append(np.broadcast_to(np.asarray(holds[index]), (height, width))[rows_here])
             layers_here[y0 - region.y0 : band.y1 - region.y0] += cover > 0
             samples.append(values)
             weights.append(cover)
@@ -193,7 +219,7 @@ def _stacked(job: CombineJob, xp: Any) -> Combined:
             gains=np.stack(gains),
             offsets=np.stack(offsets),
             kept_weight=job.group,
-            **_layer_noise(job, stacked_weights),
+            **_layer_noise(job, stacked_weights, np.stack(held) if holds is not None else None),
         )
         image[:, y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.image)
         coverage[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.coverage)
@@ -202,18 +228,24 @@ def _stacked(job: CombineJob, xp: Any) -> Combined:
     return Combined(image, coverage, len(used), layer_max, layers_here, kept if job.group else coverage)
 
 
-def combine_layers_in_region(job: CombineJob, xp: Any = np) -> Combined:
+def combine_layers_in_region(job: CombineJob, xp: Any = np, holds: Sequence[Any] | None = None) -> Combined:
     """The region's combined image and coverage, without writing them.
 
-    A plain weighted mean streams over the layers; a rejection across layers stacks them.
+    A plain weighted mean streams over the layers; a rejection across layers stacks them
+    (``holds``: the original layers each input holds, for the groups of a tree).
     """
     if job.stack.rejection == "none" and job.stack.combine == "mean":
         return _streamed_mean(job, xp)
-    return _stacked(job, xp)
+    return _stacked(job, xp, holds)
 
 
 def _combine_and_write(
-    job: CombineJob, xp: Any, *, summarise: bool = True, coverage: np.ndarray | None = None
+    job: CombineJob,
+    xp: Any,
+    *,
+    summarise: bool = True,
+    coverage: np.ndarray | None = None,
+    holds: Sequence[Any] | None = None,
 ) -> tuple[RegionSummary, Combined]:
     """Combine the job's layers on its region and write them, or reuse a region already written.
 
@@ -229,7 +261,7 @@ def _combine_and_write(
         empty = np.zeros(0, np.float32)
         count, layer_max, total = _coverage_summary(job) if summarise else (np.zeros(0, np.int32), {}, empty)
         return summary, Combined(empty, total, 0, layer_max, count, empty)
-    combined = combine_layers_in_region(job, xp)
+    combined = combine_layers_in_region(job, xp, holds)
     written = combined.kept if job.group else combined.coverage if coverage is None else coverage
     image = np.where(written[None] > 0, combined.image, np.float32(np.nan))
     alpha = np.where((written > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
@@ -268,7 +300,8 @@ def build_group_region(job: CombineJob, *below: dict[str, Any], xp: Any = np) ->
     next level needs of the original layers: their count per pixel, their coverage summed,
     each one's largest coverage, how many there were and how many held data.
     """
-    summary, combined = _combine_and_write(job, xp, summarise=not below)
+    holds = [node["count"] for node in below] if below else None
+    summary, combined = _combine_and_write(job, xp, summarise=not below, holds=holds)
     if below:
         return _below(below)
     # A reused group was not recombined: the layers with data in the region are the ones it used.
@@ -290,7 +323,8 @@ def build_tree_region(job: CombineJob, *below: dict[str, Any], xp: Any = np) -> 
     """
     layers = _below(below)
     coverage = np.asarray(layers["coverage"], dtype=np.float32)
-    summary, _ = _combine_and_write(job, xp, summarise=False, coverage=coverage)
+    holds = [node["count"] for node in below]
+    summary, _ = _combine_and_write(job, xp, summarise=False, coverage=coverage, holds=holds)
     summary = dataclasses.replace(
         summary, frames=layers["layers"], contributing=0 if summary.reused else layers["used"]
     )

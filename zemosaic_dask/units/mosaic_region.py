@@ -70,6 +70,7 @@ def _stack_band(job: RegionJob, band: OutputRegion, xp: Any) -> tuple[np.ndarray
         frame_weights=_select(job.weights, keep, xp),
         noise=_select(job.noise, keep, np),
         background=_select(job.sky, keep, np),
+        shot_level=_select(job.shot, keep, np),
     )
     image = to_numpy(result.image).astype(np.float32)
     coverage = to_numpy(result.coverage).astype(np.float32)

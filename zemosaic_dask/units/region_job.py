@@ -41,9 +41,10 @@ class RegionJob:
     planes : tuple, optional
         Per-frame background model, ``(C, 4)`` offset, slopes (frame pixels) and gain, applied
         as each frame window is prepared.
-    noise, sky : tuple of tuple of float, optional
-        Per-frame, per-channel expected noise sigma and sky level (ADU, background model
-        removed) for noise-model rejection.
+    noise, sky, shot : tuple of tuple of float, optional
+        Per-frame, per-channel expected noise sigma, sky level (ADU, background model
+        removed) and shot level (the raw sky the noise was measured on) for noise-model
+        rejection.
     """
 
     region: OutputRegion
@@ -59,6 +60,7 @@ class RegionJob:
     planes: tuple[tuple[tuple[float, ...], ...], ...] | None = None
     noise: tuple[tuple[float, ...], ...] | None = None
     sky: tuple[tuple[float, ...], ...] | None = None
+    shot: tuple[tuple[float, ...], ...] | None = None
     use_gpu: bool = False
     key: str = ""
     max_bytes: int = 256 * 1024 * 1024
