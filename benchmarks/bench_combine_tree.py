@@ -49,7 +49,7 @@ def combine(run: Path, fan_in: int, out_url: str) -> tuple[float, list[float], d
     noise, sky, shot = (tuple(np.median(np.asarray(t), axis=0).tolist()) for t in frame_noise_and_sky(plan, None))
     out, _ = open_mosaic_store(out_url, plan.grid, plan.n_channels, fingerprint="bench")
     jobs = combine_jobs(
-        plan, stores, layer_inputs(stores, None), out, options.sds_combine, noise=noise, sky=sky, shot=shot
+        plan, stores, layer_inputs(stores, None), out, options.layer_combine, noise=noise, sky=sky, shot=shot
     )
     trees = combine_trees(jobs, fan_in, grid=plan.grid, n_channels=plan.n_channels, fingerprint="bench")
     graph = build_combine_graph(trees, "sds-combine")

@@ -22,8 +22,8 @@ N_LAYERS = 20
 FRAME_NOISE = 4.0
 SKY = 100.0
 TRAILED = (3, 11)
-#: How a default run combines SDS batch mosaics (noise_clip, its kappas and noise scale).
-SDS_COMBINE = stage_options(default_config(), 1).sds_combine
+#: How a default run combines layers, classic tiles or SDS batch mosaics (noise_clip, its kappas and noise scale).
+LAYER_COMBINE = stage_options(default_config(), 1).layer_combine
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 64, 65, 130, 2560, 4097, 10_000])
@@ -84,7 +84,7 @@ def _combine(tmp_path, name, inputs, stack, fan_in):
     return results, image, coverage, graph
 
 
-@pytest.mark.parametrize("stack", [StackOptions(rejection="none"), SDS_COMBINE], ids=["mean", "noise_clip"])
+@pytest.mark.parametrize("stack", [StackOptions(rejection="none"), LAYER_COMBINE], ids=["mean", "noise_clip"])
 def test_a_tree_of_groups_combines_as_one_stack_of_every_layer(tmp_path, stack):
     inputs = _layers(tmp_path)
     flat, flat_image, flat_coverage, flat_graph = _combine(tmp_path, "flat", inputs, stack, fan_in=0)
@@ -140,7 +140,7 @@ def test_a_rerun_reuses_every_node_and_reports_the_same_counts(tmp_path):
 def test_a_rerun_after_the_groups_but_before_the_region_combines_the_groups_again(tmp_path):
     """Killed between the groups and the root: the groups are reused, the region is written as before."""
     inputs = _layers(tmp_path)
-    stack = SDS_COMBINE
+    stack = LAYER_COMBINE
     first, image, coverage, _ = _combine(tmp_path, "tree", inputs, stack, fan_in=4)
     done = zarr.open_array(str(tmp_path / "tree.zarr"), path="done", mode="r+")
     done[...] = 0  # the region's mark is written last: as if the root never finished
@@ -150,3 +150,36 @@ def test_a_rerun_after_the_groups_but_before_the_region_combines_the_groups_agai
     for a, b in zip(first, again, strict=True):
         assert not b["summary"].reused and b["summary"].contributing == a["summary"].contributing
         assert a["max_layers"] == b["max_layers"] and a["layer_max"] == b["layer_max"]
+
+
+@pytest.mark.parametrize("others", [1, 2])
+def test_a_trail_a_layer_holds_alone_is_rejected_by_the_default_combination(tmp_path, others):
+    """A classic tile or SDS batch that held one frame at a pixel keeps that frame's trail; the layers beside it do not.
+
+    One layer of coverage 1 carries a 400 ADU trail, ``others`` layers of coverage 3 overlap it:
+    the default combination rejects it across the layers (the pair rule with one other layer,
+    the noise clip with two); a plain coverage-weighted mean leaves 400 / (1 + 3 * others) ADU.
+    """
+    truth = _truth()
+    rng = np.random.default_rng(5)
+    inputs = []
+    for k in range(1 + others):
+        store, _ = open_mosaic_store(str(tmp_path / "m.zarr"), GRID, 1, fingerprint="f", prefix=f"layers/{k}")
+        coverage = np.full(GRID.shape, 1.0 if k == 0 else 3.0, dtype=np.float32)
+        image = (truth + rng.normal(0.0, FRAME_NOISE / np.sqrt(coverage), truth.shape)).astype(np.float32)
+        if k == 0:
+            image[:, 40:43, :] += 400.0
+        for region in GRID.regions():
+            window = (slice(region.y0, region.y1), slice(region.x0, region.x1))
+            store.write_region(
+                region, image[(slice(None), *window)], coverage[window], np.full(coverage[window].shape, 255, np.uint8)
+            )
+        inputs.append((LayerInput(k, store), coverage))
+    total = 1.0 + 3.0 * others
+    for stack, left in ((LAYER_COMBINE, 0.0), (StackOptions(rejection="none"), 400.0 / total)):
+        _, image, _, _ = _combine(tmp_path, f"{stack.rejection}-{others}", inputs, stack, fan_in=0)
+        trail = image[0, 40:43] - truth[0, 40:43]
+        assert abs(float(np.median(trail)) - left) < 3 * FRAME_NOISE / np.sqrt(total), (
+            stack.rejection,
+            np.median(trail),
+        )

@@ -43,6 +43,8 @@ def test_layer_modes_match_truth(layer_runs, seestar_set, mode):
     assert residual_rms(mosaic, truth) < 2.0
     assert mosaic.report["mode"] == mode and mosaic.report["fallback"] is None
     assert mosaic.report["layers"] >= 4
+    # Both modes reject outliers across their layers (a trail a tile or batch kept where it held one frame).
+    assert mosaic.report["layer_combine"]["rejection"] == "noise_clip"
     # Coverage still counts distinct frames through the layers.
     assert 4 <= mosaic.coverage.max() <= 32
 

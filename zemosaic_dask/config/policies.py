@@ -61,8 +61,10 @@ class StageOptions:
     ----------
     stack : StackOptions
         Stacking of frames (regions, master tiles, batch mosaics).
-    sds_combine : StackOptions
-        Combination of SDS batch mosaics (coverage-weighted, rejection across batches).
+    layer_combine : StackOptions
+        Combination of the layers (classic master tiles, SDS batch mosaics) on the global
+        grid: coverage-weighted, outliers rejected across layers against the noise each
+        layer's coverage gives it (a trail a tile or batch kept where it held one frame).
     window : FrameWindowOptions
         Frame preparation and resampling.
     background : BackgroundConfig
@@ -85,7 +87,7 @@ class StageOptions:
     """
 
     stack: StackOptions
-    sds_combine: StackOptions
+    layer_combine: StackOptions
     window: FrameWindowOptions
     background: BackgroundConfig
     calibration: CalibrationConfig
@@ -135,7 +137,7 @@ def stage_options(config: ZeMosaicConfig, n_channels: int) -> StageOptions:
     stack = stack_options(config)
     return StageOptions(
         stack=stack,
-        sds_combine=dataclasses.replace(stack, normalisation="none", weighting="none"),
+        layer_combine=dataclasses.replace(stack, normalisation="none", weighting="none"),
         window=window_options(config, n_channels),
         background=config.background,
         calibration=config.calibration,

@@ -13,7 +13,6 @@ from ..graph.regions import BUNDLES_PER_SLOT
 from ..io.store import MosaicStore
 from ..messages import msg
 from ..plans.mosaic import MosaicPlan
-from ..tasks.stacking import StackOptions
 from .calibration import calibrate_layers
 from .coefficients import frame_coefficients, frame_noise_and_sky
 from .compute import Timings, compute
@@ -88,7 +87,14 @@ def execute_layers(
                 stores, options.calibration, handle, out, show_progress=show_progress
             )
     inputs = layer_inputs(stores, corrections)
-    combine = StackOptions(rejection="none") if plan.mode == "classic" else options.sds_combine
+    combine = options.layer_combine
+    report["layer_combine"] = {
+        "rejection": combine.rejection,
+        "kappa_low": combine.kappa_low,
+        "kappa_high": combine.kappa_high,
+        "noise_scale": combine.noise_scale,
+        "combine": combine.combine,
+    }
     prefix = "stack-region" if plan.mode == "classic" else "sds-combine"
     noise = sky = shot = None
     if combine.rejection == "noise_clip":
