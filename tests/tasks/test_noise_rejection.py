@@ -16,6 +16,7 @@ from zemosaic_dask.tasks.noise_rejection import (
     _reject_noise_clip_arrays,
     reject_noise_clip,
 )
+from zemosaic_dask.tasks.signal_structure import smooth_level
 from zemosaic_dask.tasks.stacking import StackOptions, stack_samples
 
 SKY, NOISE = 1000.0, 20.0
@@ -204,7 +205,7 @@ def heavy_tailed(depth: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     ("kappa_low", "kappa_high", "min_samples", "noise_scale", "max_iterations"),
     [(3.0, 3.0, 2, 0.1, 3), (2.0, 3.5, 1, 0.0, 5), (1.5, 1.2, 3, 0.3, 1), (3.0, 2.5, 4, 0.1, 2)],
 )
-@pytest.mark.parametrize("model", ["sky", "shot and reference"])
+@pytest.mark.parametrize("model", ["sky", "shot and reference", "shot and structure"])
 def test_compiled_kernel_equals_the_array_version(
     depth, kappa_low, kappa_high, min_samples, noise_scale, max_iterations, model
 ):
@@ -216,14 +217,15 @@ def test_compiled_kernel_equals_the_array_version(
         min_samples=min_samples,
         noise_scale=noise_scale,
     )
-    levels = {}
+    levels, floor = {}, None
     if model != "sky":
         shot, floor = shot_and_reference(values, seed=depth)
         levels = {"shot_level": shot, "reference": floor}
+    if model == "shot and structure":  # the kernel computes each row's smooth level as it clips
+        levels = {"shot_level": shot, "structure_radius": 4}
+        floor = smooth_level(values, valid, 4)
     compiled = reject_noise_clip(values, valid, noise, background=background, **levels, **options)
-    reference = arrays_reference(
-        values, valid, noise, background, levels.get("shot_level", 0.0), levels.get("reference"), **options
-    )
+    reference = arrays_reference(values, valid, noise, background, levels.get("shot_level", 0.0), floor, **options)
     assert_array_equal(compiled.keep, reference.keep)
     assert compiled.pair_rejections == reference.pair_rejections
     assert not (compiled.keep & ~valid).any()
@@ -237,9 +239,15 @@ def test_compiled_kernel_equals_the_array_version(
 def test_array_api_strict_equals_numpy(depth):
     xps = pytest.importorskip("array_api_strict")
     values, valid, noise, background = heavy_tailed(depth, seed=20 + depth)
-    expected = reject_noise_clip(values, valid, noise, background=background, **CLIP)
+    model = dict(shot_level=np.float32(SKY), structure_radius=4)  # the generic smooth level, the compiled one
+    expected = reject_noise_clip(values, valid, noise, background=background, **model, **CLIP)
     result = reject_noise_clip(
-        xps.asarray(values), xps.asarray(valid), xps.asarray(noise), background=xps.asarray(background), **CLIP
+        xps.asarray(values),
+        xps.asarray(valid),
+        xps.asarray(noise),
+        background=xps.asarray(background),
+        **model,
+        **CLIP,
     )
     assert array_namespace(result.keep) is xps
     assert_array_equal(np.asarray(result.keep), expected.keep)

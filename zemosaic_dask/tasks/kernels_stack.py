@@ -143,23 +143,60 @@ def weighted_mean_cpu(values, weights, keep, out):
 
 
 @njit(**_OPTIONS)
-def _variance(centre, noise, background, shot, reference, noise_scale):
+def _variance(centre, noise, background, photons, reference, noise_scale):
     """Expected variance of a sample about ``centre`` in float32 (NaN propagates).
 
-    ``noise**2 * (1 + max(centre - background, 0) / shot)`` (the shot term only where
-    ``shot > 0``) ``+ (noise_scale * max(centre - reference, 0))**2``.
+    ``noise**2 + photons * max(centre - background, 0) + (noise_scale * max(centre - reference, 0))**2``,
+    ``photons`` being ``noise**2 / shot`` (0 without a shot level).
     """
-    variance = noise * noise
-    if shot > np.float32(0.0):
-        excess = centre - background
-        if excess < np.float32(0.0):
-            excess = np.float32(0.0)
-        variance = variance + (noise * noise) * (excess / shot)
+    excess = centre - background
+    if excess < np.float32(0.0):
+        excess = np.float32(0.0)
     signal = centre - reference
     if signal < np.float32(0.0):
         signal = np.float32(0.0)
     signal = signal * noise_scale
-    return variance + signal * signal
+    return (noise * noise + photons * excess) + signal * signal
+
+
+@njit(**_OPTIONS)
+def _photons(noise, shot):
+    """``noise**2 / shot`` where the shot level is known (> 0), else 0: the shot term's variance per ADU."""
+    if shot > np.float32(0.0):
+        return (noise * noise) / shot
+    return np.float32(0.0)
+
+
+@njit(**_OPTIONS)
+def _row_opening(values, usable, c, y, radius, mean, scratch, floor):
+    """Write into ``floor`` ``(W,)`` the opening along row ``y`` of the mean of its usable samples.
+
+    The numbers of :func:`~zemosaic_dask.tasks.signal_structure.smooth_level` (float32 sums
+    in sample order; a pixel without a sample is +inf to the minimum, -inf to the maximum,
+    NaN in the result).
+    """
+    count = values.shape[0]
+    width = values.shape[3]
+    for x in range(width):
+        mean[x] = np.float32(0.0)
+        scratch[x] = np.float32(0.0)
+    for k in range(count):
+        for x in range(width):
+            if usable[k, c, y, x]:
+                mean[x] += values[k, c, y, x]
+                scratch[x] += np.float32(1.0)
+    for x in range(width):
+        mean[x] = mean[x] / scratch[x] if scratch[x] > np.float32(0.0) else np.float32(np.inf)
+    for x in range(width):  # erosion
+        low = mean[x]
+        for j in range(max(0, x - radius), min(width, x + radius + 1)):
+            low = min(low, mean[j])
+        scratch[x] = -np.float32(np.inf) if low == np.float32(np.inf) else low
+    for x in range(width):  # dilation
+        high = scratch[x]
+        for j in range(max(0, x - radius), min(width, x + radius + 1)):
+            high = max(high, scratch[j])
+        floor[x] = np.float32(np.nan) if high == -np.float32(np.inf) else high
 
 
 #: Kappa-sigma's per-pixel median (only below its deep limit, where the centre is the
@@ -252,7 +289,7 @@ def _select_median(buffer, n, scratch):
 
 
 @njit(**_OPTIONS)
-def _pair_rule(buffer, noise, background, shot, reference, kappa_high, noise_scale):
+def _pair_rule(buffer, noise, background, photons, reference, kappa_high, noise_scale):
     """Index (0 or 1) of the brighter of two samples when they disagree beyond the noise, else -1."""
     zero = np.float32(0.0)
     total = zero
@@ -264,7 +301,7 @@ def _pair_rule(buffer, noise, background, shot, reference, kappa_high, noise_sca
     low = np.float32(np.inf)
     brighter = -1
     for i in range(2):
-        variance += _variance(centre, noise[i], background[i], shot[i], reference[i], noise_scale)
+        variance += _variance(centre, noise[i], background[i], photons[i], reference[i], noise_scale)
         if buffer[i] > high:
             high = buffer[i]
             brighter = i
@@ -309,6 +346,7 @@ def noise_clip_keep_cpu(
     background,
     shot,
     reference,
+    structure_radius,
     kappa_low,
     kappa_high,
     noise_scale,
@@ -322,7 +360,9 @@ def noise_clip_keep_cpu(
     ``values`` ``(K, C, H, W)`` float32, ``valid`` and ``out`` bool of that shape;
     ``noise``, ``background``, ``shot`` and ``reference`` 4-D float32 arrays whose every
     axis is 1 or that of ``values`` (e.g. ``(K, C, 1, 1)``, or ``(1, C, H, W)`` for the
-    reference; they are not broadcast in memory);
+    reference; they are not broadcast in memory); ``structure_radius`` >= 0 replaces
+    ``reference`` by each row's opening of the mean of its usable samples over
+    ``2 * structure_radius + 1`` pixels (computed here, row by row), -1 keeps it;
     ``kappa_low``, ``kappa_high``, ``noise_scale`` and ``median_variance`` (the
     reference's ``MEDIAN_VARIANCE``) float32. The rules are those of
     :mod:`zemosaic_dask.tasks.noise_rejection`.
@@ -353,6 +393,10 @@ def noise_clip_keep_cpu(
     trial = np.empty(count, dtype=np.bool_)
     scratch = np.empty(count + 2, dtype=np.float32)
     usable = np.empty(width, dtype=np.intp)
+    opened = structure_radius >= 0
+    row_mean = np.empty(width if opened else 0, dtype=np.float32)
+    row_scratch = np.empty(width if opened else 0, dtype=np.float32)
+    row_floor = np.empty(width if opened else 0, dtype=np.float32)
     sort_rows = count <= ROW_SORT_MAX
     ordered = np.empty((count if sort_rows else 0, width), dtype=np.float32)
     fired = 0
@@ -369,6 +413,9 @@ def noise_clip_keep_cpu(
                     ok = valid[k, c, y, x] and math.isfinite(values[k, c, y, x])
                     out[k, c, y, x] = ok
                     usable[x] += 1 if ok else 0
+            needed = usable.max() >= (2 if min_samples <= 2 else max(3, min_samples))  # a pixel is judged
+            if opened and needed:
+                _row_opening(values, out, c, y, structure_radius, row_mean, row_scratch, row_floor)
             if sort_rows and usable.max() >= max(3, min_samples):  # some pixel of the row needs its median
                 _sort_row_samples(values, out, c, y, ordered)
             for x in range(width):
@@ -383,8 +430,8 @@ def noise_clip_keep_cpu(
                         buffer[n] = value
                         sigma_noise[n] = noise[min(k, noise_k), cn, yn, xn]
                         sky[n] = background[min(k, sky_k), cs, ys, xs]
-                        level[n] = shot[min(k, shot_k), cl, yl, xl]
-                        floor[n] = reference[min(k, ref_k), cr, yr, xr]
+                        level[n] = _photons(sigma_noise[n], shot[min(k, shot_k), cl, yl, xl])
+                        floor[n] = row_floor[x] if opened else reference[min(k, ref_k), cr, yr, xr]
                         index[n] = k
                         kept[n] = True
                         n += 1

@@ -7,7 +7,7 @@ over a sky pixel cannot be rejected that way. :func:`reject_noise_clip` instead 
 each sample against the noise it is EXPECTED to have, as IRAF ``imcombine``'s
 ``ccdclip`` does:
 
-``variance_k = noise_k**2 * (1 + max(centre - background_k, 0) / shot_k)``
+``variance_k = noise_k**2 + noise_k**2 / shot_k * max(centre - background_k, 0)``
 ``             + (noise_scale * max(centre - reference, 0))**2``
 
 - ``noise_k`` is the sample's expected noise (its frame's measured background noise, or
@@ -66,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from .namespace import array_namespace, is_numpy_namespace
+from .signal_structure import smooth_level
 
 __all__ = ["NoiseClipResult", "reject_noise_clip"]
 
@@ -98,6 +99,7 @@ def reject_noise_clip(
     background: Any | None = None,
     shot_level: Any | None = None,
     reference: Any | None = None,
+    structure_radius: int | None = None,
     kappa_low: float,
     kappa_high: float,
     max_iterations: int,
@@ -130,6 +132,10 @@ def reject_noise_clip(
         The level above which the sensitivity term measures a pixel's contrast,
         broadcastable like ``noise`` (``(1, C, H, W)`` for a local smooth level). Default:
         ``background``.
+    structure_radius : int, optional
+        Measure the contrast above the samples' own smooth level instead:
+        :func:`~zemosaic_dask.tasks.signal_structure.smooth_level` with this radius (the
+        compiled kernel computes it row by row as it clips). Excludes ``reference``.
     kappa_low, kappa_high : float
         Rejection limits, in expected sigmas, below and above the centre (> 0).
     max_iterations : int
@@ -161,6 +167,12 @@ def reject_noise_clip(
         raise ValueError("noise must be >= 0 (an expected standard deviation), got a negative value")
     background = _broadcastable(xp, 0.0 if background is None else background, shape, "background")
     shot_level = _broadcastable(xp, 0.0 if shot_level is None else shot_level, shape, "shot_level")
+    if structure_radius is not None and (reference is not None or int(structure_radius) < 0):
+        raise ValueError("structure_radius must be >= 0 and excludes reference")
+    radius = -1 if structure_radius is None else int(structure_radius)
+    compiled = is_numpy_namespace(xp) and shape[0] > 0
+    if radius >= 0 and not compiled:
+        reference = smooth_level(values, valid, radius)
     reference = background if reference is None else _broadcastable(xp, reference, shape, "reference")
     model = (noise, background, shot_level, reference)
     options = dict(
@@ -170,8 +182,8 @@ def reject_noise_clip(
         min_samples=int(min_samples),
         noise_scale=float(noise_scale),
     )
-    if is_numpy_namespace(xp) and shape[0] > 0:
-        return _reject_noise_clip_compiled(values, valid, *model, **options)
+    if compiled:
+        return _reject_noise_clip_compiled(values, valid, *model, radius, **options)
     return _reject_noise_clip_arrays(values, valid, *model, **options)
 
 
@@ -217,18 +229,23 @@ def _kept_median(xp: Any, values: Any, keep: Any, n: Any) -> Any:
     return xp.where(n > 0, median, 0.0)
 
 
-def _variance(xp: Any, centre: Any, noise: Any, background: Any, shot: Any, reference: Any, noise_scale: float) -> Any:
+def _photons(xp: Any, noise: Any, shot: Any) -> Any:
+    """``noise**2 / shot`` where the shot level is known (> 0), else 0 (the compiled kernel's ``_photons``)."""
+    known = shot > 0.0
+    return xp.where(known, (noise * noise) / xp.where(known, shot, 1.0), 0.0)
+
+
+def _variance(
+    xp: Any, centre: Any, noise: Any, background: Any, photons: Any, reference: Any, noise_scale: float
+) -> Any:
     """Expected variance of every sample about ``centre``, ``(K, C, H, W)`` float32.
 
     The float32 operations of the compiled kernel's ``_variance``, in its order.
     """
     centre = centre[None, ...]
-    known = shot > 0.0
-    excess = xp.maximum(centre - background, 0.0) / xp.where(known, shot, 1.0)
-    photons = xp.where(known, (noise * noise) * excess, 0.0)
-    del excess
+    excess = xp.maximum(centre - background, 0.0)
     signal = xp.maximum(centre - reference, 0.0) * noise_scale
-    return (noise * noise + photons) + signal * signal
+    return (noise * noise + photons * excess) + signal * signal
 
 
 def _reject_noise_clip_arrays(
@@ -248,13 +265,14 @@ def _reject_noise_clip_arrays(
     """:func:`reject_noise_clip` with array operations only (any namespace; the semantic reference)."""
     xp = array_namespace(values, valid)
     valid = valid & xp.isfinite(values)
+    photons = _photons(xp, noise, shot)
     n = _count(xp, valid)
     keep = valid
     pair_rejections = 0
     if min_samples <= 2:
         pair = n == 2
         if bool(xp.any(pair)):
-            variance = _variance(xp, _kept_mean(xp, values, valid), noise, background, shot, reference, noise_scale)
+            variance = _variance(xp, _kept_mean(xp, values, valid), noise, background, photons, reference, noise_scale)
             pair_sigma = xp.sqrt(xp.sum(xp.where(valid, variance, 0.0), axis=0))
             del variance
             high = xp.max(xp.where(valid, values, -xp.inf), axis=0)
@@ -270,7 +288,7 @@ def _reject_noise_clip_arrays(
         count = _astype(xp, xp.maximum(_count(xp, keep), 1), xp.float32)
         if iteration > 0:
             centre = xp.sum(xp.where(keep, values, 0.0), axis=0) / count
-        variance = _variance(xp, centre, noise, background, shot, reference, noise_scale)
+        variance = _variance(xp, centre, noise, background, photons, reference, noise_scale)
         centre_variance = xp.sum(xp.where(keep, variance, 0.0), axis=0) / (count * count)
         if iteration == 0:
             centre_variance = centre_variance * MEDIAN_VARIANCE
@@ -295,6 +313,7 @@ def _reject_noise_clip_compiled(
     background: Any,
     shot: Any,
     reference: Any,
+    structure_radius: int,
     *,
     kappa_low: float,
     kappa_high: float,
@@ -313,6 +332,7 @@ def _reject_noise_clip_compiled(
         np.asarray(background, dtype=np.float32),
         np.asarray(shot, dtype=np.float32),
         np.asarray(reference, dtype=np.float32),
+        structure_radius,
         np.float32(kappa_low),
         np.float32(kappa_high),
         np.float32(noise_scale),

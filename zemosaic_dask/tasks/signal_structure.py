@@ -16,8 +16,10 @@ Along rows only: a row's level then depends on nothing outside the row, so a reg
 stacked in bands of rows (memory bands, row parts) gives the pixels of one stack, and a
 band needs no halo. Written against the array namespace of the samples (numpy, cupy),
 with running extrema of shifted slices: ``4 * radius`` element-wise extrema of one
-``(C, H, W)`` image, a small cost beside the clip over ``K`` samples. Pixels outside the
-row, or without a valid sample, take no part.
+``(C, H, W)`` image. On numpy the noise clip's compiled kernel computes the same numbers
+row by row as it clips (``structure_radius`` of
+:func:`~zemosaic_dask.tasks.noise_rejection.reject_noise_clip`), from the samples it has
+just read. Pixels outside the row, or without a valid sample, take no part.
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ def smooth_level(values: Any, valid: Any, radius: int = STRUCTURE_RADIUS_PX) -> 
     xp = array_namespace(values, valid)
     total = xp.zeros(tuple(values.shape[1:]), dtype=xp.float32)
     count = xp.zeros(tuple(values.shape[1:]), dtype=xp.float32)
+    one = xp.ones(tuple(values.shape[1:]), dtype=xp.float32)
     for k in range(values.shape[0]):  # one sample at a time: no sample-sized temporary
-        usable = valid[k] & xp.isfinite(values[k])
-        total = total + xp.where(usable, values[k], 0.0)
-        count = count + xp.where(usable, 1.0, 0.0)
+        usable = valid[k, ...] & xp.isfinite(values[k, ...])
+        total = total + xp.where(usable, values[k, ...], 0.0)
+        count = count + xp.where(usable, one, 0.0)
     mean = xp.where(count > 0, total / xp.maximum(count, 1.0), xp.inf)  # no data: never the minimum
     del total, count
     eroded = _running(xp, mean, radius, xp.minimum, xp.inf)

@@ -32,7 +32,7 @@ from .rejection import (
     reject_winsorized_sigma,
     weighted_mean,
 )
-from .signal_structure import smooth_level
+from .signal_structure import STRUCTURE_RADIUS_PX
 
 __all__ = [
     "COMBINE_METHODS",
@@ -323,8 +323,7 @@ def stack_samples(
             shot = shot * xp.abs(gain)
             background = background * gain
             background += offset
-        # The sensitivity term measures contrast above the stack's local smooth level (stars, not nebulae).
-        model = (noise, background, shot, smooth_level(values, valid))
+        model = (noise, background, shot)
     image, pair_rejections, keep = _combine(values, weights, valid, options, model)
     coverage, n_frames = _coverage(xp, weight, has_data, frame_ids, count)
     kept = None
@@ -456,7 +455,8 @@ def _combine(values: Any, weights: Any, valid: Any, options: StackOptions, model
             model[0],
             background=model[1],
             shot_level=model[2],
-            reference=model[3],
+            # The sensitivity term measures contrast above the stack's smooth level (stars, not nebulae).
+            structure_radius=STRUCTURE_RADIUS_PX,
             kappa_low=options.kappa_low,
             kappa_high=options.kappa_high,
             max_iterations=options.max_iterations,
