@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,7 @@ def execute_layers(
             )
     inputs = layer_inputs(stores, corrections)
     combine = options.layer_combine
-    report["layer_combine"] = {
-        "rejection": combine.rejection,
-        "kappa_low": combine.kappa_low,
-        "kappa_high": combine.kappa_high,
-        "noise_scale": combine.noise_scale,
-        "combine": combine.combine,
-    }
+    report["layer_combine"] = dataclasses.asdict(combine)
     prefix = "stack-region" if plan.mode == "classic" else "sds-combine"
     noise = sky = shot = None
     if combine.rejection == "noise_clip":

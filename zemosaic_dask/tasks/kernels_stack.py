@@ -413,10 +413,10 @@ def noise_clip_keep_cpu(
                     ok = valid[k, c, y, x] and math.isfinite(values[k, c, y, x])
                     out[k, c, y, x] = ok
                     usable[x] += 1 if ok else 0
-            needed = usable.max() >= (2 if min_samples <= 2 else max(3, min_samples))  # a pixel is judged
-            if opened and needed:
+            deepest = usable.max()
+            if opened and deepest >= (2 if min_samples <= 2 else max(3, min_samples)):  # a pixel is judged
                 _row_opening(values, out, c, y, structure_radius, row_mean, row_scratch, row_floor)
-            if sort_rows and usable.max() >= max(3, min_samples):  # some pixel of the row needs its median
+            if sort_rows and deepest >= max(3, min_samples):  # some pixel of the row needs its median
                 _sort_row_samples(values, out, c, y, ordered)
             for x in range(width):
                 n = usable[x]

@@ -21,12 +21,13 @@ each sample against the noise it is EXPECTED to have, as IRAF ``imcombine``'s
 - the sensitivity term: star cores differ between frames by seeing, PSF and resampling
   far more than their noise, by a fraction of their contrast, and must not be clipped.
   That contrast is measured above the ``reference``: by default the sky under the sample
-  (all signal counts), and in :func:`~zemosaic_dask.tasks.stacking.stack_samples` the
-  local smooth level of the stack (:func:`~zemosaic_dask.tasks.signal_structure.smooth_level`),
-  so that only small-scale structure (stars) widens the window. A bright galaxy core or
-  nebula is smooth: measured against its full signal, a window of ``noise_scale`` of
-  several hundred ADU let a satellite trail across it through (half of one, averaged
-  with a clean frame in an SDS batch, crossed the simulated galaxy's core).
+  (all signal counts), and with ``structure_radius`` (as
+  :func:`~zemosaic_dask.tasks.stacking.stack_samples` clips) the local smooth level of the
+  stack (:func:`~zemosaic_dask.tasks.signal_structure.smooth_level`), so that only
+  small-scale structure (stars) widens the window. A bright galaxy core or nebula is
+  smooth: measured against its full signal, a window of ``noise_scale`` of several
+  hundred ADU let a satellite trail across it through (half of one, averaged with a
+  clean frame in an SDS batch, crossed the simulated galaxy's core).
 
 Signals are taken from the ``centre``, never from the sample under test, so an outlier
 does not widen its own window.
@@ -98,7 +99,6 @@ def reject_noise_clip(
     *,
     background: Any | None = None,
     shot_level: Any | None = None,
-    reference: Any | None = None,
     structure_radius: int | None = None,
     kappa_low: float,
     kappa_high: float,
@@ -128,14 +128,11 @@ def reject_noise_clip(
         The level (in the units of ``values``) of the sky on which each sample's ``noise``
         was measured, broadcastable like ``noise``: emission above ``background`` adds
         photon noise ``noise**2 * emission / shot_level``. Default 0: no shot term.
-    reference : array or float, optional
-        The level above which the sensitivity term measures a pixel's contrast,
-        broadcastable like ``noise`` (``(1, C, H, W)`` for a local smooth level). Default:
-        ``background``.
     structure_radius : int, optional
-        Measure the contrast above the samples' own smooth level instead:
+        Measure the sensitivity term's contrast above the samples' own smooth level:
         :func:`~zemosaic_dask.tasks.signal_structure.smooth_level` with this radius (the
-        compiled kernel computes it row by row as it clips). Excludes ``reference``.
+        compiled kernel computes it row by row as it clips). Default: above ``background``
+        (all signal counts).
     kappa_low, kappa_high : float
         Rejection limits, in expected sigmas, below and above the centre (> 0).
     max_iterations : int
@@ -145,7 +142,7 @@ def reject_noise_clip(
     noise_scale : float
         Fraction of the signal above the background added in quadrature to the noise
         (>= 0; 0.1 keeps star cores whose frames differ by 20 %), the contrast taken
-        above ``reference``.
+        as ``structure_radius`` says.
 
     Returns
     -------
@@ -167,13 +164,13 @@ def reject_noise_clip(
         raise ValueError("noise must be >= 0 (an expected standard deviation), got a negative value")
     background = _broadcastable(xp, 0.0 if background is None else background, shape, "background")
     shot_level = _broadcastable(xp, 0.0 if shot_level is None else shot_level, shape, "shot_level")
-    if structure_radius is not None and (reference is not None or int(structure_radius) < 0):
-        raise ValueError("structure_radius must be >= 0 and excludes reference")
     radius = -1 if structure_radius is None else int(structure_radius)
+    if structure_radius is not None and radius < 0:
+        raise ValueError(f"structure_radius must be >= 0, got {structure_radius}")
     compiled = is_numpy_namespace(xp) and shape[0] > 0
+    reference = background  # the compiled kernel computes the smooth level itself
     if radius >= 0 and not compiled:
         reference = smooth_level(values, valid, radius)
-    reference = background if reference is None else _broadcastable(xp, reference, shape, "reference")
     model = (noise, background, shot_level, reference)
     options = dict(
         kappa_low=float(kappa_low),
