@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 _OPTIONS = {"cache": True, "nogil": True, "fastmath": False}
+#: The row-wise kernels divide by zero for pixels whose result they then ignore: IEEE
+#: division (inf or NaN) instead of Python's check, which also keeps their loops vectorised.
+_ROW_OPTIONS = {**_OPTIONS, "error_model": "numpy"}
 
 
 @njit(**_OPTIONS)
@@ -142,7 +145,7 @@ def weighted_mean_cpu(values, weights, keep, out):
             out[c, p] = numerator[p] / denominator[p] if denominator[p] > zero else nan
 
 
-@njit(**_OPTIONS)
+@njit(**_ROW_OPTIONS)
 def _variance(centre, noise, background, photons, reference, noise_scale):
     """Expected variance of a sample about ``centre`` in float32 (NaN propagates).
 
@@ -159,7 +162,7 @@ def _variance(centre, noise, background, photons, reference, noise_scale):
     return (noise * noise + photons * excess) + signal * signal
 
 
-@njit(**_OPTIONS)
+@njit(**_ROW_OPTIONS)
 def _photons(noise, shot):
     """``noise**2 / shot`` where the shot level is known (> 0), else 0: the shot term's variance per ADU."""
     if shot > np.float32(0.0):
@@ -167,7 +170,7 @@ def _photons(noise, shot):
     return np.float32(0.0)
 
 
-@njit(**_OPTIONS)
+@njit(**_ROW_OPTIONS)
 def _row_opening(values, usable, c, y, radius, mean, scratch, floor):
     """Write into ``floor`` ``(W,)`` the opening along row ``y`` of the mean of its usable samples.
 
@@ -182,21 +185,28 @@ def _row_opening(values, usable, c, y, radius, mean, scratch, floor):
         scratch[x] = np.float32(0.0)
     for k in range(count):
         for x in range(width):
-            if usable[k, c, y, x]:
-                mean[x] += values[k, c, y, x]
-                scratch[x] += np.float32(1.0)
+            ok = usable[k, c, y, x]
+            mean[x] += values[k, c, y, x] if ok else np.float32(0.0)
+            scratch[x] += np.float32(1.0) if ok else np.float32(0.0)
     for x in range(width):
         mean[x] = mean[x] / scratch[x] if scratch[x] > np.float32(0.0) else np.float32(np.inf)
-    for x in range(width):  # erosion
-        low = mean[x]
-        for j in range(max(0, x - radius), min(width, x + radius + 1)):
-            low = min(low, mean[j])
-        scratch[x] = -np.float32(np.inf) if low == np.float32(np.inf) else low
-    for x in range(width):  # dilation
-        high = scratch[x]
-        for j in range(max(0, x - radius), min(width, x + radius + 1)):
-            high = max(high, scratch[j])
-        floor[x] = np.float32(np.nan) if high == -np.float32(np.inf) else high
+    for x in range(width):  # erosion, over the window's offsets (vectorised along the row)
+        scratch[x] = mean[x]
+    for offset in range(1, radius + 1):
+        for x in range(width - offset):
+            scratch[x] = min(scratch[x], mean[x + offset])
+        for x in range(offset, width):
+            scratch[x] = min(scratch[x], mean[x - offset])
+    for x in range(width):
+        scratch[x] = -np.float32(np.inf) if scratch[x] == np.float32(np.inf) else scratch[x]
+        floor[x] = scratch[x]
+    for offset in range(1, radius + 1):  # dilation
+        for x in range(width - offset):
+            floor[x] = max(floor[x], scratch[x + offset])
+        for x in range(offset, width):
+            floor[x] = max(floor[x], scratch[x - offset])
+    for x in range(width):
+        floor[x] = np.float32(np.nan) if floor[x] == -np.float32(np.inf) else floor[x]
 
 
 #: Kappa-sigma's per-pixel median (only below its deep limit, where the centre is the
@@ -288,36 +298,13 @@ def _select_median(buffer, n, scratch):
     return (low + high) * np.float32(0.5)
 
 
-@njit(**_OPTIONS)
-def _pair_rule(buffer, noise, background, photons, reference, kappa_high, noise_scale):
-    """Index (0 or 1) of the brighter of two samples when they disagree beyond the noise, else -1."""
-    zero = np.float32(0.0)
-    total = zero
-    for i in range(2):
-        total += buffer[i]
-    centre = total / np.float32(2.0)
-    variance = zero
-    high = np.float32(-np.inf)
-    low = np.float32(np.inf)
-    brighter = -1
-    for i in range(2):
-        variance += _variance(centre, noise[i], background[i], photons[i], reference[i], noise_scale)
-        if buffer[i] > high:
-            high = buffer[i]
-            brighter = i
-        low = min(low, buffer[i])
-    if high - low > kappa_high * np.float32(math.sqrt(variance)):
-        return brighter
-    return -1
-
-
 #: Up to this many samples per pixel, the noise clip sorts a whole row of pixels at once
 #: (``K`` passes of compare-exchanges, each vectorised across the row) to find the medians;
 #: its cost per sample grows with ``K`` and meets a quickselect per pixel beyond ~128.
 ROW_SORT_MAX = 128
 
 
-@njit(**_OPTIONS)
+@njit(**_ROW_OPTIONS)
 def _sort_row_samples(values, usable, c, y, ordered):
     """Sort each pixel's usable samples of row ``y``, channel ``c``, into ``ordered`` ``(K, W)``.
 
@@ -338,7 +325,67 @@ def _sort_row_samples(values, usable, c, y, ordered):
                 ordered[j + 1, x] = max(a, b)
 
 
-@njit(**_OPTIONS)
+@njit(**_ROW_OPTIONS)
+def _row_parameter(array, c, y, row):
+    """Fill ``row`` ``(K, W)`` with ``array``'s entries of channel ``c``, row ``y``.
+
+    ``array`` is 4-D, each axis 1 or full (it is broadcast here, row by row).
+    """
+    count, width = row.shape
+    last_k = array.shape[0] - 1
+    ca = min(c, array.shape[1] - 1)
+    ya = min(y, array.shape[2] - 1)
+    if array.shape[3] == 1:
+        for k in range(count):
+            value = array[min(k, last_k), ca, ya, 0]
+            for x in range(width):
+                row[k, x] = value
+    else:
+        for k in range(count):
+            ka = min(k, last_k)
+            for x in range(width):
+                row[k, x] = array[ka, ca, ya, x]
+
+
+@njit(**_ROW_OPTIONS)
+def _later_passes(buffer, noise, sky, photons, floor, kept, trial, variance, n, m, parameters, max_iterations):
+    """Passes 2.. of one pixel's noise clip on its ``n`` gathered samples; ``kept`` is updated.
+
+    ``m`` is the number of samples the first pass kept; ``parameters`` holds ``kappa_low``,
+    ``kappa_high`` and ``noise_scale`` (float32). The centre is the mean of the kept samples.
+    """
+    kappa_low, kappa_high, noise_scale = parameters[0], parameters[1], parameters[2]
+    zero = np.float32(0.0)
+    for _ in range(1, max_iterations):
+        size = np.float32(m)
+        total = zero
+        for i in range(n):
+            if kept[i]:
+                total += buffer[i]
+        centre = total / size
+        total = zero
+        for i in range(n):
+            variance[i] = _variance(centre, noise[i], sky[i], photons[i], floor[i], noise_scale)
+            if kept[i]:
+                total += variance[i]
+        centre_variance = total / (size * size)
+        m_new = 0
+        changed = False
+        for i in range(n):
+            sigma = np.float32(math.sqrt(variance[i] + centre_variance))
+            deviation = buffer[i] - centre
+            keep_i = not (deviation > kappa_high * sigma or -deviation > kappa_low * sigma)
+            trial[i] = keep_i
+            m_new += 1 if keep_i else 0
+            changed = changed or keep_i != kept[i]
+        if not changed or m_new == 0:
+            return
+        for i in range(n):
+            kept[i] = trial[i]
+        m = m_new
+
+
+@njit(**_ROW_OPTIONS)
 def noise_clip_keep_cpu(
     values,
     valid,
@@ -360,38 +407,25 @@ def noise_clip_keep_cpu(
     ``values`` ``(K, C, H, W)`` float32, ``valid`` and ``out`` bool of that shape;
     ``noise``, ``background``, ``shot`` and ``reference`` 4-D float32 arrays whose every
     axis is 1 or that of ``values`` (e.g. ``(K, C, 1, 1)``, or ``(1, C, H, W)`` for the
-    reference; they are not broadcast in memory); ``structure_radius`` >= 0 replaces
+    reference; they are broadcast a row at a time); ``structure_radius`` >= 0 replaces
     ``reference`` by each row's opening of the mean of its usable samples over
     ``2 * structure_radius + 1`` pixels (computed here, row by row), -1 keeps it;
     ``kappa_low``, ``kappa_high``, ``noise_scale`` and ``median_variance`` (the
     reference's ``MEDIAN_VARIANCE``) float32. The rules are those of
     :mod:`zemosaic_dask.tasks.noise_rejection`.
 
-    Each pixel's usable samples (valid and finite) are gathered, in sample order, into
-    compact buffers with their noise, background, shot level, reference and sample index, so that the clipping
-    costs in proportion to their number, not to ``K``; skipping the unusable samples
-    leaves every float32 sum unchanged (the reference adds 0 for them).
+    A row at a time: the pair rule and the first pass run across the row, sample by
+    sample (contiguous and branch-free, so vectorised), adding 0 for the samples a sum
+    skips (which leaves every float32 sum as the reference's); the first pass decides most
+    pixels (nothing rejected, or a pass that would empty the pixel, ends it). Only the
+    pixels it changed gather their samples for the later passes (:func:`_later_passes`).
     """
     count, channels, height, width = values.shape
-    noise_k, noise_c, noise_y, noise_x = noise.shape
-    noise_k, noise_c, noise_y, noise_x = noise_k - 1, noise_c - 1, noise_y - 1, noise_x - 1  # last index per axis
-    sky_k, sky_c, sky_y, sky_x = background.shape
-    sky_k, sky_c, sky_y, sky_x = sky_k - 1, sky_c - 1, sky_y - 1, sky_x - 1
-    shot_k, shot_c, shot_y, shot_x = shot.shape
-    shot_k, shot_c, shot_y, shot_x = shot_k - 1, shot_c - 1, shot_y - 1, shot_x - 1
-    ref_k, ref_c, ref_y, ref_x = reference.shape
-    ref_k, ref_c, ref_y, ref_x = ref_k - 1, ref_c - 1, ref_y - 1, ref_x - 1
     zero = np.float32(0.0)
-    buffer = np.empty(count, dtype=np.float32)
-    variance = np.empty(count, dtype=np.float32)
-    sigma_noise = np.empty(count, dtype=np.float32)
-    sky = np.empty(count, dtype=np.float32)
-    level = np.empty(count, dtype=np.float32)
-    floor = np.empty(count, dtype=np.float32)
-    index = np.empty(count, dtype=np.intp)
-    kept = np.empty(count, dtype=np.bool_)
-    trial = np.empty(count, dtype=np.bool_)
-    scratch = np.empty(count + 2, dtype=np.float32)
+    inf = np.float32(np.inf)
+    pair_allowed = min_samples <= 2
+    judged_from = max(3, min_samples)
+    parameters = np.array([kappa_low, kappa_high, noise_scale], dtype=np.float32)
     usable = np.empty(width, dtype=np.intp)
     opened = structure_radius >= 0
     row_mean = np.empty(width if opened else 0, dtype=np.float32)
@@ -399,86 +433,149 @@ def noise_clip_keep_cpu(
     row_floor = np.empty(width if opened else 0, dtype=np.float32)
     sort_rows = count <= ROW_SORT_MAX
     ordered = np.empty((count if sort_rows else 0, width), dtype=np.float32)
+    noise_row = np.empty((count, width), dtype=np.float32)
+    sky_row = np.empty((count, width), dtype=np.float32)
+    photons_row = np.empty((count, width), dtype=np.float32)
+    floor_row = np.empty((count, width), dtype=np.float32)
+    variance_row = np.empty((count, width), dtype=np.float32)
+    centre = np.empty(width, dtype=np.float32)
+    total = np.empty(width, dtype=np.float32)
+    high = np.empty(width, dtype=np.float32)
+    low = np.empty(width, dtype=np.float32)
+    limit = np.empty(width, dtype=np.float32)
+    remaining = np.empty(width, dtype=np.intp)
+    mode = np.empty(width, dtype=np.int8)  # 0 not judged, 1 pair rule, 2 clipped
+    # one pixel's samples, for the median above ROW_SORT_MAX and the later passes
+    buffer = np.empty(count, dtype=np.float32)
+    sigma_noise = np.empty(count, dtype=np.float32)
+    sky = np.empty(count, dtype=np.float32)
+    level = np.empty(count, dtype=np.float32)
+    floor = np.empty(count, dtype=np.float32)
+    variance = np.empty(count, dtype=np.float32)
+    index = np.empty(count, dtype=np.intp)
+    kept = np.empty(count, dtype=np.bool_)
+    trial = np.empty(count, dtype=np.bool_)
+    scratch = np.empty(count + 2, dtype=np.float32)
     fired = 0
     for c in range(channels):
-        cn, cs, cl, cr = min(c, noise_c), min(c, sky_c), min(c, shot_c), min(c, ref_c)
         for y in range(height):
-            yn, ys, yl, yr = min(y, noise_y), min(y, sky_y), min(y, shot_y), min(y, ref_y)
-            # A row at a time, sample by sample (contiguous, vectorised): every usable sample
-            # is kept, which is the answer wherever no rule applies; only the other pixels
-            # gather their samples.
+            # Every usable sample is kept, which is the answer wherever no rule applies.
             usable[:] = 0
             for k in range(count):
                 for x in range(width):
                     ok = valid[k, c, y, x] and math.isfinite(values[k, c, y, x])
                     out[k, c, y, x] = ok
                     usable[x] += 1 if ok else 0
-            deepest = usable.max()
-            if opened and deepest >= (2 if min_samples <= 2 else max(3, min_samples)):  # a pixel is judged
-                _row_opening(values, out, c, y, structure_radius, row_mean, row_scratch, row_floor)
-            if sort_rows and deepest >= max(3, min_samples):  # some pixel of the row needs its median
-                _sort_row_samples(values, out, c, y, ordered)
+            pairs = 0
+            clipped = 0
             for x in range(width):
                 n = usable[x]
-                if not ((n == 2 and min_samples <= 2) or (n >= 3 and n >= min_samples)):
+                judged = n >= judged_from and max_iterations >= 1
+                pair = n == 2 and pair_allowed
+                mode[x] = 2 if judged else (1 if pair else 0)
+                pairs += 1 if pair else 0
+                clipped += 1 if judged else 0
+            if pairs == 0 and clipped == 0:
+                continue
+            if opened:
+                _row_opening(values, out, c, y, structure_radius, row_mean, row_scratch, row_floor)
+            _row_parameter(noise, c, y, noise_row)
+            _row_parameter(background, c, y, sky_row)
+            _row_parameter(shot, c, y, photons_row)
+            for k in range(count):
+                for x in range(width):
+                    photons_row[k, x] = _photons(noise_row[k, x], photons_row[k, x])
+            if opened:
+                for k in range(count):
+                    for x in range(width):
+                        floor_row[k, x] = row_floor[x]
+            else:
+                _row_parameter(reference, c, y, floor_row)
+            # centres: the mean of a pair, the median of a clipped pixel
+            for x in range(width):
+                total[x] = zero
+            for k in range(count):
+                for x in range(width):
+                    total[x] += values[k, c, y, x] if out[k, c, y, x] else zero
+            for x in range(width):
+                centre[x] = total[x] / np.float32(2.0)
+            if clipped > 0:
+                if sort_rows:
+                    _sort_row_samples(values, out, c, y, ordered)
+                for x in range(width):
+                    n = usable[x]
+                    if mode[x] != 2:
+                        continue
+                    if sort_rows:
+                        centre[x] = (ordered[(n - 1) // 2, x] + ordered[n // 2, x]) * np.float32(0.5)
+                    else:
+                        n = 0
+                        for k in range(count):
+                            if out[k, c, y, x]:
+                                buffer[n] = values[k, c, y, x]
+                                n += 1
+                        centre[x] = _select_median(buffer, n, scratch)
+            # each sample's variance about its pixel's centre, summed over the pixel's samples
+            for x in range(width):
+                total[x] = zero
+                high[x] = -inf
+                low[x] = inf
+            for k in range(count):
+                for x in range(width):
+                    ok = out[k, c, y, x]
+                    value = values[k, c, y, x]
+                    v = _variance(
+                        centre[x], noise_row[k, x], sky_row[k, x], photons_row[k, x], floor_row[k, x], noise_scale
+                    )
+                    variance_row[k, x] = v
+                    total[x] += v if ok else zero
+                    high[x] = max(high[x], value) if ok else high[x]
+                    low[x] = min(low[x], value) if ok else low[x]
+            for x in range(width):
+                size = np.float32(usable[x])
+                # the centre's variance (clipped pixels); the value rejected by the pair rule, if it fires
+                limit[x] = total[x] / (size * size) * median_variance
+                fires = mode[x] == 1 and high[x] - low[x] > kappa_high * np.float32(math.sqrt(total[x]))
+                high[x] = high[x] if fires else np.float32(np.nan)
+            # the first pass: how many samples each pixel keeps (branch-free along the row)
+            for x in range(width):
+                remaining[x] = usable[x]
+            for k in range(count):
+                for x in range(width):
+                    value = values[k, c, y, x]
+                    sigma = np.float32(math.sqrt(variance_row[k, x] + limit[x]))
+                    deviation = value - centre[x]
+                    outside = deviation > kappa_high * sigma or -deviation > kappa_low * sigma
+                    rejected = outside if mode[x] == 2 else value == high[x]  # NaN: the pair rule keeps all
+                    remaining[x] -= 1 if out[k, c, y, x] and rejected else 0
+            for x in range(width):
+                m = remaining[x]
+                n = usable[x]
+                if m == n or (mode[x] == 2 and m == 0):  # nothing rejected, or the pass is not applied
                     continue
-                xn, xs, xl, xr = min(x, noise_x), min(x, sky_x), min(x, shot_x), min(x, ref_x)
+                fired += 1 if mode[x] == 1 else 0
                 n = 0
                 for k in range(count):
                     if out[k, c, y, x]:
                         value = values[k, c, y, x]
+                        if mode[x] == 2:
+                            sigma = np.float32(math.sqrt(variance_row[k, x] + limit[x]))
+                            deviation = value - centre[x]
+                            keep = not (deviation > kappa_high * sigma or -deviation > kappa_low * sigma)
+                        else:
+                            keep = value != high[x]
                         buffer[n] = value
-                        sigma_noise[n] = noise[min(k, noise_k), cn, yn, xn]
-                        sky[n] = background[min(k, sky_k), cs, ys, xs]
-                        level[n] = _photons(sigma_noise[n], shot[min(k, shot_k), cl, yl, xl])
-                        floor[n] = row_floor[x] if opened else reference[min(k, ref_k), cr, yr, xr]
+                        sigma_noise[n] = noise_row[k, x]
+                        sky[n] = sky_row[k, x]
+                        level[n] = photons_row[k, x]
+                        floor[n] = floor_row[k, x]
                         index[n] = k
-                        kept[n] = True
+                        kept[n] = keep
                         n += 1
-                if n == 2 and min_samples <= 2:
-                    brighter = _pair_rule(buffer, sigma_noise, sky, level, floor, kappa_high, noise_scale)
-                    if brighter >= 0:
-                        fired += 1
-                        high = buffer[brighter]
-                        for i in range(n):  # every sample equal to the brighter one, as the reference
-                            if buffer[i] == high:
-                                kept[i] = False
-                elif n >= 3 and n >= min_samples:
-                    if sort_rows:
-                        centre = (ordered[(n - 1) // 2, x] + ordered[n // 2, x]) * np.float32(0.5)
-                    else:
-                        centre = _select_median(buffer, n, scratch)
-                    m = n
-                    for iteration in range(max_iterations):
-                        size = np.float32(m)
-                        if iteration > 0:
-                            total = zero
-                            for i in range(n):
-                                if kept[i]:
-                                    total += buffer[i]
-                            centre = total / size
-                        total = zero
-                        for i in range(n):
-                            variance[i] = _variance(centre, sigma_noise[i], sky[i], level[i], floor[i], noise_scale)
-                            if kept[i]:
-                                total += variance[i]
-                        centre_variance = total / (size * size)
-                        if iteration == 0:
-                            centre_variance = centre_variance * median_variance
-                        m_new = 0
-                        changed = False
-                        for i in range(n):
-                            sigma = np.float32(math.sqrt(variance[i] + centre_variance))
-                            deviation = buffer[i] - centre
-                            keep_i = not (deviation > kappa_high * sigma or -deviation > kappa_low * sigma)
-                            trial[i] = keep_i
-                            m_new += 1 if keep_i else 0
-                            changed = changed or keep_i != kept[i]
-                        if not changed or m_new == 0:
-                            break
-                        for i in range(n):
-                            kept[i] = trial[i]
-                        m = m_new
+                if mode[x] == 2 and max_iterations > 1:
+                    _later_passes(
+                        buffer, sigma_noise, sky, level, floor, kept, trial, variance, n, m, parameters, max_iterations
+                    )
                 for i in range(n):
                     out[index[i], c, y, x] = kept[i]
     return fired
