@@ -184,27 +184,28 @@ def _row_opening(values, usable, c, y, radius, mean, scratch, floor):
         mean[x] = np.float32(0.0)
         scratch[x] = np.float32(0.0)
     for k in range(count):
+        row_values, row_usable = values[k, c, y], usable[k, c, y]
         for x in range(width):
-            ok = usable[k, c, y, x]
-            mean[x] += values[k, c, y, x] if ok else np.float32(0.0)
+            ok = row_usable[x]
+            mean[x] += row_values[x] if ok else np.float32(0.0)
             scratch[x] += np.float32(1.0) if ok else np.float32(0.0)
     for x in range(width):
         mean[x] = mean[x] / scratch[x] if scratch[x] > np.float32(0.0) else np.float32(np.inf)
     for x in range(width):  # erosion, over the window's offsets (vectorised along the row)
         scratch[x] = mean[x]
-    for offset in range(1, radius + 1):
+    for offset in range(1, radius + 1):  # (comparisons, not min(): they vectorise; nothing here is NaN)
         for x in range(width - offset):
-            scratch[x] = min(scratch[x], mean[x + offset])
+            scratch[x] = mean[x + offset] if mean[x + offset] < scratch[x] else scratch[x]
         for x in range(offset, width):
-            scratch[x] = min(scratch[x], mean[x - offset])
+            scratch[x] = mean[x - offset] if mean[x - offset] < scratch[x] else scratch[x]
     for x in range(width):
         scratch[x] = -np.float32(np.inf) if scratch[x] == np.float32(np.inf) else scratch[x]
         floor[x] = scratch[x]
     for offset in range(1, radius + 1):  # dilation
         for x in range(width - offset):
-            floor[x] = max(floor[x], scratch[x + offset])
+            floor[x] = scratch[x + offset] if scratch[x + offset] > floor[x] else floor[x]
         for x in range(offset, width):
-            floor[x] = max(floor[x], scratch[x - offset])
+            floor[x] = scratch[x - offset] if scratch[x - offset] > floor[x] else floor[x]
     for x in range(width):
         floor[x] = np.float32(np.nan) if floor[x] == -np.float32(np.inf) else floor[x]
 
@@ -321,8 +322,9 @@ def _sort_row_samples(values, usable, c, y, ordered):
             for x in range(width):
                 a = ordered[j, x]
                 b = ordered[j + 1, x]
-                ordered[j, x] = min(a, b)
-                ordered[j + 1, x] = max(a, b)
+                swap = b < a  # (not min()/max(): comparisons vectorise; nothing here is NaN)
+                ordered[j, x] = b if swap else a
+                ordered[j + 1, x] = a if swap else b
 
 
 @njit(**_ROW_OPTIONS)
@@ -436,7 +438,9 @@ def noise_clip_keep_cpu(
     noise_row = np.empty((count, width), dtype=np.float32)
     sky_row = np.empty((count, width), dtype=np.float32)
     photons_row = np.empty((count, width), dtype=np.float32)
-    floor_row = np.empty((count, width), dtype=np.float32)
+    floor_row = np.empty((0 if opened else count, width), dtype=np.float32)
+    along_y = max(noise.shape[2], background.shape[2], shot.shape[2], 1 if opened else reference.shape[2]) > 1
+    filled_for = -1
     variance_row = np.empty((count, width), dtype=np.float32)
     centre = np.empty(width, dtype=np.float32)
     total = np.empty(width, dtype=np.float32)
@@ -462,9 +466,10 @@ def noise_clip_keep_cpu(
             # Every usable sample is kept, which is the answer wherever no rule applies.
             usable[:] = 0
             for k in range(count):
+                row_values, row_valid, row_out = values[k, c, y], valid[k, c, y], out[k, c, y]
                 for x in range(width):
-                    ok = valid[k, c, y, x] and math.isfinite(values[k, c, y, x])
-                    out[k, c, y, x] = ok
+                    ok = row_valid[x] & math.isfinite(row_values[x])
+                    row_out[x] = ok
                     usable[x] += 1 if ok else 0
             pairs = 0
             clipped = 0
@@ -479,24 +484,24 @@ def noise_clip_keep_cpu(
                 continue
             if opened:
                 _row_opening(values, out, c, y, structure_radius, row_mean, row_scratch, row_floor)
-            _row_parameter(noise, c, y, noise_row)
-            _row_parameter(background, c, y, sky_row)
-            _row_parameter(shot, c, y, photons_row)
-            for k in range(count):
-                for x in range(width):
-                    photons_row[k, x] = _photons(noise_row[k, x], photons_row[k, x])
-            if opened:
+            if filled_for != c or along_y:  # the model's rows, once per channel where it does not vary along y
+                _row_parameter(noise, c, y, noise_row)
+                _row_parameter(background, c, y, sky_row)
+                _row_parameter(shot, c, y, photons_row)
                 for k in range(count):
+                    row_noise, row_photons = noise_row[k], photons_row[k]
                     for x in range(width):
-                        floor_row[k, x] = row_floor[x]
-            else:
-                _row_parameter(reference, c, y, floor_row)
+                        row_photons[x] = _photons(row_noise[x], row_photons[x])
+                if not opened:
+                    _row_parameter(reference, c, y, floor_row)
+                filled_for = c
             # centres: the mean of a pair, the median of a clipped pixel
             for x in range(width):
                 total[x] = zero
             for k in range(count):
+                row_values, row_out = values[k, c, y], out[k, c, y]
                 for x in range(width):
-                    total[x] += values[k, c, y, x] if out[k, c, y, x] else zero
+                    total[x] += row_values[x] if row_out[x] else zero
             for x in range(width):
                 centre[x] = total[x] / np.float32(2.0)
             if clipped > 0:
@@ -521,16 +526,17 @@ def noise_clip_keep_cpu(
                 high[x] = -inf
                 low[x] = inf
             for k in range(count):
+                row_values, row_out, row_variance = values[k, c, y], out[k, c, y], variance_row[k]
+                row_noise, row_sky, row_photons = noise_row[k], sky_row[k], photons_row[k]
+                row_floor_k = row_floor if opened else floor_row[k]
                 for x in range(width):
-                    ok = out[k, c, y, x]
-                    value = values[k, c, y, x]
-                    v = _variance(
-                        centre[x], noise_row[k, x], sky_row[k, x], photons_row[k, x], floor_row[k, x], noise_scale
-                    )
-                    variance_row[k, x] = v
+                    ok = row_out[x]
+                    value = row_values[x]
+                    v = _variance(centre[x], row_noise[x], row_sky[x], row_photons[x], row_floor_k[x], noise_scale)
+                    row_variance[x] = v
                     total[x] += v if ok else zero
-                    high[x] = max(high[x], value) if ok else high[x]
-                    low[x] = min(low[x], value) if ok else low[x]
+                    high[x] = value if ok and value > high[x] else high[x]
+                    low[x] = value if ok and value < low[x] else low[x]
             for x in range(width):
                 size = np.float32(usable[x])
                 # the centre's variance (clipped pixels); the value rejected by the pair rule, if it fires
@@ -541,13 +547,14 @@ def noise_clip_keep_cpu(
             for x in range(width):
                 remaining[x] = usable[x]
             for k in range(count):
+                row_values, row_out, row_variance = values[k, c, y], out[k, c, y], variance_row[k]
                 for x in range(width):
-                    value = values[k, c, y, x]
-                    sigma = np.float32(math.sqrt(variance_row[k, x] + limit[x]))
+                    value = row_values[x]
+                    sigma = np.float32(math.sqrt(row_variance[x] + limit[x]))
                     deviation = value - centre[x]
-                    outside = deviation > kappa_high * sigma or -deviation > kappa_low * sigma
+                    outside = (deviation > kappa_high * sigma) | (-deviation > kappa_low * sigma)
                     rejected = outside if mode[x] == 2 else value == high[x]  # NaN: the pair rule keeps all
-                    remaining[x] -= 1 if out[k, c, y, x] and rejected else 0
+                    remaining[x] -= 1 if row_out[x] & rejected else 0
             for x in range(width):
                 m = remaining[x]
                 n = usable[x]
@@ -568,7 +575,7 @@ def noise_clip_keep_cpu(
                         sigma_noise[n] = noise_row[k, x]
                         sky[n] = sky_row[k, x]
                         level[n] = photons_row[k, x]
-                        floor[n] = floor_row[k, x]
+                        floor[n] = row_floor[x] if opened else floor_row[k, x]
                         index[n] = k
                         kept[n] = keep
                         n += 1
