@@ -171,19 +171,19 @@ def _photons(noise, shot):
 
 
 @njit(**_ROW_OPTIONS)
-def _row_opening(values, usable, c, y, radius, mean, scratch, floor):
+def _row_opening(values, usable, c, y, present, count, radius, mean, scratch, floor):
     """Write into ``floor`` ``(W,)`` the opening along row ``y`` of the mean of its usable samples.
 
     The numbers of :func:`~zemosaic_dask.tasks.signal_structure.smooth_level` (float32 sums
     in sample order; a pixel without a sample is +inf to the minimum, -inf to the maximum,
-    NaN in the result).
+    NaN in the result). Only the samples ``present[:count]`` have usable pixels in the row.
     """
-    count = values.shape[0]
     width = values.shape[3]
     for x in range(width):
         mean[x] = np.float32(0.0)
         scratch[x] = np.float32(0.0)
-    for k in range(count):
+    for i in range(count):
+        k = present[i]
         row_values, row_usable = values[k, c, y], usable[k, c, y]
         for x in range(width):
             ok = row_usable[x]
@@ -306,17 +306,20 @@ ROW_SORT_MAX = 128
 
 
 @njit(**_ROW_OPTIONS)
-def _sort_row_samples(values, usable, c, y, ordered):
-    """Sort each pixel's usable samples of row ``y``, channel ``c``, into ``ordered`` ``(K, W)``.
+def _sort_row_samples(values, usable, c, y, present, count, ordered):
+    """Sort each pixel's usable samples of row ``y``, channel ``c``, into ``ordered[:count]``.
 
-    Unusable samples count as +inf, so a pixel's ``n`` usable samples come first in
-    ascending order. Odd-even transposition: ``K`` passes over neighbouring pairs of
-    samples sort ``K`` entries; each compare-exchange runs along the row without a branch.
+    Only the samples ``present[:count]`` are sorted (the others have no usable pixel in
+    the row). Unusable samples count as +inf, so a pixel's ``n`` usable samples come first
+    in ascending order. Odd-even transposition: ``count`` passes over neighbouring pairs
+    of samples sort ``count`` entries; each compare-exchange runs along the row without a branch.
     """
-    count, width = ordered.shape
-    for k in range(count):
+    width = ordered.shape[1]
+    for i in range(count):
+        k = present[i]
+        row_values, row_usable, row_ordered = values[k, c, y], usable[k, c, y], ordered[i]
         for x in range(width):
-            ordered[k, x] = values[k, c, y, x] if usable[k, c, y, x] else np.float32(np.inf)
+            row_ordered[x] = row_values[x] if row_usable[x] else np.float32(np.inf)
     for sweep in range(count):
         for j in range(sweep % 2, count - 1, 2):
             for x in range(width):
@@ -429,6 +432,7 @@ def noise_clip_keep_cpu(
     judged_from = max(3, min_samples)
     parameters = np.array([kappa_low, kappa_high, noise_scale], dtype=np.float32)
     usable = np.empty(width, dtype=np.intp)
+    present = np.empty(count, dtype=np.intp)
     opened = structure_radius >= 0
     row_mean = np.empty(width if opened else 0, dtype=np.float32)
     row_scratch = np.empty(width if opened else 0, dtype=np.float32)
@@ -464,13 +468,20 @@ def noise_clip_keep_cpu(
     for c in range(channels):
         for y in range(height):
             # Every usable sample is kept, which is the answer wherever no rule applies.
+            # The samples with a usable pixel in the row (``present[:here]``) are the only
+            # ones the row's sums, sort and passes need: the others add 0 and are never kept.
             usable[:] = 0
+            here = 0
             for k in range(count):
                 row_values, row_valid, row_out = values[k, c, y], valid[k, c, y], out[k, c, y]
+                found = 0
                 for x in range(width):
                     ok = row_valid[x] & math.isfinite(row_values[x])
                     row_out[x] = ok
                     usable[x] += 1 if ok else 0
+                    found += 1 if ok else 0
+                present[here] = k
+                here += 1 if found > 0 else 0
             pairs = 0
             clipped = 0
             for x in range(width):
@@ -483,7 +494,7 @@ def noise_clip_keep_cpu(
             if pairs == 0 and clipped == 0:
                 continue
             if opened:
-                _row_opening(values, out, c, y, structure_radius, row_mean, row_scratch, row_floor)
+                _row_opening(values, out, c, y, present, here, structure_radius, row_mean, row_scratch, row_floor)
             if filled_for != c or along_y:  # the model's rows, once per channel where it does not vary along y
                 _row_parameter(noise, c, y, noise_row)
                 _row_parameter(background, c, y, sky_row)
@@ -498,7 +509,8 @@ def noise_clip_keep_cpu(
             # centres: the mean of a pair, the median of a clipped pixel
             for x in range(width):
                 total[x] = zero
-            for k in range(count):
+            for i in range(here):
+                k = present[i]
                 row_values, row_out = values[k, c, y], out[k, c, y]
                 for x in range(width):
                     total[x] += row_values[x] if row_out[x] else zero
@@ -506,7 +518,7 @@ def noise_clip_keep_cpu(
                 centre[x] = total[x] / np.float32(2.0)
             if clipped > 0:
                 if sort_rows:
-                    _sort_row_samples(values, out, c, y, ordered)
+                    _sort_row_samples(values, out, c, y, present, here, ordered)
                 for x in range(width):
                     n = usable[x]
                     if mode[x] != 2:
@@ -515,7 +527,8 @@ def noise_clip_keep_cpu(
                         centre[x] = (ordered[(n - 1) // 2, x] + ordered[n // 2, x]) * np.float32(0.5)
                     else:
                         n = 0
-                        for k in range(count):
+                        for i in range(here):
+                            k = present[i]
                             if out[k, c, y, x]:
                                 buffer[n] = values[k, c, y, x]
                                 n += 1
@@ -525,7 +538,8 @@ def noise_clip_keep_cpu(
                 total[x] = zero
                 high[x] = -inf
                 low[x] = inf
-            for k in range(count):
+            for i in range(here):
+                k = present[i]
                 row_values, row_out, row_variance = values[k, c, y], out[k, c, y], variance_row[k]
                 row_noise, row_sky, row_photons = noise_row[k], sky_row[k], photons_row[k]
                 row_floor_k = row_floor if opened else floor_row[k]
@@ -546,7 +560,8 @@ def noise_clip_keep_cpu(
             # the first pass: how many samples each pixel keeps (branch-free along the row)
             for x in range(width):
                 remaining[x] = usable[x]
-            for k in range(count):
+            for i in range(here):
+                k = present[i]
                 row_values, row_out, row_variance = values[k, c, y], out[k, c, y], variance_row[k]
                 for x in range(width):
                     value = row_values[x]
@@ -562,7 +577,8 @@ def noise_clip_keep_cpu(
                     continue
                 fired += 1 if mode[x] == 1 else 0
                 n = 0
-                for k in range(count):
+                for i in range(here):
+                    k = present[i]
                     if out[k, c, y, x]:
                         value = values[k, c, y, x]
                         if mode[x] == 2:
