@@ -448,3 +448,31 @@ def test_stack_median_equals_the_sorted_middle_values_with_ties(n):
             scratch = np.empty(2 * n + 2, np.float32)
             assert _median(buffer, keep, n, scratch) == (kept[(m - 1) // 2] + kept[m // 2]) * np.float32(0.5)
     assert 5 < INSERTION_MEDIAN_MAX < 49 < 400  # kappa-sigma's median takes both ways in these sizes
+
+
+@pytest.mark.parametrize("size", [*range(1, 19), 40])
+def test_the_sorting_network_sorts_every_input_and_any_prefix_of_it(size):
+    """The 0-1 principle: a comparator network that sorts every 0/1 input sorts every input.
+
+    The noise clip sorts only the first ``count`` rows of a network built for ``K`` (the
+    pairs reaching beyond them skipped), so every prefix of the network must sort too.
+    """
+    from zemosaic_dask.tasks.kernels_stack import sorting_network
+
+    network = sorting_network(size)
+    assert len(network) <= max(size * (size - 1) // 2, 0)  # never more than odd-even transposition
+    if size == 16:
+        assert len(network) == 63
+    rng = np.random.default_rng(size)
+    for count in {size, max(size - 1, 0), (size + 1) // 2}:
+        bits = min(count, 14)
+        inputs = ((np.arange(2**bits)[:, None] >> np.arange(bits)[None, :]) & 1).astype(np.float32)
+        if count > bits:  # larger sizes: random values with ties
+            inputs = np.round(rng.normal(0.0, 2.0, (4000, count))).astype(np.float32)
+        values = inputs.copy()
+        for i, j in network:
+            if j >= count:
+                continue
+            low, high = np.minimum(values[:, i], values[:, j]), np.maximum(values[:, i], values[:, j])
+            values[:, i], values[:, j] = low, high
+        assert_array_equal(values, np.sort(inputs, axis=1))

@@ -300,19 +300,46 @@ def _select_median(buffer, n, scratch):
 
 
 #: Up to this many samples per pixel, the noise clip sorts a whole row of pixels at once
-#: (``K`` passes of compare-exchanges, each vectorised across the row) to find the medians;
+#: (a sorting network, each compare-exchange vectorised across the row) to find the medians;
 #: its cost per sample grows with ``K`` and meets a quickselect per pixel beyond ~128.
 ROW_SORT_MAX = 128
 
 
 @njit(**_ROW_OPTIONS)
-def _sort_row_samples(values, usable, c, y, present, count, ordered):
+def sorting_network(size):
+    """Batcher's odd-even merge sort for ``size`` entries: ``(P, 2)`` compare-exchange pairs ``i < j``.
+
+    Applied in order (the smaller value to ``i``), they sort any ``size`` values;
+    ``size * log2(size)**2 / 4`` pairs or fewer (63 for 16 entries, against 120 for
+    odd-even transposition). Entries known to be +inf may be left out by skipping the
+    pairs that reach them: such a pair never exchanges.
+    """
+    pairs = np.empty((max(size * size, 1), 2), dtype=np.intp)
+    count = 0
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs[count, 0] = i + j
+                        pairs[count, 1] = i + j + k
+                        count += 1
+            k //= 2
+        p *= 2
+    return pairs[:count]
+
+
+@njit(**_ROW_OPTIONS)
+def _sort_row_samples(values, usable, c, y, present, count, network, ordered):
     """Sort each pixel's usable samples of row ``y``, channel ``c``, into ``ordered[:count]``.
 
     Only the samples ``present[:count]`` are sorted (the others have no usable pixel in
     the row). Unusable samples count as +inf, so a pixel's ``n`` usable samples come first
-    in ascending order. Odd-even transposition: ``count`` passes over neighbouring pairs
-    of samples sort ``count`` entries; each compare-exchange runs along the row without a branch.
+    in ascending order. ``network`` is :func:`sorting_network` for ``K >= count`` entries
+    (its pairs beyond ``count`` are skipped); each compare-exchange runs along the row
+    without a branch.
     """
     width = ordered.shape[1]
     for i in range(count):
@@ -320,14 +347,17 @@ def _sort_row_samples(values, usable, c, y, present, count, ordered):
         row_values, row_usable, row_ordered = values[k, c, y], usable[k, c, y], ordered[i]
         for x in range(width):
             row_ordered[x] = row_values[x] if row_usable[x] else np.float32(np.inf)
-    for sweep in range(count):
-        for j in range(sweep % 2, count - 1, 2):
-            for x in range(width):
-                a = ordered[j, x]
-                b = ordered[j + 1, x]
-                swap = b < a  # (not min()/max(): comparisons vectorise; nothing here is NaN)
-                ordered[j, x] = b if swap else a
-                ordered[j + 1, x] = a if swap else b
+    for p in range(network.shape[0]):
+        i, j = network[p, 0], network[p, 1]
+        if j >= count:
+            continue
+        low, high = ordered[i], ordered[j]
+        for x in range(width):
+            a = low[x]
+            b = high[x]
+            swap = b < a  # (not min()/max(): comparisons vectorise; nothing here is NaN)
+            low[x] = b if swap else a
+            high[x] = a if swap else b
 
 
 @njit(**_ROW_OPTIONS)
@@ -439,6 +469,7 @@ def noise_clip_keep_cpu(
     row_floor = np.empty(width if opened else 0, dtype=np.float32)
     sort_rows = count <= ROW_SORT_MAX
     ordered = np.empty((count if sort_rows else 0, width), dtype=np.float32)
+    network = sorting_network(count if sort_rows else 0)
     noise_row = np.empty((count, width), dtype=np.float32)
     sky_row = np.empty((count, width), dtype=np.float32)
     photons_row = np.empty((count, width), dtype=np.float32)
@@ -518,7 +549,7 @@ def noise_clip_keep_cpu(
                 centre[x] = total[x] / np.float32(2.0)
             if clipped > 0:
                 if sort_rows:
-                    _sort_row_samples(values, out, c, y, present, here, ordered)
+                    _sort_row_samples(values, out, c, y, present, here, network, ordered)
                 for x in range(width):
                     n = usable[x]
                     if mode[x] != 2:
