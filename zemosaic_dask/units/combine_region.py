@@ -195,31 +195,37 @@ def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None) -> Co
     reader = LayerReader([layer.store for layer in job.layers])
     for y0 in range(region.y0, region.y1, rows):
         band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
-        samples, weights, gains, offsets, held = [], [], [], [], []
         rows_here = slice(y0 - region.y0, band.y1 - region.y0)
-        for index, (layer, (values, cover)) in enumerate(zip(job.layers, reader.iter_read(band), strict=True)):
+        # Each layer with data in the band is copied from the decoded chunks straight into
+        # the next slot of the stack (no list of copies stacked again).
+        samples = np.empty((count, job.n_channels, band.y1 - band.y0, width), dtype=np.float32)
+        weights = np.empty((count, band.y1 - band.y0, width), dtype=np.float32)
+        gains, offsets, held = [], [], []
+        reads = reader.iter_read(band, copy=False)
+        for index, (layer, (values, cover)) in enumerate(zip(job.layers, reads, strict=True)):
             layer_max[layer.id] = max(layer_max.get(layer.id, 0.0), float(cover.max(initial=0.0)))
             if not (cover > 0).any():
                 continue
+            slot = len(gains)
+            np.copyto(samples[slot], values, casting="same_kind")
+            np.copyto(weights[slot], cover, casting="same_kind")
             used.add(layer.id)
             if holds is not None:
                 held.append(np.broadcast_to(np.asarray(holds[index]), (height, width))[rows_here])
-            layers_here[y0 - region.y0 : band.y1 - region.y0] += cover > 0
-            samples.append(values)
-            weights.append(cover)
-            gains.append(np.resize(np.asarray(layer.gain, np.float32) * np.float32(layer.scale), values.shape[0]))
-            offsets.append(np.resize(np.asarray(layer.offset, np.float32) * np.float32(layer.scale), values.shape[0]))
-        if not samples:
+            layers_here[rows_here] += weights[slot] > 0
+            gains.append(np.resize(np.asarray(layer.gain, np.float32) * np.float32(layer.scale), job.n_channels))
+            offsets.append(np.resize(np.asarray(layer.offset, np.float32) * np.float32(layer.scale), job.n_channels))
+        if not gains:
             continue
-        stacked_weights = np.stack(weights)
+        samples, weights = samples[: len(gains)], weights[: len(gains)]
         result = stack_samples(
-            xp.asarray(np.stack(samples)),
-            xp.asarray(stacked_weights),
+            xp.asarray(samples),
+            xp.asarray(weights),
             job.stack,
             gains=np.stack(gains),
             offsets=np.stack(offsets),
             kept_weight=job.group,
-            **_layer_noise(job, stacked_weights, np.stack(held) if holds is not None else None),
+            **_layer_noise(job, weights, np.stack(held) if holds is not None else None),
         )
         image[:, y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.image)
         coverage[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.coverage)

@@ -58,11 +58,14 @@ class LayerReader:
         """Every layer's ``(image, coverage)`` on ``window`` as float32 (image None when coverage only)."""
         return list(self.iter_read(window))
 
-    def iter_read(self, window: OutputRegion) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
+    def iter_read(self, window: OutputRegion, *, copy: bool = True) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
         """Each layer's ``(image, coverage)`` on ``window`` in turn, read :data:`READ_BYTES` at a time.
 
         Only the layers of one read are held here, so a caller that keeps nothing of a layer
         (a running sum, a count) holds at most that much whatever the number of layers.
+        With ``copy=False`` the arrays are those the store decoded, of any float dtype and
+        possibly views of whole chunks: a caller that copies each layer into its own stack
+        at once saves a copy, and must keep nothing of them.
         """
         rows, cols = slice(window.y0, window.y1), slice(window.x0, window.x1)
         for start in range(0, len(self._arrays), self._per_read):
@@ -71,8 +74,9 @@ class LayerReader:
                 if not self._coverage_only:
                     reads.append(arrays[0].getitem((slice(None), rows, cols)))
                 reads.append(arrays[-1].getitem((rows, cols)))
-            # A copy: a read can be a view of its whole decoded chunk, which must not stay alive.
-            values = [np.array(v, dtype=np.float32) for v in sync(_gather(reads))]
+            values = sync(_gather(reads))
+            if copy:  # a read can be a view of its whole decoded chunk, which must not stay alive
+                values = [np.array(v, dtype=np.float32) for v in values]
             if self._coverage_only:
                 yield from ((None, cover) for cover in values)
             else:
