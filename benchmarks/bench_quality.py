@@ -327,6 +327,8 @@ def measure(result: dict[str, Any], truth: GridTruth, image: np.ndarray) -> dict
     _attempt(
         metrics, "flatness_sigma", lambda: sim.background_flatness(image, count, star_mask=mask, extended=extended)
     )
+    # The mosaic-wide gradient the flatness figure leaves out (the truth's sky has none).
+    _attempt(metrics, "tilt_sigma", lambda: sim.background_tilt(image, count, star_mask=mask, extended=extended))
     # The same figures on 128-px blocks: at 32 px both are dominated by the blocks' own noise
     # (demosaiced, resampled pixels are correlated), which a 4x larger block cuts 4x, while a
     # real seam or bend stays.
@@ -347,6 +349,9 @@ def measure(result: dict[str, Any], truth: GridTruth, image: np.ndarray) -> dict
             metrics,
             "flatness_sigma_g",
             lambda: sim.background_flatness(image[1:2], count, star_mask=mask, extended=green),
+        )
+        _attempt(
+            metrics, "tilt_sigma_g", lambda: sim.background_tilt(image[1:2], count, star_mask=mask, extended=green)
         )
     coverage = None
     if result.get("coverage") and Path(result["coverage"]).exists():
@@ -525,7 +530,7 @@ def speed_table(results: list[dict[str, Any]]) -> list[str]:
 
 def quality_table(results: list[dict[str, Any]]) -> list[str]:
     """Seams, flatness, noise, star photometry, trails, holes, extended flux."""
-    columns = ["Run", "Seam σ worst (G)", "Flatness σ worst (G)", "Flat-sky floor seam / flatness"]
+    columns = ["Run", "Seam σ worst (G)", "Flatness σ worst (G)", "Tilt σ worst (G)", "Flat-sky floor seam / flatness"]
     columns += [f"Seam / flatness σ, {LARGE_BLOCK}-px blocks"]
     columns += ["Pixel σ ADU", "Star flux median", "Star flux MAD"]
     columns += ["R/G, B/G"]
@@ -542,6 +547,7 @@ def quality_table(results: list[dict[str, Any]]) -> list[str]:
             _name(r),
             _fmt(m.get("seam_sigma")) + (f" (G {m['seam_sigma_g']:.2f})" if "seam_sigma_g" in m else ""),
             _fmt(m.get("flatness_sigma")) + (f" (G {m['flatness_sigma_g']:.2f})" if "flatness_sigma_g" in m else ""),
+            _fmt(m.get("tilt_sigma")) + (f" (G {m['tilt_sigma_g']:.2f})" if "tilt_sigma_g" in m else ""),
             _floor(r.get("floor")),
             f"{_fmt(m.get('seam_sigma_128'))} / {_fmt(m.get('flatness_sigma_128'))}",
             _fmt(m.get("pixel_sigma"), ".1f"),

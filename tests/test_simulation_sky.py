@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from zemosaic_dask.simulation import (
     SimulationConfig,
     background_flatness,
+    background_tilt,
     extended_flux_recovery,
     galaxy_radius,
     holes_in_union,
@@ -236,6 +237,19 @@ def test_background_flatness_ignores_a_plane_but_not_a_bump():
     assert background_flatness(plane + _noise((256, 256)), coverage) < 0.08
     blobs = 0.6 * np.sin(xx / 20.0) * np.sin(yy / 25.0)
     assert background_flatness(plane + blobs + _noise((256, 256)), coverage) > 0.25
+
+
+def test_background_tilt_measures_the_plane_flatness_ignores():
+    yy, xx = np.mgrid[:256, :256]
+    noise = _noise((256, 256))  # pixel sigma 1
+    coverage = np.ones((256, 256))
+    assert background_tilt(20.0 + noise, coverage) < 0.05
+    # 0.01 ADU per px in x and -0.02 in y: the blocks' centres span 224 px, so 0.03 * 224 = 6.72
+    tilted = 20.0 + 0.01 * xx - 0.02 * yy + noise
+    assert background_tilt(tilted, coverage) == pytest.approx(6.72, rel=0.02)
+    assert background_flatness(tilted, coverage) < 0.08
+    bump = 3.0 * np.exp(-((xx - 60.0) ** 2 + (yy - 90.0) ** 2) / 2000.0)  # emission in the truth is no tilt
+    assert background_tilt(20.0 + noise + bump, coverage, extended=bump) < 0.05
 
 
 def test_extended_flux_recovery_on_truth_and_halo_free_truth(galaxy):

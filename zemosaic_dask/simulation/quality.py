@@ -33,6 +33,7 @@ __all__ = [
     "HoleCount",
     "TrailRidge",
     "background_flatness",
+    "background_tilt",
     "extended_flux_recovery",
     "holes_in_union",
     "pixel_sigma",
@@ -185,20 +186,48 @@ def background_flatness(
 
     The blocks are those of :func:`seam_step`; the plane ``a + b x + c y`` (block centres) is
     a least-squares fit per channel, so a tilted but flat sky scores ~0 (plus the blocks'
-    own noise, ``1.25 / block`` sigma). The worst channel is returned.
+    own noise, ``1.25 / block`` sigma; the tilt is :func:`background_tilt`). The worst
+    channel is returned.
     """
-    levels = sky_blocks(mosaic, coverage, star_mask=star_mask, extended=extended, block=block)
     scale = _sigma(mosaic, star_mask, sigma, extended)
+    fits = _block_planes(sky_blocks(mosaic, coverage, star_mask=star_mask, extended=extended, block=block))
+    return max(_mad_sigma(levels - plane) / scale[c] for c, (levels, plane) in enumerate(fits))
+
+
+def background_tilt(
+    mosaic: np.ndarray,
+    coverage: np.ndarray,
+    *,
+    star_mask: np.ndarray | None = None,
+    extended: np.ndarray | None = None,
+    block: int = 32,
+    sigma: float | Sequence[float] | None = None,
+) -> float:
+    """Peak-to-peak of the sky blocks' best-fit plane over the blocks, in pixel sigma.
+
+    The mosaic-wide gradient that :func:`background_flatness` leaves out by design: on a
+    simulated session, whose truth is a flat sky plus ``extended`` emission, any tilt of
+    ``mosaic - extended`` is an error (a gradient the background model left, or added).
+    The plane is that of :func:`background_flatness` (least squares over the usable blocks
+    of :func:`sky_blocks`); the worst channel is returned.
+    """
+    scale = _sigma(mosaic, star_mask, sigma, extended)
+    fits = _block_planes(sky_blocks(mosaic, coverage, star_mask=star_mask, extended=extended, block=block))
+    return max(float(np.ptp(plane)) / scale[c] for c, (_, plane) in enumerate(fits))
+
+
+def _block_planes(levels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per channel, the usable block levels and their least-squares plane ``a + b x + c y`` at the same blocks."""
     yy, xx = np.mgrid[: levels.shape[1], : levels.shape[2]]
-    worst = []
-    for channel, grid in enumerate(levels):
+    out = []
+    for grid in levels:
         use = np.isfinite(grid)
         if use.sum() < 4:
             raise ValueError(f"only {int(use.sum())} fully covered sky blocks; a plane needs 4 or more")
         design = np.stack([np.ones(use.sum()), xx[use], yy[use]], axis=1)
         coefficients, *_ = np.linalg.lstsq(design, grid[use], rcond=None)
-        worst.append(_mad_sigma(grid[use] - design @ coefficients) / scale[channel])
-    return max(worst)
+        out.append((grid[use], design @ coefficients))
+    return out
 
 
 def extended_flux_recovery(
