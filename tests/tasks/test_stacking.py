@@ -363,3 +363,24 @@ def test_compiled_opening_writes_what_the_array_operations_write(fakecupy, norma
     assert_array_equal(host[1], valid)
     assert_array_equal(host[2], has_data)
     assert valid.any() and not valid.all() and (has_data & ~valid.any(axis=1)).any() == weighted
+
+
+def test_the_prepare_kernel_gets_writable_coefficients_whatever_the_caller_passes():
+    """Read-only gains, offsets and frame weights (broadcast views, as the units pass them) reach the
+    compiled kernel as writable copies: numba compiles one kernel per read-only flag, and the workers'
+    warm-up (which passes none) would otherwise leave the pipeline's signature to compile in a task."""
+    from zemosaic_dask.tasks import kernels_stack
+
+    rng = np.random.default_rng(3)
+    samples = rng.normal(100.0, 5.0, (3, 3, 4, 5)).astype(np.float32)
+    footprint = np.ones((3, 4, 5), np.float32)
+    per_frame = np.broadcast_to(np.float32(1.0), (3, 3))  # read-only
+    assert not per_frame.flags.writeable
+    options = StackOptions(normalisation="linear_fit", weighting="noise_variance")
+    result = stack_samples(samples, footprint, options, gains=per_frame, offsets=per_frame * 0, frame_weights=per_frame)
+    assert np.isfinite(result.image).all()
+    signatures = kernels_stack.prepare_samples_cpu.signatures
+    assert signatures
+    for signature in signatures:
+        gain, offset, quality = signature[2:5]
+        assert gain.mutable and offset.mutable and quality.mutable, signature

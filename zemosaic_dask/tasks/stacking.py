@@ -416,9 +416,11 @@ def _prepare(
         prepare_samples_cpu(
             np.ascontiguousarray(samples, dtype=np.float32),
             np.ascontiguousarray(weight),
-            np.ascontiguousarray(gain[:, :, 0, 0]),
-            np.ascontiguousarray(offset[:, :, 0, 0]),
-            np.zeros((0, 0), np.float32) if quality is None else np.ascontiguousarray(quality),
+            # Writable copies of the (K, C) coefficients (broadcast views are read-only): numba
+            # compiles one kernel per read-only flag, and the workers' warm-up loads this one.
+            np.array(gain[:, :, 0, 0], dtype=np.float32),
+            np.array(offset[:, :, 0, 0], dtype=np.float32),
+            np.zeros((0, 0), np.float32) if quality is None else np.array(quality, dtype=np.float32),
             normalised,
             values,
             valid,
