@@ -65,7 +65,7 @@ WARM = textwrap.dedent(
     import json
     import numpy as np
     import zemosaic_dask.worker_warmup as warmup
-    from zemosaic_dask.tasks import kernels_cpu, kernels_raw, kernels_stack
+    from zemosaic_dask.tasks import kernels_cpu, kernels_noise_clip, kernels_raw, kernels_stack
     from zemosaic_dask.tasks.debayer import correct_hot_pixels, debayer_bilinear
     from zemosaic_dask.tasks.sky_blocks import measure_sky_cells
     from zemosaic_dask.tasks.stacking import StackOptions, stack_samples
@@ -73,7 +73,7 @@ WARM = textwrap.dedent(
     kernels = {
         "sample_window": kernels_cpu.sample_window_cpu, "accumulate": kernels_cpu.accumulate_window_cpu,
         "debayer": kernels_raw.debayer_bilinear_cpu, "hot": kernels_raw.correct_hot_pixels_cpu,
-        "noise_clip": kernels_stack.noise_clip_keep_cpu, "kappa_sigma": kernels_stack.kappa_sigma_keep_cpu,
+        "noise_clip": kernels_noise_clip.noise_clip_keep_cpu, "kappa_sigma": kernels_stack.kappa_sigma_keep_cpu,
         "mean": kernels_stack.weighted_mean_cpu, "bin": kernels_stack.bin_mean_cpu,
         "clip_pass": kernels_stack.cell_clip_pass_cpu,
     }

@@ -457,7 +457,7 @@ def test_the_sorting_network_sorts_every_input_and_any_prefix_of_it(size):
     The noise clip sorts only the first ``count`` rows of a network built for ``K`` (the
     pairs reaching beyond them skipped), so every prefix of the network must sort too.
     """
-    from zemosaic_dask.tasks.kernels_stack import sorting_network
+    from zemosaic_dask.tasks.kernels_noise_clip import sorting_network
 
     network = sorting_network(size)
     assert len(network) <= max(size * (size - 1) // 2, 0)  # never more than odd-even transposition

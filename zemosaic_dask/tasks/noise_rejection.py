@@ -54,7 +54,7 @@ from it has twice the variance of one sample. It is rejected when ``v_k - centre
   those pixels low when the disagreement is real signal).
 - otherwise (one sample, or fewer than ``min_samples``): nothing is rejected.
 
-On numpy a compiled kernel (:func:`~zemosaic_dask.tasks.kernels_stack.noise_clip_keep_cpu`)
+On numpy a compiled kernel (:func:`~zemosaic_dask.tasks.kernels_noise_clip.noise_clip_keep_cpu`)
 computes the same keep mask with the same float32 operations in the same order; other
 namespaces (cupy, array_api_strict) run :func:`_reject_noise_clip_arrays`.
 """
@@ -319,7 +319,7 @@ def _reject_noise_clip_compiled(
     noise_scale: float,
 ) -> NoiseClipResult:
     """:func:`reject_noise_clip` on numpy through the compiled per-pixel kernel."""
-    from .kernels_stack import noise_clip_keep_cpu
+    from .kernels_noise_clip import noise_clip_keep_cpu
 
     out = np.empty(values.shape, dtype=np.bool_)
     pair_rejections = noise_clip_keep_cpu(

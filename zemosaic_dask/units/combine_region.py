@@ -198,8 +198,8 @@ def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None) -> Co
         rows_here = slice(y0 - region.y0, band.y1 - region.y0)
         # Each layer with data in the band is copied from the decoded chunks straight into
         # the next slot of the stack (no list of copies stacked again).
-        samples = np.empty((count, job.n_channels, band.y1 - band.y0, width), dtype=np.float32)
-        weights = np.empty((count, band.y1 - band.y0, width), dtype=np.float32)
+        samples = np.empty((count, job.n_channels, *band.shape), dtype=np.float32)
+        weights = np.empty((count, *band.shape), dtype=np.float32)
         gains, offsets, held = [], [], []
         reads = reader.iter_read(band, copy=False)
         for index, (layer, (values, cover)) in enumerate(zip(job.layers, reads, strict=True)):
