@@ -22,6 +22,7 @@ from zarr.core.sync import sync
 
 from ..errors import ResumeError
 from ..plans.grid import OutputGrid, OutputRegion
+from . import array_cache
 
 __all__ = ["MosaicStore", "open_mosaic_store", "open_mosaic_stores"]
 
@@ -50,7 +51,7 @@ class MosaicStore:
 
     def array(self, name: str, mode: str = "r+") -> zarr.Array:
         """Open one array of the store."""
-        return zarr.open_array(store=self.url, path=self.array_path(name), mode=mode, zarr_format=3)
+        return array_cache.open_array(self.url, self.array_path(name), mode)
 
     def region_done(self, region: OutputRegion) -> bool:
         """Return True when the region's chunks are complete."""

@@ -19,9 +19,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import zarr.api.asynchronous as zarr_async
 from zarr.core.sync import sync
 
+from ..io import array_cache
 from ..io.store import MosaicStore
 from ..plans.grid import OutputRegion
 
@@ -88,7 +88,7 @@ def _chunk_bytes(array: Any) -> int:
 
 
 async def _open(store: MosaicStore, name: str) -> Any:
-    return await zarr_async.open_array(store=store.url, path=store.array_path(name), mode="r", zarr_format=3)
+    return await array_cache.open_async_array(store.url, store.array_path(name), "r")
 
 
 async def _gather(coroutines: list[Any]) -> list[Any]:
