@@ -389,3 +389,51 @@ def test_compiled_kernel_equals_the_array_version_on_sparse_deep_stacks(
         assert (usable & ~compiled.keep).sum() > 20  # trails and cosmic rays were rejected
         if min_samples <= 2:
             assert compiled.pair_rejections > 0
+
+
+def footprint_stack(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Four frames each covering a run of columns per row, as in a batch region: two or more
+    samples only where the runs overlap, with emission that changes across the runs' ends."""
+    rng = np.random.default_rng(seed)
+    depth, channels, height, width = 4, 2, 18, 96
+    values = rng.normal(SKY, NOISE, (depth, channels, height, width)).astype(np.float32)
+    x = np.arange(width, dtype=np.float32)
+    for _ in range(6):  # stars and knots of emission, some at the ends of the overlaps
+        centre, size, peak = rng.uniform(0, width), rng.uniform(1.5, 6.0), rng.uniform(5, 80) * NOISE
+        values += (peak * np.exp(-0.5 * ((x - centre) / size) ** 2)).astype(np.float32)
+    valid = np.zeros(values.shape, dtype=bool)
+    for k in range(depth):
+        for y in range(height):
+            start = int(rng.integers(0, width - 20))
+            valid[k, :, y, start : start + int(rng.integers(12, width - start + 1))] = True
+    values[rng.integers(depth), :, 4:7, :] += 30 * NOISE  # a trail
+    cosmic = rng.random(values.shape) < 0.02
+    values[cosmic] += rng.uniform(5, 100, int(cosmic.sum())).astype(np.float32) * NOISE
+    values[~valid & (rng.random(values.shape) < 0.5)] = np.nan
+    return values, valid
+
+
+@pytest.mark.parametrize("radius", [1, 4, 9])
+def test_compiled_kernel_equals_the_array_version_where_frames_cover_runs_of_a_row(radius):
+    """Rows whose judged pixels are a part of the row, emission across the parts' ends: the
+    kernel's opening, sums and passes along the row are the array version's."""
+    options = dict(kappa_low=3.0, kappa_high=3.0, max_iterations=3, min_samples=2, noise_scale=0.3)
+    spans = []
+    for seed in range(6):
+        values, valid = footprint_stack(seed)
+        usable = valid & np.isfinite(values)
+        judged = usable.sum(axis=0) >= 2
+        rows = judged.any(axis=-1)
+        first, last = judged.argmax(axis=-1), judged.shape[-1] - judged[..., ::-1].argmax(axis=-1)
+        spans.append(((last - first)[rows] / judged.shape[-1]).mean())
+        noise = np.full((4, 1, 1, 1), NOISE, dtype=np.float32)
+        shot = shot_levels(values, seed)
+        floor = smooth_level(values, valid, radius)
+        compiled = reject_noise_clip(
+            values, valid, noise, background=SKY, shot_level=shot, structure_radius=radius, **options
+        )
+        reference = arrays_reference(values, valid, noise, SKY, shot, floor, **options)
+        assert_array_equal(compiled.keep, reference.keep)
+        assert compiled.pair_rejections == reference.pair_rejections
+        assert (usable & ~compiled.keep).sum() > 10
+    assert 0.2 < np.mean(spans) < 0.9  # rows whose judged span leaves parts of the row out
