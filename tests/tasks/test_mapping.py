@@ -64,3 +64,32 @@ def test_a_region_one_pixel_thin_is_mapped_within_the_bound_without_warnings(sha
     true_x, true_y = exact_pixel_map(out, frame, gy.astype(float), gx.astype(float))
     assert np.hypot(map_x - true_x, map_y - true_y).max() <= 0.01
     assert coarse.step > 1 or max(shape) == 1
+
+
+def _exact_nodes(out, frame, origin, coarse):
+    """The exact mapping at a coarse map's nodes (node (i, j) is pixel min(i*step, h-1), min(j*step, w-1))."""
+    height, width = coarse.shape
+    rows = np.minimum(np.arange(coarse.x.shape[0]) * coarse.step, height - 1) + origin[0]
+    cols = np.minimum(np.arange(coarse.x.shape[1]) * coarse.step, width - 1) + origin[1]
+    gy, gx = np.meshgrid(rows.astype(float), cols.astype(float), indexing="ij")
+    return exact_pixel_map(out, frame, gy, gx)
+
+
+def test_frames_sharing_an_output_wcs_share_its_points_and_nothing_else():
+    """The output side of the map is kept per output WCS object: frames of one region share it,
+    another output grid (even on the same region, shape and step) or another region gets its own."""
+    frames = [_tan(150.0 + 0.01 * k, 20.0 + 0.01 * k, 2.4, 5.0 * k, (540, 960), sip=k % 2 == 1) for k in range(4)]
+    first = _tan(150.0, 20.0, 2.4, 0.0, (600, 500))
+    moved = _tan(150.05, 20.03, 2.4, 0.0, (600, 500))  # another grid: the same pixels are elsewhere on the sky
+    for out in (first, moved, first):
+        for origin, shape in (((100, 200), (300, 400)), ((0, 0), (97, 513)), ((400, 100), (300, 400))):
+            for frame in frames:
+                coarse = coarse_pixel_map(out, frame, origin, shape, max_error_px=0.01)
+                true_x, true_y = _exact_nodes(out, frame, origin, coarse)
+                np.testing.assert_array_equal(coarse.x, true_x)
+                np.testing.assert_array_equal(coarse.y, true_y)
+                assert coarse.max_error <= 0.01 and coarse.shape == shape
+    fine = coarse_pixel_map(first, frames[1], (100, 200), (300, 400), max_error_px=1e-7)  # halves down to step 1
+    true_x, true_y = _exact_nodes(first, frames[1], (100, 200), fine)
+    assert fine.step == 1 and fine.max_error == 0.0
+    np.testing.assert_array_equal(fine.x, true_x)

@@ -9,6 +9,8 @@ then interpolated in the caller's array namespace (numpy or cupy).
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,18 +76,74 @@ def _node_axis(length: int, step: int) -> np.ndarray:
     return nodes
 
 
-def _bilinear_nodes(
-    values: np.ndarray, node_y: np.ndarray, node_x: np.ndarray, qy: np.ndarray, qx: np.ndarray
-) -> np.ndarray:
+def _bilinear_weights(node_y: np.ndarray, node_x: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(iy, ix, iy1, ix1, ty, tx)``: the cells and fractions of points ``(qy, qx)`` among the nodes."""
     # An axis of one node (a region one pixel high or wide) interpolates along the other only.
     iy = np.clip(np.searchsorted(node_y, qy, side="right") - 1, 0, max(len(node_y) - 2, 0))
     ix = np.clip(np.searchsorted(node_x, qx, side="right") - 1, 0, max(len(node_x) - 2, 0))
     iy1, ix1 = np.minimum(iy + 1, len(node_y) - 1), np.minimum(ix + 1, len(node_x) - 1)
     ty = (qy - node_y[iy]) / np.maximum(node_y[iy1] - node_y[iy], 1.0)
     tx = (qx - node_x[ix]) / np.maximum(node_x[ix1] - node_x[ix], 1.0)
+    return iy, ix, iy1, ix1, ty, tx
+
+
+def _bilinear_at(values: np.ndarray, weights: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Bilinear interpolation of node ``values`` at the points of :func:`_bilinear_weights`."""
+    iy, ix, iy1, ix1, ty, tx = weights
     top = values[iy, ix] * (1 - tx) + values[iy, ix1] * tx
     bottom = values[iy1, ix] * (1 - tx) + values[iy1, ix1] * tx
     return top * (1 - ty) + bottom * ty
+
+
+@dataclass(frozen=True)
+class _OutputPoints:
+    """What :func:`coarse_pixel_map` computes on the output side for one region and node step.
+
+    It depends only on the output grid, the region and the step, so the frames of one region
+    (every frame stacked on it calls the map with the same output WCS) share it.
+    """
+
+    nodes: tuple[int, int]
+    ra: np.ndarray
+    dec: np.ndarray
+    check: tuple[np.ndarray, ...] | None
+
+
+_points = threading.local()
+
+
+def _output_points(out_wcs: WCS, origin: tuple[int, int], shape: tuple[int, int], step: int) -> _OutputPoints:
+    """The nodes (then the check points) of a region at ``step`` on the sky, kept for the output WCS last used.
+
+    A thread keeps the points of its last output WCS object (the callers make one per region
+    or band of rows and share it among the frames), for every region and step asked of it;
+    an output WCS object is therefore not to be changed in place once used.
+    """
+    cached = getattr(_points, "cache", None)
+    if cached is None or cached[0]() is not out_wcs:
+        cached = _points.cache = (weakref.ref(out_wcs), {})
+    key = (tuple(origin), tuple(shape), int(step))
+    found = cached[1].get(key)
+    if found is not None:
+        return found
+    y0, x0 = origin
+    height, width = shape
+    node_y, node_x = _node_axis(height, step), _node_axis(width, step)
+    gy, gx = np.meshgrid(node_y + y0, node_x + x0, indexing="ij")
+    if step == 1:
+        ys, xs, check = gy.ravel(), gx.ravel(), None
+    else:
+        mid_y = np.concatenate([(node_y[:-1] + node_y[1:]) / 2, node_y])
+        mid_x = np.concatenate([(node_x[:-1] + node_x[1:]) / 2, node_x])
+        qy, qx = np.meshgrid(mid_y, mid_x, indexing="ij")
+        keep = ~(np.isin(qy, node_y) & np.isin(qx, node_x))
+        qy, qx = qy[keep], qx[keep]
+        # Nodes and check points in one transformation (astropy's per-call cost dominates).
+        ys, xs = np.concatenate([gy.ravel(), qy + y0]), np.concatenate([gx.ravel(), qx + x0])
+        check = _bilinear_weights(node_y, node_x, qy, qx)
+    ra, dec = out_wcs.all_pix2world(xs, ys, 0)
+    found = cached[1][key] = _OutputPoints(gy.shape, ra, dec, check)
+    return found
 
 
 def coarse_pixel_map(
@@ -116,33 +174,24 @@ def coarse_pixel_map(
     initial_step : int
         First node spacing tried, in output pixels.
     """
-    y0, x0 = origin
-    height, width = shape
     step = max(1, int(initial_step))
     while True:
-        node_y, node_x = _node_axis(height, step), _node_axis(width, step)
-        gy, gx = np.meshgrid(node_y + y0, node_x + x0, indexing="ij")
-        if step == 1:
-            map_x, map_y = exact_pixel_map(out_wcs, in_wcs, gy, gx)
-            return CoarsePixelMap(map_x, map_y, step, (height, width), 0.0)
-        mid_y = np.concatenate([(node_y[:-1] + node_y[1:]) / 2, node_y])
-        mid_x = np.concatenate([(node_x[:-1] + node_x[1:]) / 2, node_x])
-        qy, qx = np.meshgrid(mid_y, mid_x, indexing="ij")
-        keep = ~(np.isin(qy, node_y) & np.isin(qx, node_x))
-        qy, qx = qy[keep], qx[keep]
-        # Nodes and check points in one transformation (astropy's per-call cost dominates).
-        all_x, all_y = exact_pixel_map(
-            out_wcs, in_wcs, np.concatenate([gy.ravel(), qy + y0]), np.concatenate([gx.ravel(), qx + x0])
-        )
-        map_x, map_y = all_x[: gy.size].reshape(gy.shape), all_y[: gy.size].reshape(gy.shape)
+        points = _output_points(out_wcs, origin, shape, step)
+        with np.errstate(invalid="ignore"):
+            all_x, all_y = in_wcs.all_world2pix(points.ra, points.dec, 0, quiet=True)
+        all_x, all_y = np.asarray(all_x, dtype=np.float64), np.asarray(all_y, dtype=np.float64)
+        size = points.nodes[0] * points.nodes[1]
+        map_x, map_y = all_x[:size].reshape(points.nodes), all_y[:size].reshape(points.nodes)
+        if points.check is None:  # step 1: every pixel is a node
+            return CoarsePixelMap(map_x, map_y, step, tuple(shape), 0.0)
         if not (np.all(np.isfinite(map_x)) and np.all(np.isfinite(map_y))):
-            return CoarsePixelMap(map_x, map_y, step, (height, width), float("nan"))
-        true_x, true_y = all_x[gy.size :], all_y[gy.size :]
-        err_x = np.abs(_bilinear_nodes(map_x, node_y, node_x, qy, qx) - true_x)
-        err_y = np.abs(_bilinear_nodes(map_y, node_y, node_x, qy, qx) - true_y)
-        error = float(np.max(np.hypot(err_x, err_y))) if qy.size else 0.0
+            return CoarsePixelMap(map_x, map_y, step, tuple(shape), float("nan"))
+        true_x, true_y = all_x[size:], all_y[size:]
+        err_x = np.abs(_bilinear_at(map_x, points.check) - true_x)
+        err_y = np.abs(_bilinear_at(map_y, points.check) - true_y)
+        error = float(np.max(np.hypot(err_x, err_y))) if true_x.size else 0.0
         if error <= max_error_px:
-            return CoarsePixelMap(map_x, map_y, step, (height, width), error)
+            return CoarsePixelMap(map_x, map_y, step, tuple(shape), error)
         step = max(1, step // 2)
 
 
