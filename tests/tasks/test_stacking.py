@@ -384,3 +384,23 @@ def test_the_prepare_kernel_gets_writable_coefficients_whatever_the_caller_passe
     for signature in signatures:
         gain, offset, quality = signature[2:5]
         assert gain.mutable and offset.mutable and quality.mutable, signature
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 130])
+def test_compiled_coverage_is_the_array_sum_bit_for_bit(count):
+    """Coverage and frame count on numpy (compiled, one pass) equal the array operations'
+    float32 sum over the samples in order, for shallow and deep stacks and read-only inputs."""
+    from zemosaic_dask.tasks.kernels_stack import coverage_cpu
+    from zemosaic_dask.tasks.stacking import _coverage
+
+    rng = np.random.default_rng(count)
+    footprint = (rng.random((count, 17, 23)) ** 3).astype(np.float32)  # many magnitudes: order matters
+    footprint[rng.random(footprint.shape) < 0.2] = 0.0
+    has_data = (footprint > 0) & (rng.random(footprint.shape) < 0.9)
+    expected = np.sum(np.where(has_data, footprint, np.float32(0)), axis=0).astype(np.float32)
+    footprint.flags.writeable = False
+    coverage, n_frames = _coverage(np, footprint, has_data, None, count)
+    assert_array_equal(coverage.view(np.uint32), expected.view(np.uint32))
+    assert_array_equal(n_frames, has_data.sum(axis=0))
+    assert n_frames.dtype == np.int32 and coverage.dtype == np.float32
+    assert all(signature[0].mutable for signature in coverage_cpu.signatures)  # a writable copy was passed

@@ -32,6 +32,7 @@ from numba import njit
 __all__ = [
     "bin_mean_cpu",
     "cell_clip_pass_cpu",
+    "coverage_cpu",
     "kappa_sigma_keep_cpu",
     "prepare_samples_cpu",
     "weighted_mean_cpu",
@@ -176,6 +177,31 @@ def prepare_samples_cpu(samples, footprint, gain, offset, quality, normalise, va
                     has_data[k, y, x] = has_data[k, y, x] or (finite and inside)
                     valid[k, c, y, x] = ok
                     values[k, c, y, x] = value if ok else nan
+
+
+@njit(**_OPTIONS)
+def coverage_cpu(footprint, has_data, coverage, n_frames):
+    """Write the sum of the footprints of the samples with data and their count, per pixel.
+
+    ``footprint`` ``(K, H, W)`` float32, ``has_data`` ``(K, H, W)`` bool; ``coverage``
+    ``(H, W)`` float32 and ``n_frames`` ``(H, W)`` int32 are written. The float32 sum runs
+    over the samples in order, as numpy's sum over the first axis of
+    ``where(has_data, footprint, 0)`` does, with no sample-sized temporary.
+    """
+    count, height, width = footprint.shape
+    zero = np.float32(0.0)
+    for y in range(height):
+        for x in range(width):
+            coverage[y, x] = zero
+            n_frames[y, x] = 0
+    for k in range(count):
+        for y in range(height):
+            row_weight, row_data = footprint[k, y], has_data[k, y]
+            row_cover, row_count = coverage[y], n_frames[y]
+            for x in range(width):
+                data = row_data[x]
+                row_cover[x] += row_weight[x] if data else zero
+                row_count[x] += 1 if data else 0
 
 
 @njit(**_OPTIONS)

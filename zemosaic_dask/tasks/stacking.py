@@ -482,8 +482,17 @@ def _combine(values: Any, weights: Any, valid: Any, options: StackOptions, model
 
 def _coverage(xp: Any, weight: Any, has_data: Any, frame_ids: Any, count: int) -> tuple[Any, Any]:
     """Sum of footprint weights and count of the distinct frames with data."""
-    data_weight = xp.where(has_data, weight, xp.float32(0))
     groups = _duplicate_groups(frame_ids, count)
+    if groups is None and is_numpy_namespace(xp):
+        from .kernels_stack import coverage_cpu
+
+        coverage = np.empty(weight.shape[1:], dtype=np.float32)
+        n_frames = np.empty(weight.shape[1:], dtype=np.int32)
+        # Writable C arrays: numba compiles one kernel per layout and read-only flag.
+        footprint = np.require(weight, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
+        coverage_cpu(footprint, np.require(has_data, np.bool_, ["C_CONTIGUOUS", "WRITEABLE"]), coverage, n_frames)
+        return coverage, n_frames
+    data_weight = xp.where(has_data, weight, xp.float32(0))
     if groups is None:
         return xp.sum(data_weight, axis=0).astype(xp.float32), xp.sum(has_data, axis=0, dtype=xp.int32)
     coverage = xp.zeros(weight.shape[1:], dtype=xp.float32)
