@@ -398,7 +398,7 @@ def _star_fluxes(image: np.ndarray, truth: GridTruth) -> dict[str, Any]:
 
 
 def _trails(image: np.ndarray, truth: GridTruth) -> dict[str, Any]:
-    """Every trail's ridge where >= 3 frames cover it; the worst absolute ridge and 20-px stretch in pixel sigma."""
+    """Every trail's ridge where >= 3 frames cover it; the worst ridge, 20-px stretch and wing in pixel sigma."""
     from zemosaic_dask.simulation import trail_ridges
 
     ridges = trail_ridges(image, truth.wcs, truth.count, truth.parameters, star_mask=truth.star_mask, min_coverage=3)
@@ -408,6 +408,7 @@ def _trails(image: np.ndarray, truth: GridTruth) -> dict[str, Any]:
         "measured": len(seen),
         "max_abs_sigma": max((r.worst_sigma for r in seen), default=None),
         "max_abs_segment_sigma": max((r.worst_segment_sigma for r in seen), default=None),
+        "max_abs_wing_sigma": max((r.worst_wing_sigma for r in seen), default=None),
         "ridges": [
             {
                 "frame": r.frame,
@@ -416,6 +417,8 @@ def _trails(image: np.ndarray, truth: GridTruth) -> dict[str, Any]:
                 "sigma": list(r.ridge_sigma),
                 "segment_adu": list(r.segment_adu),
                 "segment_sigma": list(r.segment_sigma),
+                "wing_adu": list(r.wing_adu),
+                "wing_sigma": list(r.wing_sigma),
             }
             for r in ridges
         ],
@@ -534,7 +537,8 @@ def quality_table(results: list[dict[str, Any]]) -> list[str]:
     columns += [f"Seam / flatness σ, {LARGE_BLOCK}-px blocks"]
     columns += ["Pixel σ ADU", "Star flux median", "Star flux MAD"]
     columns += ["R/G, B/G"]
-    columns += ["Trails measured", "Max abs ridge σ", "Worst 20-px stretch σ", "Holes %", "Galaxy inner/middle/outer"]
+    columns += ["Trails measured", "Max abs ridge σ", "Worst 20-px stretch σ", "Max wing σ (1-6 px)"]
+    columns += ["Holes %", "Galaxy inner/middle/outer"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in results:
         m = r.get("metrics")
@@ -557,6 +561,7 @@ def quality_table(results: list[dict[str, Any]]) -> list[str]:
             f"{trails['measured']}/{trails['total']}" if trails else "-",
             _fmt(trails.get("max_abs_sigma")),
             _fmt(trails.get("max_abs_segment_sigma")),
+            _fmt(trails.get("max_abs_wing_sigma")),
             f"{100 * m['holes_fraction']:.3f}",
             "/".join(f"{ext[k]:.2f}" for k in ("inner", "middle", "outer")) if ext else "-",
         ]

@@ -308,6 +308,29 @@ def test_trail_ridge_measures_a_painted_trail():
     assert none.n_points == 0 and math.isnan(none.ridge_adu[0])
 
 
+def test_trail_wings_are_measured_beside_a_rejected_core():
+    """A trail whose core was removed but whose wings were kept: two faint lines 2-4 px either
+    side of the line. The centre line sees nothing; the wing figure finds them, with their sign."""
+    params, wcs, frame = _trail_setup()
+    t = np.linspace(-300, 300, 20001)
+    theta = math.radians(60.0)
+    mx, my = wcs.all_world2pix(*frame.all_pix2world(60.0 + t * math.cos(theta), 90.0 + t * math.sin(theta), 0), 0)
+    yy, xx = np.mgrid[:300, :300]
+    direction = np.array([mx[-1] - mx[0], my[-1] - my[0]]) / np.hypot(mx[-1] - mx[0], my[-1] - my[0])
+    distance = np.abs((xx - mx[10000]) * direction[1] - (yy - my[10000]) * direction[0])
+    noise = _noise((300, 300), 2.0, seed=5)
+    wings = np.where((distance >= 2.0) & (distance <= 4.0), 4.0, 0.0)
+    coverage = np.full((300, 300), 3.0)
+    (ridge,) = trail_ridges(80.0 + noise + wings, wcs, coverage, params)
+    assert abs(ridge.ridge_adu[0]) < 0.3  # the core: nothing
+    assert ridge.wing_adu[0] == pytest.approx(4.0, abs=0.6)
+    assert ridge.worst_wing_sigma == pytest.approx(2.0, abs=0.35)
+    (dark,) = trail_ridges(80.0 + noise - wings, wcs, coverage, params)
+    assert dark.wing_adu[0] == pytest.approx(-4.0, abs=0.6)
+    (clean,) = trail_ridges(80.0 + noise, wcs, coverage, params)
+    assert abs(clean.wing_adu[0]) < 0.4
+
+
 def test_trail_ridge_follows_a_simulated_trail(tmp_path):
     result = simulate_seestar(tmp_path, 1, 4, 0.25, panels=(1, 1), trails=1, hot_pixels=0.0, layout="chw")
     data, wcs = _physical(result.frames[0])

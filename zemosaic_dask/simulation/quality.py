@@ -289,7 +289,10 @@ class TrailRidge:
     ``segment_adu`` / ``segment_sigma``: the largest absolute median excess over any
     stretch of :data:`TRAIL_SEGMENT_POINTS` consecutive points (about 20 px): a trail left
     in over a short stretch only (across a galaxy core) that the median over the whole line
-    does not see.
+    does not see. ``wing_adu`` / ``wing_sigma``: the largest absolute median excess on the
+    lines parallel to the trail 1 to :data:`TRAIL_WING_PX` px from it, on either side: a
+    trail whose core was rejected but whose wings (fainter than the rejection threshold in
+    their frame) were kept shows as two faint lines there, which the centre line misses.
     """
 
     frame: int
@@ -298,6 +301,8 @@ class TrailRidge:
     ridge_sigma: tuple[float, ...]
     segment_adu: tuple[float, ...] = ()
     segment_sigma: tuple[float, ...] = ()
+    wing_adu: tuple[float, ...] = ()
+    wing_sigma: tuple[float, ...] = ()
 
     @property
     def worst_sigma(self) -> float:
@@ -311,6 +316,16 @@ class TrailRidge:
             return float("nan")
         return float(np.nanmax(np.abs(self.segment_sigma)))
 
+    @property
+    def worst_wing_sigma(self) -> float:
+        """Largest absolute wing excess over the channels, in pixel sigma."""
+        if not self.n_points or not self.wing_sigma:
+            return float("nan")
+        return float(np.nanmax(np.abs(self.wing_sigma)))
+
+
+#: Farthest line parallel to a trail (mosaic px) on which :class:`TrailRidge` measures its wings.
+TRAIL_WING_PX = 6
 
 #: Points (0.5 frame px apart) in a stretch of trail whose median :class:`TrailRidge` reports at worst.
 TRAIL_SEGMENT_POINTS = 40
@@ -358,7 +373,8 @@ def trail_ridges(
     the mosaic bilinearly interpolated on the line, its local sky the median of the pixels at
     ``band[0]..band[1]`` px (1-px steps) on both sides, across the line. The ridge is the
     median over the points of ``value - sky``, in ADU and in pixel sigma; the segment ridge
-    the same median over the worst stretch of :data:`TRAIL_SEGMENT_POINTS` points.
+    the same median over the worst stretch of :data:`TRAIL_SEGMENT_POINTS` points; the wing
+    the largest such median on the parallel lines 1..:data:`TRAIL_WING_PX` px away.
     """
     image = _as_chw(mosaic).astype(np.float64, copy=False)
     n_channels, height, width = image.shape
@@ -385,21 +401,43 @@ def trail_ridges(
         in_band = (bx >= 0) & (bx < width) & (by >= 0) & (by < height)
         bx, by = np.clip(bx, 0, width - 1), np.clip(by, 0, height - 1)
         in_band &= clean[by, bx]
-        adu, in_sigma, segment, segment_sigma = [], [], [], []
+        adu, in_sigma, segment, segment_sigma, wing, wing_sigma = [], [], [], [], [], []
+        # Lines parallel to the trail, 1..TRAIL_WING_PX px on either side: a point counts where
+        # the mosaic pixel under it is usable as the centre line's are.
+        sides = [o for d in range(1, TRAIL_WING_PX + 1) for o in (-d, d)]
+        wy = my[:, None] + np.asarray(sides)[None] * ny
+        wx = mx[:, None] + np.asarray(sides)[None] * nx
+        iwy, iwx = np.rint(wy).astype(np.int64), np.rint(wx).astype(np.int64)
+        on_wing = (iwx >= 0) & (iwx < width) & (iwy >= 0) & (iwy < height)
+        on_wing[on_wing] = good[iwy[on_wing], iwx[on_wing]]
         for c in range(n_channels):
             centre = map_coordinates(image[c], [my, mx], order=1, mode="nearest")
+            beside = map_coordinates(image[c], [wy.ravel(), wx.ravel()], order=1, mode="nearest").reshape(wy.shape)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 sky = np.nanmedian(np.where(in_band, image[c][by, bx], np.nan), axis=1)
                 excess = centre - sky
                 value = float(np.nanmedian(excess)) if np.isfinite(excess).any() else float("nan")
                 worst = _worst_segment(excess)
+                lines = np.nanmedian(np.where(on_wing, beside - sky[:, None], np.nan), axis=0)
+                widest = float(lines[np.nanargmax(np.abs(lines))]) if np.isfinite(lines).any() else float("nan")
             adu.append(value)
             in_sigma.append(value / scale[c])
             segment.append(worst)
             segment_sigma.append(worst / scale[c])
+            wing.append(widest)
+            wing_sigma.append(widest / scale[c])
         ridges.append(
-            TrailRidge(int(key), int(mx.size), tuple(adu), tuple(in_sigma), tuple(segment), tuple(segment_sigma))
+            TrailRidge(
+                int(key),
+                int(mx.size),
+                tuple(adu),
+                tuple(in_sigma),
+                tuple(segment),
+                tuple(segment_sigma),
+                tuple(wing),
+                tuple(wing_sigma),
+            )
         )
     return ridges
 
