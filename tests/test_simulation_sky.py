@@ -287,14 +287,19 @@ def _trail_setup():
     return params, wcs, frame
 
 
-def test_trail_ridge_measures_a_painted_trail():
-    params, wcs, frame = _trail_setup()
+def _distance_to_trail(wcs, frame):
+    """Distance (mosaic px) of every pixel of the 300 x 300 grid from the trail of :func:`_trail_setup`."""
     t = np.linspace(-300, 300, 20001)
     theta = math.radians(60.0)
     mx, my = wcs.all_world2pix(*frame.all_pix2world(60.0 + t * math.cos(theta), 90.0 + t * math.sin(theta), 0), 0)
     yy, xx = np.mgrid[:300, :300]
     direction = np.array([mx[-1] - mx[0], my[-1] - my[0]]) / np.hypot(mx[-1] - mx[0], my[-1] - my[0])
-    distance = np.abs((xx - mx[10000]) * direction[1] - (yy - my[10000]) * direction[0])
+    return np.abs((xx - mx[10000]) * direction[1] - (yy - my[10000]) * direction[0])
+
+
+def test_trail_ridge_measures_a_painted_trail():
+    params, wcs, frame = _trail_setup()
+    distance = _distance_to_trail(wcs, frame)
     image = 80.0 + _noise((300, 300), 2.0, seed=4) + np.where(distance <= 2.5, 3.0, 0.0)
     coverage = np.full((300, 300), 3.0)
     (ridge,) = trail_ridges(image, wcs, coverage, params)
@@ -312,12 +317,7 @@ def test_trail_wings_are_measured_beside_a_rejected_core():
     """A trail whose core was removed but whose wings were kept: two faint lines 2-4 px either
     side of the line. The centre line sees nothing; the wing figure finds them, with their sign."""
     params, wcs, frame = _trail_setup()
-    t = np.linspace(-300, 300, 20001)
-    theta = math.radians(60.0)
-    mx, my = wcs.all_world2pix(*frame.all_pix2world(60.0 + t * math.cos(theta), 90.0 + t * math.sin(theta), 0), 0)
-    yy, xx = np.mgrid[:300, :300]
-    direction = np.array([mx[-1] - mx[0], my[-1] - my[0]]) / np.hypot(mx[-1] - mx[0], my[-1] - my[0])
-    distance = np.abs((xx - mx[10000]) * direction[1] - (yy - my[10000]) * direction[0])
+    distance = _distance_to_trail(wcs, frame)
     noise = _noise((300, 300), 2.0, seed=5)
     wings = np.where((distance >= 2.0) & (distance <= 4.0), 4.0, 0.0)
     coverage = np.full((300, 300), 3.0)
