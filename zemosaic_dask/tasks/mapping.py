@@ -110,6 +110,8 @@ class _OutputPoints:
 
 
 _points = threading.local()
+#: Regions and steps whose points a thread keeps for its output WCS (a few KB each at the usual steps).
+_POINTS_KEPT = 64
 
 
 def _output_points(out_wcs: WCS, origin: tuple[int, int], shape: tuple[int, int], step: int) -> _OutputPoints:
@@ -142,6 +144,8 @@ def _output_points(out_wcs: WCS, origin: tuple[int, int], shape: tuple[int, int]
         ys, xs = np.concatenate([gy.ravel(), qy + y0]), np.concatenate([gx.ravel(), qx + x0])
         check = _bilinear_weights(node_y, node_x, qy, qx)
     ra, dec = out_wcs.all_pix2world(xs, ys, 0)
+    if len(cached[1]) >= _POINTS_KEPT:  # an output WCS used for many regions keeps a bounded set
+        cached[1].clear()
     found = cached[1][key] = _OutputPoints(gy.shape, ra, dec, check)
     return found
 
