@@ -189,9 +189,8 @@ def background_flatness(
     own noise, ``1.25 / block`` sigma; the tilt is :func:`background_tilt`). The worst
     channel is returned.
     """
-    scale = _sigma(mosaic, star_mask, sigma, extended)
-    fits = _block_planes(sky_blocks(mosaic, coverage, star_mask=star_mask, extended=extended, block=block))
-    return max(_mad_sigma(levels - plane) / scale[c] for c, (levels, plane) in enumerate(fits))
+    fits = _block_planes(mosaic, coverage, star_mask, extended, block, sigma)
+    return max(_mad_sigma(levels - plane) / scale for levels, plane, scale in fits)
 
 
 def background_tilt(
@@ -211,22 +210,31 @@ def background_tilt(
     The plane is that of :func:`background_flatness` (least squares over the usable blocks
     of :func:`sky_blocks`); the worst channel is returned.
     """
+    fits = _block_planes(mosaic, coverage, star_mask, extended, block, sigma)
+    return max(float(np.ptp(plane)) / scale for _, plane, scale in fits)
+
+
+def _block_planes(
+    mosaic: np.ndarray,
+    coverage: np.ndarray,
+    star_mask: np.ndarray | None,
+    extended: np.ndarray | None,
+    block: int,
+    sigma: float | Sequence[float] | None,
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Per channel, the usable :func:`sky_blocks` levels, their least-squares plane ``a + b x + c y``
+    at the same blocks, and the channel's pixel sigma (:func:`_sigma`)."""
+    levels = sky_blocks(mosaic, coverage, star_mask=star_mask, extended=extended, block=block)
     scale = _sigma(mosaic, star_mask, sigma, extended)
-    fits = _block_planes(sky_blocks(mosaic, coverage, star_mask=star_mask, extended=extended, block=block))
-    return max(float(np.ptp(plane)) / scale[c] for c, (_, plane) in enumerate(fits))
-
-
-def _block_planes(levels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per channel, the usable block levels and their least-squares plane ``a + b x + c y`` at the same blocks."""
     yy, xx = np.mgrid[: levels.shape[1], : levels.shape[2]]
     out = []
-    for grid in levels:
+    for channel, grid in enumerate(levels):
         use = np.isfinite(grid)
         if use.sum() < 4:
             raise ValueError(f"only {int(use.sum())} fully covered sky blocks; a plane needs 4 or more")
         design = np.stack([np.ones(use.sum()), xx[use], yy[use]], axis=1)
         coefficients, *_ = np.linalg.lstsq(design, grid[use], rcond=None)
-        out.append((grid[use], design @ coefficients))
+        out.append((grid[use], design @ coefficients, float(scale[channel])))
     return out
 
 

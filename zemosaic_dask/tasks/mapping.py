@@ -64,6 +64,11 @@ def exact_pixel_map(out_wcs: WCS, in_wcs: WCS, ys: np.ndarray, xs: np.ndarray) -
         Input pixel coordinates (NaN where the transformation fails).
     """
     ra, dec = out_wcs.all_pix2world(xs, ys, 0)
+    return _input_pixels(in_wcs, ra, dec)
+
+
+def _input_pixels(in_wcs: WCS, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The input frame's pixel coordinates of sky positions (the second half of :func:`exact_pixel_map`)."""
     with np.errstate(invalid="ignore"):
         x_in, y_in = in_wcs.all_world2pix(ra, dec, 0, quiet=True)
     return np.asarray(x_in, dtype=np.float64), np.asarray(y_in, dtype=np.float64)
@@ -181,9 +186,7 @@ def coarse_pixel_map(
     step = max(1, int(initial_step))
     while True:
         points = _output_points(out_wcs, origin, shape, step)
-        with np.errstate(invalid="ignore"):
-            all_x, all_y = in_wcs.all_world2pix(points.ra, points.dec, 0, quiet=True)
-        all_x, all_y = np.asarray(all_x, dtype=np.float64), np.asarray(all_y, dtype=np.float64)
+        all_x, all_y = _input_pixels(in_wcs, points.ra, points.dec)
         size = points.nodes[0] * points.nodes[1]
         map_x, map_y = all_x[:size].reshape(points.nodes), all_y[:size].reshape(points.nodes)
         if points.check is None:  # step 1: every pixel is a node
