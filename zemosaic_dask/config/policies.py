@@ -111,6 +111,8 @@ def stack_options(config: ZeMosaicConfig) -> StackOptions:
         max_iterations=s.max_iterations,
         combine=s.combine,
         noise_scale=s.noise_scale,
+        grow_radius=s.grow_radius,
+        grow_kappa=s.grow_kappa,
         min_samples_for_rejection=2 if s.rejection == "noise_clip" else 3,
     )
 

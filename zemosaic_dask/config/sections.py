@@ -111,6 +111,8 @@ class StackConfig(_Section):
     kappa_high: float
     noise_scale: float
     max_iterations: int
+    grow_radius: int
+    grow_kappa: float
     combine: str
     radial_weight: bool
     radial_power: float

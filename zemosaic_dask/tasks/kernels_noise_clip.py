@@ -216,6 +216,147 @@ def _later_passes(buffer, noise, sky, photons, floor, kept, trial, variance, n, 
 
 
 @njit(**_ROW_OPTIONS)
+def _strong_rejections(buffer, noise, sky, photons, floor, kept, variance, strong, n, noise_scale, grow_kappa):
+    """Flag in ``strong`` the samples of one pixel rejected beyond ``grow_kappa`` sigmas above the centre.
+
+    The centre is the mean of the ``kept`` samples, each sample's sigma that of a later pass
+    (its variance about that centre plus the centre's); the test a later pass makes, with
+    ``grow_kappa``. Returns whether any sample is flagged.
+    """
+    zero = np.float32(0.0)
+    m = 0
+    total = zero
+    for i in range(n):
+        if kept[i]:
+            total += buffer[i]
+            m += 1
+    size = np.float32(max(m, 1))
+    centre = total / size
+    total = zero
+    for i in range(n):
+        variance[i] = _variance(centre, noise[i], sky[i], photons[i], floor[i], noise_scale)
+        if kept[i]:
+            total += variance[i]
+    centre_variance = total / (size * size)
+    found = False
+    for i in range(n):
+        sigma = np.float32(math.sqrt(variance[i] + centre_variance))
+        strong[i] = (not kept[i]) and buffer[i] - centre > grow_kappa * sigma
+        found = found or strong[i]
+    return found
+
+
+@njit(**_ROW_OPTIONS)
+def _disc_offsets(radius):
+    """``(P, 2)`` offsets ``(dy, dx)`` with ``dy**2 + dx**2 <= radius**2``, row by row."""
+    offsets = np.empty(((2 * radius + 1) ** 2, 2), dtype=np.intp)
+    count = 0
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy * dy + dx * dx <= radius * radius:
+                offsets[count, 0] = dy
+                offsets[count, 1] = dx
+                count += 1
+    return offsets[:count]
+
+
+@njit(**_ROW_OPTIONS)
+def _at(array, k, c, y, x):
+    """``array[k, c, y, x]`` of a 4-D array whose every axis is 1 or full (broadcast)."""
+    return array[
+        min(k, array.shape[0] - 1), min(c, array.shape[1] - 1), min(y, array.shape[2] - 1), min(x, array.shape[3] - 1)
+    ]
+
+
+@njit(**_ROW_OPTIONS)
+def _judged_contrast(values, valid, out, reference, floor_map, opened, k, c, y, x, judged_from, pair_allowed, judge):
+    """The contrast ``max(centre - reference_k, 0)`` of a pixel the rules judge, else 0.
+
+    ``centre`` is the mean of the pixel's kept samples (``out``); the reference is the
+    pixel's row opening (``floor_map``) or sample ``k``'s ``reference``.
+    """
+    count = values.shape[0]
+    usable = 0
+    kept = 0
+    total = np.float32(0.0)
+    for j in range(count):
+        usable += 1 if valid[j, c, y, x] and math.isfinite(values[j, c, y, x]) else 0
+        if out[j, c, y, x]:
+            total += values[j, c, y, x]
+            kept += 1
+    judged = (usable >= judged_from and judge) or (usable == 2 and pair_allowed)
+    if not judged or kept == 0:
+        return np.float32(0.0)
+    contrast = total / np.float32(kept) - (floor_map[c, y, x] if opened else _at(reference, k, c, y, x))
+    return contrast if contrast > np.float32(0.0) else np.float32(0.0)
+
+
+@njit(**_ROW_OPTIONS)
+def _grow(values, valid, out, seeds, n_seeds, radius, judged_from, pair_allowed, max_iterations, model, noise_scale):
+    """Reject the kept samples of a seed's frame and channel within ``radius`` of it; return how many.
+
+    ``seeds[:n_seeds]`` holds ``(k, c, y, x)``; ``model`` is ``(noise, reference, floor_map,
+    opened)``. A seed grows only where no judged pixel within ``radius`` has a sensitivity
+    term above the seed's noise (no star near). A pixel is grown only where the rules judge
+    it (``n >= judged_from`` usable samples, or two under the pair rule) and where one of
+    its kept samples is not grown (a pixel is never emptied); the result does not depend
+    on the seeds' order.
+    """
+    noise, reference, floor_map, opened = model
+    count, channels, height, width = values.shape
+    judge = max_iterations >= 1
+    offsets = _disc_offsets(radius)
+    quiet = np.empty(n_seeds, dtype=np.bool_)
+    for s in range(n_seeds):
+        k, c, y, x = seeds[s, 0], seeds[s, 1], seeds[s, 2], seeds[s, 3]
+        near = np.float32(0.0)
+        for p in range(offsets.shape[0]):
+            yy, xx = y + offsets[p, 0], x + offsets[p, 1]
+            if 0 <= yy < height and 0 <= xx < width:
+                contrast = _judged_contrast(
+                    values, valid, out, reference, floor_map, opened, k, c, yy, xx, judged_from, pair_allowed, judge
+                )
+                near = contrast if contrast > near else near
+        quiet[s] = near * noise_scale <= _at(noise, k, c, y, x)
+    grown = np.zeros(out.shape, dtype=np.bool_)
+    for s in range(n_seeds):
+        if not quiet[s]:
+            continue
+        k, c, y, x = seeds[s, 0], seeds[s, 1], seeds[s, 2], seeds[s, 3]
+        for p in range(offsets.shape[0]):
+            yy, xx = y + offsets[p, 0], x + offsets[p, 1]
+            if 0 <= yy < height and 0 <= xx < width:
+                grown[k, c, yy, xx] = True
+    rejected = 0
+    for s in range(n_seeds):
+        if not quiet[s]:
+            continue
+        c, y, x = seeds[s, 1], seeds[s, 2], seeds[s, 3]
+        for p in range(offsets.shape[0]):
+            yy, xx = y + offsets[p, 0], x + offsets[p, 1]
+            if not (0 <= yy < height and 0 <= xx < width):
+                continue
+            usable = 0
+            remaining = 0
+            hit = False
+            for k in range(count):
+                usable += 1 if valid[k, c, yy, xx] and math.isfinite(values[k, c, yy, xx]) else 0
+                if out[k, c, yy, xx]:
+                    if grown[k, c, yy, xx]:
+                        hit = True
+                    else:
+                        remaining += 1
+            judged = (usable >= judged_from and judge) or (usable == 2 and pair_allowed)
+            if not hit or remaining == 0 or not judged:
+                continue
+            for k in range(count):
+                if out[k, c, yy, xx] and grown[k, c, yy, xx]:
+                    out[k, c, yy, xx] = False
+                    rejected += 1
+    return rejected
+
+
+@njit(**_ROW_OPTIONS)
 def noise_clip_keep_cpu(
     values,
     valid,
@@ -230,9 +371,11 @@ def noise_clip_keep_cpu(
     median_variance,
     max_iterations,
     min_samples,
+    grow_radius,
+    grow_kappa,
     out,
 ):
-    """Write into ``out`` the keep mask of noise clipping; return the number of pair-rule rejections.
+    """Write into ``out`` the keep mask of noise clipping; return the pair-rule and grown rejections.
 
     ``values`` ``(K, C, H, W)`` float32, ``valid`` and ``out`` bool of that shape;
     ``noise``, ``background``, ``shot`` and ``reference`` 4-D float32 arrays whose every
@@ -241,14 +384,17 @@ def noise_clip_keep_cpu(
     ``reference`` by each row's opening of the mean of its usable samples over
     ``2 * structure_radius + 1`` pixels (computed here, row by row), -1 keeps it;
     ``kappa_low``, ``kappa_high``, ``noise_scale`` and ``median_variance`` (the
-    reference's ``MEDIAN_VARIANCE``) float32. The rules are those of
+    reference's ``MEDIAN_VARIANCE``) float32; ``grow_radius`` >= 0 (0: no growth) and
+    ``grow_kappa`` (float32) the growth of strong rejections. The rules are those of
     :mod:`zemosaic_dask.tasks.noise_rejection`.
 
     A row at a time: the pair rule and the first pass run across the row, sample by
     sample (contiguous and branch-free, so vectorised), adding 0 for the samples a sum
     skips (which leaves every float32 sum as the reference's); the first pass decides most
     pixels (nothing rejected, or a pass that would empty the pixel, ends it). Only the
-    pixels it changed gather their samples for the later passes (:func:`_later_passes`).
+    pixels it changed gather their samples for the later passes (:func:`_later_passes`),
+    which also note the strong rejections (:func:`_strong_rejections`) that seed the growth
+    (:func:`_grow`) once every row is clipped.
     """
     count, channels, height, width = values.shape
     zero = np.float32(0.0)
@@ -290,6 +436,11 @@ def noise_clip_keep_cpu(
     kept = np.empty(count, dtype=np.bool_)
     trial = np.empty(count, dtype=np.bool_)
     scratch = np.empty(count + 2, dtype=np.float32)
+    strong = np.empty(count, dtype=np.bool_)
+    growing = grow_radius > 0
+    seeds = np.empty((64 if growing else 0, 4), dtype=np.intp)
+    floor_map = np.empty((channels, height, width) if growing and opened else (0, 0, 0), dtype=np.float32)
+    n_seeds = 0
     fired = 0
     for c in range(channels):
         for y in range(height):
@@ -321,6 +472,8 @@ def noise_clip_keep_cpu(
                 continue
             if opened:
                 _row_opening(values, out, c, y, present, here, structure_radius, row_mean, row_scratch, row_floor)
+                if growing:  # the growth's star test reads the contrast of judged pixels
+                    floor_map[c, y] = row_floor
             if filled_for != c or along_y:  # the model's rows, once per channel where it does not vary along y
                 _row_parameter(noise, c, y, noise_row)
                 _row_parameter(background, c, y, sky_row)
@@ -425,6 +578,37 @@ def noise_clip_keep_cpu(
                     _later_passes(
                         buffer, sigma_noise, sky, level, floor, kept, trial, variance, n, m, parameters, max_iterations
                     )
+                if growing and _strong_rejections(
+                    buffer, sigma_noise, sky, level, floor, kept, variance, strong, n, noise_scale, grow_kappa
+                ):
+                    for i in range(n):
+                        if not strong[i]:
+                            continue
+                        if n_seeds == seeds.shape[0]:
+                            larger = np.empty((2 * n_seeds, 4), dtype=np.intp)
+                            larger[:n_seeds] = seeds
+                            seeds = larger
+                        seeds[n_seeds, 0] = index[i]
+                        seeds[n_seeds, 1] = c
+                        seeds[n_seeds, 2] = y
+                        seeds[n_seeds, 3] = x
+                        n_seeds += 1
                 for i in range(n):
                     out[index[i], c, y, x] = kept[i]
-    return fired
+    grown = 0
+    if n_seeds > 0:
+        model = (noise, reference, floor_map, opened)
+        grown = _grow(
+            values,
+            valid,
+            out,
+            seeds,
+            n_seeds,
+            grow_radius,
+            judged_from,
+            pair_allowed,
+            max_iterations,
+            model,
+            noise_scale,
+        )
+    return fired, grown

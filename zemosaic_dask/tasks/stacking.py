@@ -84,7 +84,18 @@ _CLIPPERS = {
 
 #: StackOptions fields that are configuration keys of the ``stack`` section.
 _CONFIG_FIELDS = frozenset(
-    {"normalisation", "weighting", "rejection", "kappa_low", "kappa_high", "noise_scale", "max_iterations", "combine"}
+    {
+        "normalisation",
+        "weighting",
+        "rejection",
+        "kappa_low",
+        "kappa_high",
+        "noise_scale",
+        "max_iterations",
+        "grow_radius",
+        "grow_kappa",
+        "combine",
+    }
 )
 
 
@@ -136,6 +147,12 @@ class StackOptions:
         quadrature to each sample's noise (>= 0), so that star cores, which differ between
         frames by seeing and resampling, are not clipped, while smooth bright emission is
         judged against its noise.
+    grow_radius : int
+        ``noise_clip`` only: radius in pixels of the growth around strong rejections (>= 0;
+        0: none): a rejected sample more than ``grow_kappa`` expected sigmas above the
+        centre takes its frame's samples this near with it (a trail's faint wings).
+    grow_kappa : float
+        ``noise_clip`` only: the deviation, in expected sigmas, that seeds the growth (> 0).
     """
 
     normalisation: str = "none"
@@ -147,6 +164,8 @@ class StackOptions:
     combine: str = "mean"
     min_samples_for_rejection: int = 3
     noise_scale: float = 0.1
+    grow_radius: int = 0
+    grow_kappa: float = 6.0
 
     def validate(self) -> None:
         """Raise :class:`~zemosaic_dask.errors.ConfigError` naming the first invalid field."""
@@ -161,7 +180,7 @@ class StackOptions:
                 raise ConfigError(
                     f"stacking {name} must be one of {', '.join(accepted)}, got {value!r} (set {config_key(name)})"
                 )
-        for name in ("kappa_low", "kappa_high"):
+        for name in ("kappa_low", "kappa_high", "grow_kappa"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ConfigError(
@@ -176,6 +195,11 @@ class StackOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"stacking {name} must be an integer >= 1, got {value!r} (set {config_key(name)})")
+        radius = self.grow_radius
+        if isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
+            raise ConfigError(
+                f"stacking grow_radius must be an integer >= 0, got {radius!r} (set {config_key('grow_radius')})"
+            )
 
 
 @dataclass(frozen=True)
@@ -464,6 +488,8 @@ def _combine(values: Any, weights: Any, valid: Any, options: StackOptions, model
             max_iterations=options.max_iterations,
             min_samples=options.min_samples_for_rejection,
             noise_scale=options.noise_scale,
+            grow_radius=options.grow_radius,
+            grow_kappa=options.grow_kappa,
         )
         keep, pair_rejections = clipped.keep, clipped.pair_rejections
     elif clipper is not None:
