@@ -3,12 +3,14 @@
 Samples as the stacking units hand them over (float32 ``(K, C, H, W)``, frames covering
 parts of the rows, a sky with stars, a smooth emission and a satellite trail in one sample;
 each sample's noise, sky and shot level per frame and channel; the default rejection
-settings): a dense stack (every sample covers every row, ``K`` samples) and a sparse one
+settings, the growth around strong rejections included unless ``--grow-radius`` says
+otherwise): a dense stack (every sample covers every row, ``K`` samples) and a sparse one
 like an SDS batch (10 frames side by side, under one sample per pixel on average). Prints
 nanoseconds per sample for each and their ratio, and checks that the keep masks are equal.
 
     .venv/bin/python benchmarks/bench_noise_clip.py                # K = 4 10 16 40, dense and sparse
     .venv/bin/python benchmarks/bench_noise_clip.py --depths 16 --rows 256
+    .venv/bin/python benchmarks/bench_noise_clip.py --grow-radius 0  # without the growth
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 
 import numpy as np
 
+from zemosaic_dask.config import load_config
+from zemosaic_dask.config.policies import stack_options
 from zemosaic_dask.tasks.noise_rejection import _reject_noise_clip_arrays, reject_noise_clip
 from zemosaic_dask.tasks.signal_structure import smooth_level
 from zemosaic_dask.tasks.stacking import STRUCTURE_RADIUS_PX, StackOptions
@@ -77,15 +81,21 @@ def main() -> None:
     parser.add_argument("--depths", type=int, nargs="+", default=[4, 10, 16, 40], help="samples per dense stack")
     parser.add_argument("--rows", type=int, default=64, help="rows of 2048 px per stack")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--grow-radius", type=int, default=None, help="default: the configuration's (stack.grow-radius)"
+    )
     args = parser.parse_args()
-    options = StackOptions(rejection="noise_clip", kappa_low=3.0, kappa_high=3.0, noise_scale=0.3)
+    options: StackOptions = stack_options(load_config())  # the settings a default run stacks with
     settings = dict(
         kappa_low=options.kappa_low,
         kappa_high=options.kappa_high,
         max_iterations=options.max_iterations,
-        min_samples=2,
+        min_samples=options.min_samples_for_rejection,
         noise_scale=options.noise_scale,
+        grow_radius=options.grow_radius if args.grow_radius is None else args.grow_radius,
+        grow_kappa=options.grow_kappa,
     )
+    print(f"settings: {settings}")
     cases = [(depth, False) for depth in args.depths] + [(10, True)]
     print("| stack | samples | compiled ns/sample | array version ns/sample | array / compiled | masks |")
     print("|---|---|---|---|---|---|")
@@ -103,8 +113,11 @@ def main() -> None:
             **settings,
         )
         arrays = functools.partial(array_version, values, valid, noise, sky, shot, settings)
-        first = compiled()  # compiles (or loads) the kernel
-        same = np.array_equal(first.keep, arrays().keep) and first.pair_rejections == arrays().pair_rejections
+        first, reference = compiled(), arrays()  # the first call compiles (or loads) the kernel
+        same = np.array_equal(first.keep, reference.keep) and (first.pair_rejections, first.grown_rejections) == (
+            reference.pair_rejections,
+            reference.grown_rejections,
+        )
         fast, slow = best_of(args.repeats, compiled), best_of(max(1, args.repeats // 2), arrays)
         size = values.size
         name = f"{'sparse (SDS batch)' if sparse else 'dense'} K={depth}"

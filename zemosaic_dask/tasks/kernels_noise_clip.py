@@ -306,19 +306,31 @@ def _grow(values, valid, out, seeds, n_seeds, radius, judged_from, pair_allowed,
     count, channels, height, width = values.shape
     judge = max_iterations >= 1
     offsets = _disc_offsets(radius)
+    # a pixel's contrast does not depend on the seed's sample where the reference does not: kept once
+    shared = opened or reference.shape[0] == 1
+    contrast_map = np.empty((channels, height, width) if shared else (0, 0, 0), dtype=np.float32)
+    known = np.zeros((channels, height, width) if shared else (0, 0, 0), dtype=np.bool_)
     quiet = np.empty(n_seeds, dtype=np.bool_)
     for s in range(n_seeds):
         k, c, y, x = seeds[s, 0], seeds[s, 1], seeds[s, 2], seeds[s, 3]
         near = np.float32(0.0)
         for p in range(offsets.shape[0]):
             yy, xx = y + offsets[p, 0], x + offsets[p, 1]
-            if 0 <= yy < height and 0 <= xx < width:
+            if not (0 <= yy < height and 0 <= xx < width):
+                continue
+            if shared and known[c, yy, xx]:
+                contrast = contrast_map[c, yy, xx]
+            else:
                 contrast = _judged_contrast(
                     values, valid, out, reference, floor_map, opened, k, c, yy, xx, judged_from, pair_allowed, judge
                 )
-                near = contrast if contrast > near else near
+                if shared:
+                    contrast_map[c, yy, xx] = contrast
+                    known[c, yy, xx] = True
+            near = contrast if contrast > near else near
         quiet[s] = near * noise_scale <= _at(noise, k, c, y, x)
     grown = np.zeros(out.shape, dtype=np.bool_)
+    visited = np.zeros((channels, height, width), dtype=np.bool_)
     for s in range(n_seeds):
         if not quiet[s]:
             continue
@@ -334,8 +346,9 @@ def _grow(values, valid, out, seeds, n_seeds, radius, judged_from, pair_allowed,
         c, y, x = seeds[s, 1], seeds[s, 2], seeds[s, 3]
         for p in range(offsets.shape[0]):
             yy, xx = y + offsets[p, 0], x + offsets[p, 1]
-            if not (0 <= yy < height and 0 <= xx < width):
+            if not (0 <= yy < height and 0 <= xx < width) or visited[c, yy, xx]:
                 continue
+            visited[c, yy, xx] = True  # every grown sample of the pixel is decided at once
             usable = 0
             remaining = 0
             hit = False

@@ -348,9 +348,8 @@ def _reject_noise_clip_arrays(
     strong = judged[None, ...] & valid & ~keep & (values - centre[None, ...] > grow_kappa * xp.sqrt(variance))
     del variance
     # no star near a seed: the contrast of the judged pixels within the radius, against the seed's noise
-    contrast = xp.where(
-        (judged & (_count(xp, keep) > 0))[None, ...], xp.maximum(centre[None, ...] - reference, 0.0), 0.0
-    )
+    contrast = centre[None, ...] - reference
+    contrast = xp.where((judged & (_count(xp, keep) > 0))[None, ...] & (contrast > 0.0), contrast, 0.0)
     strong = strong & (_disc_max(xp, contrast, grow_radius) * noise_scale <= noise)
     del contrast
     keep, grown = _grow_rejections(xp, keep, strong, judged, grow_radius)
