@@ -107,6 +107,18 @@ def holes(mosaic: Mosaic, truth: Truth) -> int:
 
 
 def trail_pixels(sim, mosaic):
+    """The mosaic pixels on the simulated trails' lines."""
+    return _trail_lines(sim, mosaic, offsets=(0.0,))
+
+
+def trail_wing_pixels(sim, mosaic, near=2.5, far=4.5):
+    """The mosaic pixels on lines ``near`` to ``far`` frame pixels either side of each trail."""
+    distances = np.linspace(near, far, 5)
+    return _trail_lines(sim, mosaic, offsets=tuple(np.concatenate([distances, -distances])))
+
+
+def _trail_lines(sim, mosaic, offsets):
+    """Mosaic pixels on the lines parallel to each trail at the given offsets (frame pixels)."""
     params = json.loads((sim / "simulation.json").read_text())
     points = []
     for index, trail in params["trails"].items():
@@ -114,11 +126,13 @@ def trail_pixels(sim, mosaic):
         wcs = WCS(header).celestial
         t = np.linspace(-400, 400, 4000)
         angle = np.radians(trail["angle_deg"])
-        x, y = trail["x0"] + t * np.cos(angle), trail["y0"] + t * np.sin(angle)
         height, width = header["NAXIS2"], header["NAXIS1"]
-        inside = (x > 3) & (x < width - 4) & (y > 3) & (y < height - 4)
-        ra, dec = wcs.all_pix2world(x[inside], y[inside], 0)
-        points.append(np.column_stack(mosaic.wcs.all_world2pix(ra, dec, 0)))
+        for offset in offsets:  # along the normal (-sin, cos) of the trail's direction (cos, sin)
+            x = trail["x0"] + t * np.cos(angle) - offset * np.sin(angle)
+            y = trail["y0"] + t * np.sin(angle) + offset * np.cos(angle)
+            inside = (x > 3) & (x < width - 4) & (y > 3) & (y < height - 4)
+            ra, dec = wcs.all_pix2world(x[inside], y[inside], 0)
+            points.append(np.column_stack(mosaic.wcs.all_world2pix(ra, dec, 0)))
     xy = np.round(np.concatenate(points)).astype(int)
     return np.unique(xy[:, ::-1], axis=0)
 
