@@ -177,6 +177,28 @@ def _row_parameter(array, c, y, row):
                 row[k, x] = array[ka, ca, ya, x]
 
 
+@njit(inline="always", **_ROW_OPTIONS)
+def _kept_centre(buffer, noise, sky, photons, floor, kept, variance, n, m, noise_scale):
+    """The mean of the ``m`` kept samples of one pixel and its variance; each sample's variance about it.
+
+    ``variance[:n]`` receives each sample's expected variance about the mean; the mean's own
+    variance is the sum of the kept ones over ``m**2``. Float32 sums in sample order.
+    """
+    zero = np.float32(0.0)
+    size = np.float32(m)
+    total = zero
+    for i in range(n):
+        if kept[i]:
+            total += buffer[i]
+    centre = total / size
+    total = zero
+    for i in range(n):
+        variance[i] = _variance(centre, noise[i], sky[i], photons[i], floor[i], noise_scale)
+        if kept[i]:
+            total += variance[i]
+    return centre, total / (size * size)
+
+
 @njit(**_ROW_OPTIONS)
 def _later_passes(buffer, noise, sky, photons, floor, kept, trial, variance, n, m, parameters, max_iterations):
     """Passes 2.. of one pixel's noise clip on its ``n`` gathered samples; ``kept`` is updated.
@@ -185,20 +207,8 @@ def _later_passes(buffer, noise, sky, photons, floor, kept, trial, variance, n, 
     ``kappa_high`` and ``noise_scale`` (float32). The centre is the mean of the kept samples.
     """
     kappa_low, kappa_high, noise_scale = parameters[0], parameters[1], parameters[2]
-    zero = np.float32(0.0)
     for _ in range(1, max_iterations):
-        size = np.float32(m)
-        total = zero
-        for i in range(n):
-            if kept[i]:
-                total += buffer[i]
-        centre = total / size
-        total = zero
-        for i in range(n):
-            variance[i] = _variance(centre, noise[i], sky[i], photons[i], floor[i], noise_scale)
-            if kept[i]:
-                total += variance[i]
-        centre_variance = total / (size * size)
+        centre, centre_variance = _kept_centre(buffer, noise, sky, photons, floor, kept, variance, n, m, noise_scale)
         m_new = 0
         changed = False
         for i in range(n):
@@ -223,21 +233,12 @@ def _strong_rejections(buffer, noise, sky, photons, floor, kept, variance, stron
     (its variance about that centre plus the centre's); the test a later pass makes, with
     ``grow_kappa``. Returns whether any sample is flagged.
     """
-    zero = np.float32(0.0)
     m = 0
-    total = zero
     for i in range(n):
-        if kept[i]:
-            total += buffer[i]
-            m += 1
-    size = np.float32(max(m, 1))
-    centre = total / size
-    total = zero
-    for i in range(n):
-        variance[i] = _variance(centre, noise[i], sky[i], photons[i], floor[i], noise_scale)
-        if kept[i]:
-            total += variance[i]
-    centre_variance = total / (size * size)
+        m += 1 if kept[i] else 0
+    centre, centre_variance = _kept_centre(
+        buffer, noise, sky, photons, floor, kept, variance, n, max(m, 1), noise_scale
+    )
     found = False
     for i in range(n):
         sigma = np.float32(math.sqrt(variance[i] + centre_variance))
