@@ -56,7 +56,7 @@ from it has twice the variance of one sample. It is rejected when ``v_k - centre
 
 Growth (``grow_radius`` > 0, as IRAF ``imcombine``'s ``grow``): a satellite trail's core is
 rejected, but its wings, a few pixels out, lie under ``kappa_high`` and stay, as two faint
-lines either side of the rejected core (1-2.6 sigma of the mosaic's noise in the
+lines either side of the rejected core (1-3.5 sigma of the mosaic's noise in the
 benchmark's panel-order sessions). After the clip, a rejected sample that lies more than
 ``grow_kappa`` sigmas above its pixel's centre is a seed: the centre is the mean of the
 kept samples and the sigma that of a later pass (for a pair, the kept sample is the
