@@ -208,3 +208,17 @@ def test_growth_is_a_configuration_key_checked_by_name():
         StackOptions(rejection="noise_clip", grow_kappa=0.0).validate()
     with pytest.raises(ConfigError, match="grow-radius"):
         load_config(overrides={"stack.grow-radius": -2})
+
+
+def test_fake_cupy_growth_stays_on_the_device_and_equals_numpy(fakecupy):
+    """The array version, which GPUs run, grows on the device what the compiled kernel grows."""
+    values, _, _ = trail_stack(4, seed=12)
+    valid = np.isfinite(values)
+    settings = dict(CLIP, noise_scale=0.3, structure_radius=4)
+    expected = reject_noise_clip(values, valid, NOISE, background=SKY, **settings, **GROW)
+    result = reject_noise_clip(
+        fakecupy.asarray(values), fakecupy.asarray(valid), NOISE, background=SKY, **settings, **GROW
+    )
+    assert type(result.keep) is fakecupy.ndarray
+    assert_array_equal(fakecupy.asnumpy(result.keep), expected.keep)
+    assert result.grown_rejections == expected.grown_rejections > 0
