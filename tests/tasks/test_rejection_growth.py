@@ -137,19 +137,38 @@ def test_growth_keeps_star_fluxes_when_the_seeing_changes():
             assert abs(after - before) < 0.003 * flux
 
 
-def test_growth_never_empties_a_pixel_and_respects_min_samples():
-    """Where every sample of a pixel lies near a strong rejection of its own frame, the pixel keeps
-    them all; a pixel with fewer samples than the rules judge is never grown."""
-    values, _, _ = trail_stack(3, seed=2, trail_frame=0)
-    shifted, _, _ = trail_stack(3, seed=3, trail_frame=0)
-    values[1] += shifted[0] - SKY - (shifted[0] - SKY).mean()  # a second trail in frame 1, along the same line
+def test_growth_never_empties_a_pixel():
+    """Two frames, a cosmic ray in each 4 px apart (the pair rule rejects both): between them every
+    sample lies near a strong rejection of its own frame, so those pixels keep both; beside one ray
+    only its frame is grown."""
+    rng = np.random.default_rng(4)
+    values = rng.normal(SKY, NOISE, (2, 1, 9, 15)).astype(np.float32)
+    values[0, 0, 4, 5] += 40 * NOISE
+    values[1, 0, 4, 9] += 40 * NOISE
     valid = np.isfinite(values)
-    result = reject_noise_clip(values, valid, NOISE, background=SKY, **CLIP, **GROW)
-    assert result.keep.sum(axis=0).min() >= 1
+    compiled = reject_noise_clip(values, valid, NOISE, background=SKY, **CLIP, **GROW)
+    reference = arrays_reference(values, valid, NOISE, SKY, **CLIP, **GROW)
+    for result in (compiled, reference):
+        assert not result.keep[0, 0, 4, 5] and not result.keep[1, 0, 4, 9]  # the rays
+        assert result.keep[:, 0, 4, 6:9].all()  # within 3 px of both rays: both samples stay
+        assert not result.keep[0, 0, 4, 2:5].any() and result.keep[1, 0, 4, 2:5].all()  # beside ray 0 only
+        assert result.keep.sum(axis=0).min() == 1
+    assert_array_equal(compiled.keep, reference.keep)
+
+
+def test_growth_leaves_pixels_the_rules_do_not_judge():
+    """With min_samples 3, pixels of two samples are never clipped, so the growth from a trail's
+    seeds where three frames overlap stops at the edge of the third frame."""
+    values, _, _ = trail_stack(3, seed=6)
+    values[2, :, :, 40:] = np.nan  # right of column 40 only two frames: not judged
+    valid = np.isfinite(values)
     three = dict(CLIP, min_samples=3)
-    pair_only = values[:2]
-    judged = reject_noise_clip(pair_only, np.isfinite(pair_only), NOISE, background=SKY, **three, **GROW)
-    assert judged.keep.all() and judged.grown_rejections == 0
+    for result in (
+        reject_noise_clip(values, valid, NOISE, background=SKY, **three, **GROW),
+        arrays_reference(values, valid, NOISE, SKY, **three, **GROW),
+    ):
+        assert result.grown_rejections > 0  # it grew where three frames overlap ...
+        assert result.keep[:, :, :, 40:][valid[:, :, :, 40:]].all()  # ... and nowhere else
 
 
 @pytest.mark.parametrize("radius", [1, 3, 5])
