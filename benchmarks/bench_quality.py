@@ -36,7 +36,9 @@ import bench_peers  # noqa: E402
 import bench_report  # noqa: E402
 
 DEFAULT_WORK = Path(os.environ.get("ZEMOSAIC_BENCH_CACHE", Path.home() / ".cache" / "zemosaic-dask" / "bench"))
-MODES = ("classic", "mosaic-first", "sds", "auto")
+MODES = ("classic", "mosaic-first", "sds", "auto", "sds-stored")
+#: Runs that are a mode with a setting: ``sds-stored`` writes every batch mosaic, then combines them.
+VARIANTS = {"sds-stored": ("sds", "zemosaic:\n  sds:\n    store-batches: true\n")}
 LAYOUTS = ("mono", "bayer")
 ORDERS = ("interleaved", "panel", "shuffled")
 # Each peer at the settings named: SWarp's best (clipped mean of background-subtracted frames,
@@ -184,7 +186,13 @@ def predict_auto(frames: list[Path]) -> str:
 def run_zemosaic(frames: list[Path], out: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     """``zemosaic-dask run FRAMES -o OUT --mode MODE`` in a cold process: wall time, memory, report.json."""
     cli = Path(sys.executable).with_name("zemosaic-dask")
-    command = [str(cli), "run", *map(str, frames), "-o", str(out), "--mode", mode]
+    run_mode, settings = VARIANTS.get(mode, (mode, None))
+    command = [str(cli), "run", *map(str, frames), "-o", str(out), "--mode", run_mode]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if settings is not None:
+        config = out.parent / f"{mode}.yaml"
+        config.write_text(settings)
+        command += ["--config", str(config)]
     if args.workers is not None:
         command += ["--n-workers", str(args.workers)]
     if args.threads is not None:
@@ -503,7 +511,7 @@ def _name(result: dict[str, Any]) -> str:
     name = f"zemosaic-dask {result['requested_mode']}"
     if result.get("same_as"):
         return f"{name} (= {result['same_as']})"
-    if ran and ran != result["requested_mode"]:
+    if ran and ran != VARIANTS.get(result["requested_mode"], (result["requested_mode"],))[0]:
         name += f" -> {ran}"
     return name + (f" (fallback: {result['fallback']})" if result.get("fallback") else "")
 

@@ -125,14 +125,16 @@ def test_sds_plan_error_falls_back_to_mosaic_first(seestar_set, tmp_path, monkey
     assert np.isfinite(mosaic.image).any()
 
 
-def test_sds_execution_failure_falls_back_to_mosaic_first(seestar_set, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("store_batches", "step"), [(False, "build_sds_region_graph"), (True, "build_layers")])
+def test_sds_execution_failure_falls_back_to_mosaic_first(seestar_set, tmp_path, monkeypatch, store_batches, step):
+    # Both SDS roads (fused region tasks, stored batch mosaics) fall back the same way.
     import zemosaic_dask.execute.layered as layered
 
     def broken(*args, **kwargs):
         raise RuntimeError("batch store unavailable")
 
-    monkeypatch.setattr(layered, "build_layers", broken)
-    mosaic = run(seestar_set[1][:8], tmp_path, SYNC, mode="sds")
+    monkeypatch.setattr(layered, step, broken)
+    mosaic = run(seestar_set[1][:8], tmp_path, SYNC, **{"mode": "sds", "sds.store-batches": store_batches})
     assert mosaic.report["mode"] == "mosaic-first"
     assert "batch store unavailable" in mosaic.report["fallback"]
 

@@ -23,7 +23,7 @@ from zemosaic_dask.errors import ResumeError
 OVERRIDES = {"mode": "mosaic-first", "grid.chunk": 64}
 
 
-def _command(frames, out, *extra):
+def _command(frames, out, *extra, mode="mosaic-first"):
     return [
         sys.executable,
         "-m",
@@ -33,7 +33,7 @@ def _command(frames, out, *extra):
         "-o",
         str(out),
         "--mode",
-        "mosaic-first",
+        mode,
         "--chunk",
         "64",
         "--n-workers",
@@ -89,6 +89,31 @@ def test_client_killed_then_rerun_equals_uninterrupted(reference, tmp_path, kill
     assert resumed.report["regions"]["reused"] == killed_at
     if kill_after != 0:
         assert killed_at >= target
+
+
+def test_fused_sds_run_killed_then_rerun_equals_uninterrupted(seestar_set, tmp_path):
+    """A fused SDS region is written (its batch counts, then its pixels) by one task: a rerun reuses it whole."""
+    frames = seestar_set[1][:16]
+    expected = run(frames, tmp_path / "reference", SYNC, **{"mode": "sds", "grid.chunk": 64})
+    assert expected.report["sds_execution"]["fused"] and expected.report["sds_masked_pixels"] > 0
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        _command(frames, out, mode="sds"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while _done_regions(out) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = _done_regions(out)
+    assert 3 <= killed_at < expected.report["regions"]["total"] and not (out / "report.json").exists()
+    done = subprocess.run(_command(frames, out, mode="sds"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = Mosaic.load(out)
+    np.testing.assert_array_equal(resumed.image, expected.image)
+    np.testing.assert_array_equal(resumed.coverage, expected.coverage)
+    assert resumed.report["regions"]["reused"] == killed_at
+    assert resumed.report["sds_mask"] == expected.report["sds_mask"]
 
 
 def test_changed_inputs_or_settings_are_refused_then_restart(reference, tmp_path):

@@ -18,6 +18,7 @@ from ..plans.batches import BatchPolicy
 from ..plans.groups import GroupingPolicy
 from ..plans.quality_gate import QualityGatePolicy
 from ..plans.sds import SdsPolicy
+from ..plans.sds_execution import SdsExecutionPolicy
 from ..plans.sections import PlanningPolicies
 from ..tasks.altaz_edges import EdgeCleanupOptions
 from ..tasks.stacking import StackOptions
@@ -234,6 +235,12 @@ def planning_policies(config: ZeMosaicConfig, n_channels: int) -> PlanningPolici
         sds=sds_policy(config),
         assembly=assembly_targets(config, n_channels),
         altaz=altaz_policy(config),
+        sds_execution=SdsExecutionPolicy(
+            store_batches=config.sds.store_batches,
+            intertile=config.calibration.intertile,
+            two_pass=config.two_pass.enabled,
+            fan_in=config.assembly.layer_fan_in,
+        ),
     )
 
 

@@ -161,6 +161,7 @@ class SdsConfig(_Section):
     min_batch_size: int
     target_batch_size: int
     min_coverage_keep: float
+    store_batches: bool
     preplan: str | None
 
     def _check(self) -> None:

@@ -16,11 +16,12 @@ from ..plans.layer_tree import layer_tree
 from ..plans.layers import LayerPlan
 from ..plans.mosaic import MosaicPlan
 from ..plans.regions import assign_frames_to_regions
+from ..plans.sds_execution import layers_by_region
 from ..tasks.stacking import StackOptions
 from ..units.combine_region import CombineJob, LayerInput
 from ..units.tile_layer import TileLayerJob
 
-__all__ = ["LayerStores", "build_layers", "combine_layers", "combine_trees", "layer_inputs"]
+__all__ = ["LayerStores", "build_layers", "named_layer_stores", "combine_layers", "combine_trees", "layer_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ def layer_stores(plan: MosaicPlan, store: MosaicStore, *, restart: bool = False)
     return [
         LayerStores(layer, by_prefix.get(f"tiles/{layer.id}"), by_prefix[f"layers/{layer.id}"]) for layer in plan.layers
     ]
+
+
+def named_layer_stores(plan: MosaicPlan, store: MosaicStore) -> list[LayerStores]:
+    """Every layer with the name of its store on the global grid, none created (fused SDS regions write none)."""
+    return [LayerStores(layer, None, MosaicStore(store.url, f"layers/{layer.id}")) for layer in plan.layers]
 
 
 def build_layers(
@@ -151,18 +157,11 @@ def combine_jobs(
             sky=tuple(sky) if sky is not None else None,
             shot=tuple(shot) if shot is not None else None,
         )
-    reached = assign_frames_to_regions(plan.grid, plan.frames)
-    layers_of_frame: dict[int, list[int]] = {}
-    for position, entry in enumerate(stores):
-        for index in entry.layer.distinct:
-            layers_of_frame.setdefault(index, []).append(position)
     jobs = []
-    for key in sorted(reached):
-        positions = sorted({p for index in reached[key] for p in layers_of_frame.get(index, ())})
-        if positions:
-            members = tuple(by_id[stores[p].layer.id] for p in positions)
-            region = plan.grid.region(*key)
-            jobs.append(CombineJob(region, members, out, plan.n_channels, stack, rewrite=rewrite, **extra))
+    for key, positions in layers_by_region(plan.grid, plan.frames, [entry.layer for entry in stores]).items():
+        members = tuple(by_id[stores[p].layer.id] for p in positions)
+        region = plan.grid.region(*key)
+        jobs.append(CombineJob(region, members, out, plan.n_channels, stack, rewrite=rewrite, **extra))
     return jobs
 
 
@@ -210,6 +209,6 @@ def combine_layers(trees: list[list[list[CombineJob]]], prefix: str) -> list[Any
     return build_combine_graph(trees, prefix)
 
 
-def mask_layers(jobs: list[CombineJob], min_layers: float) -> list[Any]:
-    """Delayed masking of pixels reached by too few layers."""
-    return build_mask_graph(jobs, min_layers)
+def mask_layers(jobs: list[CombineJob], min_layers: float, counts: MosaicStore | None = None) -> list[Any]:
+    """Delayed masking of pixels reached by too few layers (counted from ``counts`` when given)."""
+    return build_mask_graph(jobs, min_layers, counts)

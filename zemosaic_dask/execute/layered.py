@@ -10,10 +10,14 @@ from typing import Any
 import numpy as np
 
 from ..config.policies import StageOptions
+from ..graph.layers import build_sds_region_graph
+from ..graph.mosaic_first import region_jobs
 from ..graph.regions import BUNDLES_PER_SLOT
-from ..io.store import MosaicStore
+from ..io.store import MosaicStore, open_mosaic_store
 from ..messages import msg
 from ..plans.mosaic import MosaicPlan
+from ..plans.sds_execution import SdsExecution
+from ..units.sds_region import COUNT_STORE, SdsRegionJob
 from .calibration import calibrate_layers
 from .coefficients import frame_coefficients, frame_noise_and_sky
 from .compute import Timings, compute
@@ -25,11 +29,12 @@ from .layer_stores import (
     layer_inputs,
     layer_stores,
     mask_layers,
+    named_layer_stores,
 )
 from .routing import ExecutionResult, assembly_plan_of, gpu_fallbacks, gpu_resources, unit_chunk_bytes, units_in_flight
 from .two_pass import renormalise
 
-__all__ = ["execute_layers"]
+__all__ = ["execute_layers", "execute_sds_regions"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,102 @@ def tree_summary(trees: list[list[list[Any]]], fan_in: int) -> dict[str, Any]:
     }
 
 
+def _expected_noise(plan: MosaicPlan, combine: Any, planes: Any) -> dict[str, Any]:
+    """The frames' typical noise, sky and shot level per channel, for a ``noise_clip`` across layers (else none)."""
+    if combine.rejection != "noise_clip":
+        return {}
+    noise, sky, shot = (tuple(np.median(np.asarray(t), axis=0).tolist()) for t in frame_noise_and_sky(plan, planes))
+    return {"noise": noise, "sky": sky, "shot": shot}
+
+
+def _mask_fringe(
+    jobs: list[Any],
+    combined: list[dict[str, Any]],
+    options: StageOptions,
+    handle: Any,
+    timings: Timings,
+    counts: Any = None,
+) -> dict[str, Any]:
+    """The SDS coverage mask over the combined regions (layer counts from ``counts`` when given); its report."""
+    keep = options.sds_min_coverage_keep
+    max_layers = max((c["max_layers"] for c in combined), default=0)
+    with timings.stage("coverage-mask"):
+        masked = compute(handle, mask_layers(jobs, keep * max_layers, counts), label="mask", show_progress=False)
+    summary = sum(masked[1:], masked[0]) if masked else None
+    if summary and summary.fraction > 0.01:
+        log.warning(msg("sds_mask_large", percent=100.0 * summary.fraction, keep=keep))
+    return {
+        "sds_masked_pixels": summary.masked_pixels if summary else 0,
+        "sds_mask": summary.to_dict() if summary else None,
+    }
+
+
+def execute_sds_regions(
+    plan: MosaicPlan,
+    options: StageOptions,
+    store: MosaicStore,
+    handle: Any,
+    *,
+    timings: Timings,
+    show_progress: bool,
+    planes: Any,
+) -> ExecutionResult:
+    """SDS fused: one task per region stacks its batches and combines them (:mod:`~zemosaic_dask.units.sds_region`).
+
+    The batches and their combination are those of the stored execution (no calibration,
+    no two-pass: the plan stores the batches when they are asked for); the coverage mask
+    reads the batch counts the region tasks wrote.
+    """
+    assembly = assembly_plan_of(plan)
+    max_bytes = unit_chunk_bytes(assembly)
+    resources = gpu_resources(assembly)
+    stores = named_layer_stores(plan, store)
+    combine = options.layer_combine
+    extra = _expected_noise(plan, combine, planes)
+    jobs = combine_jobs(plan, stores, layer_inputs(stores, None), store, combine, max_bytes=max_bytes, **extra)
+    coefficients = frame_coefficients(plan, options.stack, planes)
+    batches: dict[tuple[int, int, int], Any] = {}
+    for layer in plan.layers:
+        frames = [plan.frames[i] for i in layer.frames]
+        for job in region_jobs(
+            plan.grid,
+            frames,
+            store,
+            options.stack,
+            options.window,
+            frame_ids=layer.frames,
+            max_bytes=max_bytes,
+            coefficients=coefficients,
+        ):
+            batches[layer.id, job.region.iy, job.region.ix] = job
+    counts, _ = open_mosaic_store(store.url, plan.grid, 1, fingerprint=plan.fingerprint(), prefix=COUNT_STORE)
+    fused = [
+        SdsRegionJob(job, tuple(batches.get((x.id, job.region.iy, job.region.ix)) for x in job.layers), counts)
+        for job in jobs
+    ]
+    with timings.stage("sds-regions"):
+        combined = compute(
+            handle,
+            build_sds_region_graph(fused, resources),
+            label="sds-regions",
+            show_progress=show_progress,
+            max_in_flight=units_in_flight(assembly),
+        )
+    summaries = [c["summary"] for c in combined]
+    report: dict[str, Any] = {
+        "layers": len(stores),
+        "assembly_plan": plan.sections.get("assembly_plan"),
+        "sds_execution": plan.sections.get("sds_execution"),
+        "layer_combine": dataclasses.asdict(combine),
+        "combine_tree": tree_summary([[[job]] for job in jobs], options.layer_fan_in),
+    }
+    if jobs:
+        report.update(_mask_fringe(jobs, combined, options, handle, timings, counts))
+    report["hot_pixels_fixed"] = int(sum(c["hot_pixels"] for c in combined))
+    report["gpu_fallbacks"] = gpu_fallbacks(summaries)
+    return ExecutionResult(mode=plan.mode, fallback=plan.fallback, regions=len(jobs), report=report)
+
+
 def execute_layers(
     plan: MosaicPlan,
     options: StageOptions,
@@ -55,7 +156,14 @@ def execute_layers(
     show_progress: bool,
     planes: Any,
 ) -> ExecutionResult:
-    """Classic master tiles or SDS batch mosaics, calibrated and combined into ``store``."""
+    """Classic master tiles or SDS batch mosaics, calibrated and combined into ``store``.
+
+    SDS batches run fused region by region when the plan's ``sds_execution`` says so
+    (:func:`execute_sds_regions`); otherwise every batch mosaic is stored, then combined.
+    """
+    if plan.mode == "sds" and SdsExecution.from_dict(plan.sections.get("sds_execution")).fused:
+        context = {"timings": timings, "show_progress": show_progress, "planes": planes}
+        return execute_sds_regions(plan, options, store, handle, **context)
     stores = layer_stores(plan, store)
     assembly = assembly_plan_of(plan)
     max_bytes = unit_chunk_bytes(assembly)
@@ -80,6 +188,8 @@ def execute_layers(
         )
     summaries = [s for item in summaries for s in (item if isinstance(item, list) else [item])]  # bundles: lists
     report: dict[str, Any] = {"layers": len(stores), "assembly_plan": plan.sections.get("assembly_plan")}
+    if plan.mode == "sds":
+        report["sds_execution"] = plan.sections.get("sds_execution")
     corrections = None
     if options.calibration.intertile and len(stores) > 1:
         with timings.stage("calibration"):
@@ -91,10 +201,8 @@ def execute_layers(
     combine = options.layer_combine
     report["layer_combine"] = dataclasses.asdict(combine)
     prefix = "stack-region" if plan.mode == "classic" else "sds-combine"
-    noise = sky = shot = None
-    if combine.rejection == "noise_clip":
-        noise, sky, shot = (tuple(np.median(np.asarray(t), axis=0).tolist()) for t in frame_noise_and_sky(plan, planes))
-    jobs = combine_jobs(plan, stores, inputs, store, combine, max_bytes=max_bytes, noise=noise, sky=sky, shot=shot)
+    noise = _expected_noise(plan, combine, planes)
+    jobs = combine_jobs(plan, stores, inputs, store, combine, max_bytes=max_bytes, **noise)
     with timings.stage("assembly"):
         fan_in = options.layer_fan_in
         trees = combine_trees(jobs, fan_in, grid=plan.grid, n_channels=plan.n_channels, fingerprint=plan.fingerprint())
@@ -105,15 +213,7 @@ def execute_layers(
         with timings.stage("two-pass"):
             report["two_pass"] = renormalise(plan, options, jobs, combined, assembly, handle, show_progress)
     if plan.mode == "sds" and jobs:
-        keep = options.sds_min_coverage_keep
-        max_layers = max((c["max_layers"] for c in combined), default=0)
-        with timings.stage("coverage-mask"):
-            masked = compute(handle, mask_layers(jobs, keep * max_layers), label="mask", show_progress=False)
-        summary = sum(masked[1:], masked[0]) if masked else None
-        report["sds_masked_pixels"] = summary.masked_pixels if summary else 0
-        report["sds_mask"] = summary.to_dict() if summary else None
-        if summary and summary.fraction > 0.01:
-            log.warning(msg("sds_mask_large", percent=100.0 * summary.fraction, keep=keep))
+        report.update(_mask_fringe(jobs, combined, options, handle, timings))
     report["hot_pixels_fixed"] = int(sum(getattr(s, "hot_pixels", 0) for s in summaries))
     report["gpu_fallbacks"] = gpu_fallbacks(summaries)
     return ExecutionResult(mode=plan.mode, fallback=plan.fallback, regions=len(jobs), report=report)

@@ -5,18 +5,21 @@ its own grid), ``reproject-tile-<id>-<y>-<x>`` (a tile put onto the global grid)
 ``reproject-batches-<k>`` (a bundle of SDS batch mosaic regions, each logged as
 ``reproject-batch-<id>-<y>-<x>``), ``stack-region-<y>-<x>`` /
 ``sds-combine-<y>-<x>`` (the final combination), ``sds-combine-<y>-<x>-group-<level>-<k>``
-(a group of a deep region's combination tree) and ``mask-region-<y>-<x>``.
+(a group of a deep region's combination tree), ``sds-region-<y>-<x>`` (a fused SDS region: its
+batches stacked and combined in one task) and ``mask-region-<y>-<x>``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import dask
 from dask.delayed import Delayed
 
+from ..io.store import MosaicStore
 from ..units.combine_region import (
     CombineJob,
     build_combined_region,
@@ -24,6 +27,7 @@ from ..units.combine_region import (
     build_tree_region,
     mask_low_coverage_region,
 )
+from ..units.sds_region import SdsRegionJob, run_sds_region
 from ..units.tile_layer import TileLayerJob, build_tile_layer_region
 from ..units.two_pass_region import TwoPassJob, apply_two_pass_region, layer_scale_values
 from .calls import job_task
@@ -34,6 +38,7 @@ __all__ = [
     "build_combine_graph",
     "build_mask_graph",
     "build_region_graph",
+    "build_sds_region_graph",
     "build_tile_layer_graph",
     "build_two_pass_apply_graph",
     "build_two_pass_scale_graph",
@@ -95,10 +100,10 @@ def _spans(levels: Sequence[Sequence[CombineJob]], level: int) -> list[slice]:
     return spans
 
 
-def build_mask_graph(jobs: Sequence[CombineJob], min_layers: float) -> list[Delayed]:
-    """Mask the pixels reached by too few layers, one task per region."""
+def build_mask_graph(jobs: Sequence[CombineJob], min_layers: float, counts: MosaicStore | None = None) -> list[Delayed]:
+    """Mask the pixels reached by too few layers, one task per region (layer counts read from ``counts`` if given)."""
     return [
-        job_task(mask_low_coverage_region, job, min_layers, key=f"mask-region-{job.region.iy}-{job.region.ix}")
+        job_task(mask_low_coverage_region, job, min_layers, counts, key=f"mask-region-{job.region.iy}-{job.region.ix}")
         for job in jobs
     ]
 
@@ -120,3 +125,13 @@ def build_two_pass_apply_graph(
     names = [f"two-pass-region-{job.combine.region.iy}-{job.combine.region.ix}" for job in jobs]
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
         return [job_task(apply_two_pass_region, job, gains, key=name) for job, name in zip(jobs, names, strict=True)]
+
+
+def build_sds_region_graph(jobs: Sequence[SdsRegionJob], resources: dict[str, int] | None = None) -> list[Delayed]:
+    """One fused SDS region per job, keyed ``sds-region-<y>-<x>``; GPU-annotated with ``resources``."""
+    tasks = []
+    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        for job in jobs:
+            key = f"sds-region-{job.combine.region.iy}-{job.combine.region.ix}"
+            tasks.append(job_task(run_sds_region, dataclasses.replace(job, use_gpu=bool(resources), key=key), key=key))
+    return tasks

@@ -126,7 +126,7 @@ class MosaicPlan:
         input pixel changes the fingerprint; their modification time is left out, so a
         touched or copied input still resumes. Where and how the run
         computes (cluster, logging, output options, the assembly plan derived from the
-        workers) is left out, so a run may resume on a different cluster.
+        workers and the SDS execution it decides) is left out, so a run may resume on a different cluster.
         """
         return self._fingerprint
 
@@ -135,7 +135,8 @@ class MosaicPlan:
         """The digest, computed once per plan (16,000 frames take about 6 s of CPU to serialise)."""
         data = self.to_dict()
         config = {k: v for k, v in data["config"].items() if k not in NON_PIXEL_CONFIG}
-        sections = {k: v for k, v in data["sections"].items() if k != "assembly_plan"}
+        # Derived from the workers (the SDS execution too: fused or stored, the same pixels).
+        sections = {k: v for k, v in data["sections"].items() if k not in ("assembly_plan", "sds_execution")}
         payload = {k: v for k, v in data.items() if k not in ("rejected", "mode_reason", "config", "sections")}
         # The content hash decides; a touched or copied input (new mtime, same bytes) still resumes.
         payload["frames"] = [{k: v for k, v in f.items() if k != "mtime_ns"} for f in payload["frames"]]

@@ -17,10 +17,11 @@ from .altaz import AltazPolicy, plan_altaz_cleanup
 from .assembly import AssemblyTargets, ClusterResources, WorkerResources, plan_assembly
 from .batches import BatchPolicy, plan_classic_batches
 from .groups import GroupingPolicy
-from .layers import layer_units, layers_from_batches, layers_from_sds
+from .layers import LayerPlan, layer_units, layers_from_batches, layers_from_sds
 from .mosaic import MosaicPlan
 from .region_parts import plan_region_parts
 from .sds import SdsPolicy, plan_sds_batches
+from .sds_execution import SdsExecutionPolicy, plan_sds_execution
 
 __all__ = ["PlanningPolicies", "batches_view", "plan_mode_sections", "resources_from_workers"]
 
@@ -55,6 +56,7 @@ class PlanningPolicies:
     sds: SdsPolicy
     assembly: AssemblyTargets
     altaz: AltazPolicy = AltazPolicy()
+    sds_execution: SdsExecutionPolicy = SdsExecutionPolicy()
 
 
 def batches_view(plan: MosaicPlan) -> list[dict[str, Any]]:
@@ -144,5 +146,15 @@ def plan_mode_sections(
         units = parts.units
     assembly = plan_assembly(resources, plan.grid, policies.assembly, units=units)
     sections["assembly_plan"] = assembly.to_dict()
+    if mode == "sds":
+        layers = [LayerPlan.from_dict(d) for d in sections["layers"]]
+        sections["sds_execution"] = plan_sds_execution(
+            plan.grid,
+            plan.frames,
+            layers,
+            plan.n_channels,
+            policies.sds_execution,
+            max_chunk_bytes=assembly.max_chunk_bytes,
+        ).to_dict()
     sections["altaz"] = plan_altaz_cleanup(plan.frames, policies.altaz).to_dict()
     return dataclasses.replace(plan, mode=mode, fallback=fallback, sections=sections)

@@ -34,6 +34,7 @@ __all__ = [
     "build_tree_region",
     "combine_layers_in_region",
     "mask_low_coverage_region",
+    "write_combined",
 ]
 
 
@@ -140,7 +141,7 @@ def _coverage_summary(job: CombineJob) -> tuple[np.ndarray, dict[int, float], np
     return count, layer_max, total
 
 
-def _streamed_mean(job: CombineJob, xp: Any) -> Combined:
+def _streamed_mean(job: CombineJob, xp: Any, reader: Any = None) -> Combined:
     """Coverage-weighted mean of the corrected layers, accumulated one layer at a time.
 
     Memory holds the two sums and the layers of one read
@@ -153,7 +154,7 @@ def _streamed_mean(job: CombineJob, xp: Any) -> Combined:
     count = np.zeros((height, width), dtype=np.int32)
     used = 0
     layer_max: dict[int, float] = {}
-    reader = LayerReader([layer.store for layer in job.layers])
+    reader = reader or LayerReader([layer.store for layer in job.layers])
     for layer, (image, coverage) in zip(job.layers, reader.iter_read(job.region), strict=True):
         layer_max[layer.id] = float(coverage.max(initial=0.0))
         if not (coverage > 0).any():
@@ -173,13 +174,15 @@ def _streamed_mean(job: CombineJob, xp: Any) -> Combined:
     return Combined(to_numpy(image).astype(np.float32), den, used, layer_max, count, den)
 
 
-def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None) -> Combined:
+def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None, reader: Any = None) -> Combined:
     """Layers stacked with a rejection across layers, in bands of rows within ``job.max_bytes``.
 
     Every layer's arrays are opened once for the region, and each band is read from many
     layers per round trip (:class:`~zemosaic_dask.units.layer_reader.LayerReader`).
     ``holds``: per input, the original layers it holds per pixel (``(H, W)`` or a number;
-    the groups of a combination tree), see :func:`_layer_noise`.
+    the groups of a combination tree), see :func:`_layer_noise`. ``reader``: where the
+    layers are read (default: their stores), anything with ``iter_read`` as
+    :class:`~zemosaic_dask.units.layer_reader.LayerReader`.
     """
     region = job.region
     height, width = region.shape
@@ -192,7 +195,7 @@ def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None) -> Co
     rows = int(max(8, min(height, job.max_bytes // max(per_row, 1))))
     layer_max: dict[int, float] = {}
     used: set[int] = set()
-    reader = LayerReader([layer.store for layer in job.layers])
+    reader = reader or LayerReader([layer.store for layer in job.layers])
     for y0 in range(region.y0, region.y1, rows):
         band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
         rows_here = slice(y0 - region.y0, band.y1 - region.y0)
@@ -234,15 +237,19 @@ def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None) -> Co
     return Combined(image, coverage, len(used), layer_max, layers_here, kept if job.group else coverage)
 
 
-def combine_layers_in_region(job: CombineJob, xp: Any = np, holds: Sequence[Any] | None = None) -> Combined:
+def combine_layers_in_region(
+    job: CombineJob, xp: Any = np, holds: Sequence[Any] | None = None, reader: Any = None
+) -> Combined:
     """The region's combined image and coverage, without writing them.
 
     A plain weighted mean streams over the layers; a rejection across layers stacks them
-    (``holds``: the original layers each input holds, for the groups of a tree).
+    (``holds``: the original layers each input holds, for the groups of a tree). The
+    layers are read from their stores, or from ``reader`` (layers held in memory: an SDS
+    region's batch stacks, :mod:`~zemosaic_dask.units.sds_region`).
     """
     if job.stack.rejection == "none" and job.stack.combine == "mean":
-        return _streamed_mean(job, xp)
-    return _stacked(job, xp, holds)
+        return _streamed_mean(job, xp, reader)
+    return _stacked(job, xp, holds, reader)
 
 
 def _combine_and_write(
@@ -252,6 +259,7 @@ def _combine_and_write(
     summarise: bool = True,
     coverage: np.ndarray | None = None,
     holds: Sequence[Any] | None = None,
+    reader: Any = None,
 ) -> tuple[RegionSummary, Combined]:
     """Combine the job's layers on its region and write them, or reuse a region already written.
 
@@ -267,15 +275,25 @@ def _combine_and_write(
         empty = np.zeros(0, np.float32)
         count, layer_max, total = _coverage_summary(job) if summarise else (np.zeros(0, np.int32), {}, empty)
         return summary, Combined(empty, total, 0, layer_max, count, empty)
-    combined = combine_layers_in_region(job, xp, holds)
-    written = combined.kept if job.group else combined.coverage if coverage is None else coverage
-    image = np.where(written[None] > 0, combined.image, np.float32(np.nan))
-    alpha = np.where((written > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
-    job.out.write_region(region, image, written, alpha)
+    combined = combine_layers_in_region(job, xp, holds, reader)
+    write_combined(job, combined, coverage)
     backend = "cpu" if xp is np else xp.__name__
     seconds = time.perf_counter() - start
     summary = RegionSummary(region.name, len(job.layers), combined.used, 0, seconds, reused=False, backend=backend)
     return summary, combined
+
+
+def write_combined(job: CombineJob, combined: Combined, coverage: np.ndarray | None = None) -> None:
+    """Write a region's combination into ``job.out`` and mark it complete.
+
+    A group job writes the coverage its image kept; ``coverage`` (the root of a tree: the
+    frames' coverage summed over its groups) replaces the written coverage. Pixels without
+    it are NaN; ``alpha`` is 255 where a pixel has it and every channel is finite.
+    """
+    written = combined.kept if job.group else combined.coverage if coverage is None else coverage
+    image = np.where(written[None] > 0, combined.image, np.float32(np.nan))
+    alpha = np.where((written > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
+    job.out.write_region(job.region, image, written, alpha)
 
 
 def build_combined_region(job: CombineJob, xp: Any = np) -> dict[str, Any]:
@@ -341,18 +359,21 @@ def build_tree_region(job: CombineJob, *below: dict[str, Any], xp: Any = np) -> 
     }
 
 
-def mask_low_coverage_region(job: CombineJob, min_layers: float) -> SdsMaskSummary:
+def mask_low_coverage_region(job: CombineJob, min_layers: float, counts: MosaicStore | None = None) -> SdsMaskSummary:
     """Mask the fringe of pixels reached by fewer than ``min_layers`` layers (:func:`low_coverage_fringe`).
 
+    The layers per pixel are counted from the layers' stores, or read from ``counts``
+    (whose coverage holds them: fused SDS regions, :mod:`~zemosaic_dask.units.sds_region`).
     Returns the region's covered pixels before the mask (the frames' union there) and
     how many were masked.
     """
     store, region = job.out, job.region
     window = (slice(region.y0, region.y1), slice(region.x0, region.x1))
     coverage = np.asarray(store.array("coverage", mode="r")[window])
-    counts = np.where(coverage > 0, layer_count(job), 0)
-    low = low_coverage_fringe((coverage > 0) & (counts < min_layers), coverage > 0)
-    summary = SdsMaskSummary(int(np.count_nonzero(counts > 0)), int(np.count_nonzero(low)))
+    layers = layer_count(job) if counts is None else np.asarray(counts.array("coverage", mode="r")[window])
+    counts_here = np.where(coverage > 0, layers, 0)
+    low = low_coverage_fringe((coverage > 0) & (counts_here < min_layers), coverage > 0)
+    summary = SdsMaskSummary(int(np.count_nonzero(counts_here > 0)), int(np.count_nonzero(low)))
     if summary.masked_pixels:
         image = np.asarray(store.array("mosaic", mode="r")[(slice(None),) + window])
         store.array("mosaic")[(slice(None),) + window] = np.where(low[None], np.float32(np.nan), image)

@@ -10,7 +10,19 @@ import numpy as np
 
 from .region_job import RegionJob, RegionRows, RegionSummary
 
-__all__ = ["build_whole_region", "reused_region", "write_region_rows"]
+__all__ = ["build_whole_region", "region_pixels", "reused_region", "write_region_rows"]
+
+
+def region_pixels(image: np.ndarray, coverage: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stack's image, coverage and alpha as a store holds them.
+
+    Pixels without coverage are NaN; ``alpha`` is 255 where a pixel has coverage and every
+    channel is finite; image and coverage are float32.
+    """
+    image = np.where(coverage[None] > 0, image, np.float32(np.nan)).astype(np.float32, copy=False)
+    coverage = coverage.astype(np.float32, copy=False)
+    alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
+    return image, coverage, alpha
 
 
 def write_region_rows(job: RegionJob, parts: Sequence[RegionRows]) -> RegionSummary:
@@ -48,10 +60,7 @@ def write_region_rows(job: RegionJob, parts: Sequence[RegionRows]) -> RegionSumm
     else:
         image = np.concatenate([part.image for part in ordered], axis=1)
         coverage = np.concatenate([part.coverage for part in ordered], axis=0)
-    image = np.where(coverage[None] > 0, image, np.float32(np.nan)).astype(np.float32, copy=False)
-    coverage = coverage.astype(np.float32, copy=False)
-    alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
-    job.store.write_region(region, image, coverage, alpha)
+    job.store.write_region(region, *region_pixels(image, coverage))
     fallbacks = [part.gpu_fallback for part in ordered if part.gpu_fallback]
     return RegionSummary(
         region.name,

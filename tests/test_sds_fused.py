@@ -1,0 +1,114 @@
+"""SDS fused region by region: the pixels of the stored execution, without writing a batch mosaic."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import zarr
+from e2e import SYNC, THREADS, run
+
+from zemosaic_dask.api import make_plan
+from zemosaic_dask.config import load_config
+from zemosaic_dask.plans.grid import OutputRegion
+from zemosaic_dask.plans.sds_execution import SdsExecutionPolicy, layers_by_region, plan_sds_execution
+from zemosaic_dask.units.sds_region import BatchStacks
+
+SDS = {"mode": "sds", "grid.chunk": 128}
+
+
+@pytest.fixture(scope="module")
+def paths(seestar_set, tmp_path_factory):
+    """Fused (the default) and stored runs of the shared set, with and without rejection across batches."""
+    frames = seestar_set[1]
+    base = tmp_path_factory.mktemp("sds-fused")
+    plain = {"stack.rejection": "none"}
+    return {
+        "fused": run(frames, base / "fused", THREADS, **SDS),
+        "stored": run(frames, base / "stored", SYNC, **SDS, **{"sds.store-batches": True}),
+        "fused-mean": run(frames, base / "fused-mean", SYNC, **SDS, **plain),
+        "stored-mean": run(frames, base / "stored-mean", SYNC, **SDS, **plain, **{"sds.store-batches": True}),
+    }
+
+
+@pytest.mark.parametrize("kind", ["", "-mean"])
+def test_fused_regions_give_the_stored_pixels_bit_for_bit(paths, kind):
+    fused, stored = paths[f"fused{kind}"], paths[f"stored{kind}"]
+    assert fused.report["mode"] == stored.report["mode"] == "sds" and fused.report["fallback"] is None
+    assert np.isfinite(fused.image).mean() > 0.5
+    np.testing.assert_array_equal(fused.image, stored.image)
+    np.testing.assert_array_equal(fused.coverage, stored.coverage)
+    for key in ("sds_mask", "hot_pixels_fixed", "layers", "layer_combine"):
+        assert fused.report[key] == stored.report[key], key
+    assert fused.report["sds_masked_pixels"] > 0  # the mask ran on counts the fused tasks wrote
+    assert fused.report["sds_execution"]["fused"] is True
+    assert stored.report["sds_execution"] == {**stored.report["sds_execution"], "fused": False}
+    assert "sds.store-batches" in stored.report["sds_execution"]["reason"]
+    stages = fused.report["timings"]
+    assert "sds-regions" in stages and "batches" not in stages
+
+
+def test_fused_run_writes_no_batch_mosaic_and_counts_the_batches_per_pixel(paths):
+    fused = zarr.open_group(str(paths["fused"].out / "mosaic.zarr"), mode="r")
+    stored = zarr.open_group(str(paths["stored"].out / "mosaic.zarr"), mode="r")
+    assert "layers" not in fused and "layers" in stored and "sds" not in stored
+    layers = [stored[f"layers/{k}/coverage"][...] for k in stored["layers"].group_keys()]
+    assert len(layers) == paths["stored"].report["layers"] >= 4
+    expected = np.sum([np.asarray(c) > 0 for c in layers], axis=0)
+    counts = np.asarray(fused["sds/layer-count/coverage"][...])
+    np.testing.assert_array_equal(counts, expected)  # every pixel, regions without data included (0)
+    assert counts.max() >= 4
+
+
+def test_plan_says_which_execution_and_why(seestar_set):
+    frames = seestar_set[1][:12]
+    cases = {
+        (): (True, "one task per region"),
+        (("sds.store-batches", True),): (False, "sds.store-batches"),
+        (("calibration.intertile", True),): (False, "calibration.intertile"),
+        (("two-pass.enabled", True),): (False, "two-pass.enabled"),
+        (("assembly.layer-fan-in", 1),): (False, "assembly.layer-fan-in 1"),
+    }
+    for extra, (fused, why) in cases.items():
+        plan = make_plan(frames, load_config(overrides={**SDS, **dict(extra)}))
+        section = plan.sections["sds_execution"]
+        assert plan.mode == "sds" and section["fused"] is fused and why in section["reason"], (extra, section)
+        assert section["max_batches"] == max(
+            len(p) for p in layers_by_region(plan.grid, plan.frames, plan.layers).values()
+        )
+        assert section["max_batches"] >= 2
+    # Fused or stored, the same pixels: the section never changes the resume fingerprint (the layers do).
+    default = make_plan(frames, load_config(overrides=SDS))
+    swapped = {**default.sections, "sds_execution": {"fused": False, "reason": "another cluster"}}
+    assert dataclasses.replace(default, sections=swapped).fingerprint() == default.fingerprint()
+    fewer = {**default.sections, "layers": default.sections["layers"][1:]}
+    assert dataclasses.replace(default, sections=fewer).fingerprint() != default.fingerprint()
+
+
+def test_a_region_whose_stacks_exceed_the_unit_bytes_stores_its_batches(seestar_set):
+    plan = make_plan(seestar_set[1][:12], load_config(overrides=SDS))
+    depth = plan.sections["sds_execution"]["max_batches"]
+    need = depth * (plan.n_channels + 1) * plan.grid.chunk**2 * 4
+    assert plan.sections["sds_execution"]["region_bytes"] == need
+    fits = plan_sds_execution(
+        plan.grid, plan.frames, plan.layers, plan.n_channels, SdsExecutionPolicy(), max_chunk_bytes=need
+    )
+    short = plan_sds_execution(
+        plan.grid, plan.frames, plan.layers, plan.n_channels, SdsExecutionPolicy(), max_chunk_bytes=need - 1
+    )
+    assert fits.fused and not short.fused and "per unit" in short.reason
+
+
+def test_batch_stacks_read_windows_as_a_store_does():
+    region = OutputRegion(1, 2, 100, 140, 200, 250)
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(3, 40, 50)).astype(np.float32)
+    coverage = rng.integers(0, 3, size=(40, 50)).astype(np.float32)
+    held = BatchStacks(region, [(image, coverage), None], 3)
+    window = OutputRegion(1, 2, 110, 130, 205, 250)
+    (got_image, got_cover), (none_image, none_cover) = held.iter_read(window)
+    np.testing.assert_array_equal(got_image, image[:, 10:30, 5:50])
+    np.testing.assert_array_equal(got_cover, coverage[10:30, 5:50])
+    assert none_image.shape == (3, 20, 45) and np.isnan(none_image).all() and not none_cover.any()
+    got_image[:] = 0  # a copy: the held stack is unchanged
+    assert np.array_equal(next(held.iter_read(window))[0], image[:, 10:30, 5:50])
+    np.testing.assert_array_equal(held.layer_count(), (coverage > 0).astype(np.int32))
