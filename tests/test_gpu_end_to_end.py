@@ -22,7 +22,7 @@ def _cli(frames, out, *flags):
     return json.loads((out / "report.json").read_text())
 
 
-@pytest.mark.parametrize("mode", ["mosaic-first", "classic"])
+@pytest.mark.parametrize("mode", ["mosaic-first", "classic", "sds"])
 def test_units_run_on_the_gpu_and_match_the_cpu(seestar_set, tmp_path, cpu_and_gpu_workers, mode):
     import cupy
 
@@ -35,7 +35,9 @@ def test_units_run_on_the_gpu_and_match_the_cpu(seestar_set, tmp_path, cpu_and_g
     cpu = _cli(frames, tmp_path / "cpu", *common, *extra, "--use-gpu", "false", "--n-workers", "1")
     assert gpu["assembly_plan"]["use_gpu"] is True and gpu["gpu_fallbacks"] == []
     assert cpu["assembly_plan"]["use_gpu"] is False
-    if mode == "mosaic-first":
+    if mode == "sds":  # fused region tasks: each batch stacked on the GPU
+        assert gpu["sds_execution"]["fused"] and gpu["region_backends"] == ["cupy"]
+    elif mode == "mosaic-first":
         assert gpu["region_backends"] == ["cupy"]
     else:
         assert gpu["two_pass"]["use_gpu"] and gpu["two_pass"]["gpu_all"] and not gpu["two_pass"]["fallbacks"]

@@ -184,6 +184,17 @@ def test_subtract_plane_in_place():
     np.testing.assert_allclose(window[1], -(ys - 11.0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("plane", [[(1.0, 0.5, -2.0), (0.3, 0.1, 1.0)], [(1.5, -0.25, 0.75, 1.1)]])
+def test_subtract_plane_on_a_device_array_stays_there_and_equals_numpy(fakecupy, plane):
+    # Every mode's GPU units subtract the planes from device windows: no numpy call on them.
+    rng = np.random.default_rng(2)
+    host = rng.normal(100.0, 5.0, (2, 6, 7)).astype(np.float32)
+    device = subtract_background_plane(fakecupy.asarray(host.copy()), (30, 40), (43.5, 31.0), plane)
+    expected = subtract_background_plane(host.copy(), (30, 40), (43.5, 31.0), plane)
+    assert type(device).__module__ == "fakecupy" and device.dtype == np.float32
+    np.testing.assert_array_equal(fakecupy.asnumpy(device), expected)
+
+
 def test_pair_summaries_give_the_point_level_least_squares_solution():
     """Without reweighting, 3 rows per pair solve exactly what every overlap point would."""
     affines = _layout(rotation_deg=6.0, seed=4)

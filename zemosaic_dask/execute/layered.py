@@ -143,6 +143,7 @@ def execute_sds_regions(
         report.update(_mask_fringe(jobs, combined, options, handle, timings, counts))
     report["hot_pixels_fixed"] = int(sum(c["hot_pixels"] for c in combined))
     report["gpu_fallbacks"] = gpu_fallbacks(summaries)
+    report["region_backends"] = sorted({s.backend for s in summaries if not s.reused})
     return ExecutionResult(mode=plan.mode, fallback=plan.fallback, regions=len(jobs), report=report)
 
 

@@ -47,9 +47,7 @@ def unit_chunk_bytes(assembly: AssemblyPlan | None) -> int | None:
 
 def units_in_flight(assembly: AssemblyPlan | None) -> int | None:
     """How many units may run at once: the plan's GPU workers when it routes units to GPUs, else its CPU workers."""
-    if assembly is None:
-        return None
-    return max(1, assembly.gpu_workers) if assembly.use_gpu else max(1, assembly.cpu_workers)
+    return None if assembly is None else assembly.units_in_flight
 
 
 def gpu_resources(assembly: AssemblyPlan | None) -> dict[str, int] | None:

@@ -217,6 +217,11 @@ class AssemblyPlan:
         """Return why ``field_name`` has its value ("" when not recorded)."""
         return dict(self.reasons).get(field_name, "")
 
+    @property
+    def units_in_flight(self) -> int:
+        """How many units may run at once: the GPU workers when units go to GPUs, else the CPU workers."""
+        return max(1, self.gpu_workers) if self.use_gpu else max(1, self.cpu_workers)
+
     def log_fields(self) -> dict[str, Any]:
         """Values for the plan's log lines (chunk sizes in MiB)."""
         return {

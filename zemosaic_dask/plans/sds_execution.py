@@ -12,7 +12,10 @@ The batch mosaics must be stored when a later stage reads them whole: the inter-
 calibration (``calibration.intertile``) and the two-pass renormalisation
 (``two-pass.enabled``); and when a region is reached by more batches than one task combines
 (``assembly.layer-fan-in``: a tree of group stores) or than the assembly plan's chunk bytes
-hold as stacks of the region. The decision is the plan's ``sds_execution`` section.
+hold as stacks of the region. They are also stored when fewer regions hold data than the
+assembly plan runs units at once (a small deep field on many workers): fused, the run could
+use no more workers than it has regions, while the batch mosaics' units spread over all of
+them. The decision is the plan's ``sds_execution`` section.
 """
 
 from __future__ import annotations
@@ -56,12 +59,15 @@ class SdsExecution:
         Most batches reaching one region of the grid.
     region_bytes : int
         Memory of the batch stacks of that region, held at once by a fused task.
+    regions : int
+        Regions of the grid that batches reach: the fused tasks.
     """
 
     fused: bool
     reason: str
     max_batches: int = 0
     region_bytes: int = 0
+    regions: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dictionary."""
@@ -70,6 +76,7 @@ class SdsExecution:
             "reason": self.reason,
             "max_batches": self.max_batches,
             "region_bytes": self.region_bytes,
+            "regions": self.regions,
         }
 
     @classmethod
@@ -82,6 +89,7 @@ class SdsExecution:
             str(data.get("reason", "")),
             int(data.get("max_batches", 0)),
             int(data.get("region_bytes", 0)),
+            int(data.get("regions", 0)),
         )
 
 
@@ -114,6 +122,7 @@ def plan_sds_execution(
     policy: SdsExecutionPolicy,
     *,
     max_chunk_bytes: int,
+    units_in_flight: int = 1,
 ) -> SdsExecution:
     """Decide whether the SDS batches run fused region by region (see the module's text).
 
@@ -131,16 +140,20 @@ def plan_sds_execution(
         The settings that decide.
     max_chunk_bytes : int
         The assembly plan's bytes of one CPU unit: the batch stacks of a region must fit.
+    units_in_flight : int
+        Units the assembly plan runs at once: the fused tasks (one per region holding data)
+        must be at least as many.
 
     Returns
     -------
     SdsExecution
     """
-    depth = max((len(p) for p in layers_by_region(grid, frames, layers).values()), default=0)
+    reached = layers_by_region(grid, frames, layers)
+    depth = max((len(p) for p in reached.values()), default=0)
     region_bytes = depth * (n_channels + 1) * grid.chunk * grid.chunk * BYTES_PER_VALUE
 
     def stored(reason: str) -> SdsExecution:
-        return SdsExecution(False, reason, depth, region_bytes)
+        return SdsExecution(False, reason, depth, region_bytes, len(reached))
 
     if policy.store_batches:
         return stored("sds.store-batches is true")
@@ -155,5 +168,10 @@ def plan_sds_execution(
             f"the {depth} batch stacks of a region take {region_bytes / 2**20:.0f} MiB, more than the assembly "
             f"plan's {max_chunk_bytes / 2**20:.0f} MiB per unit"
         )
+    if len(reached) < units_in_flight:
+        return stored(
+            f"{len(reached)} region(s) hold data, fewer than the {units_in_flight} units the assembly plan runs "
+            "at once: the batch mosaics' units spread over the workers"
+        )
     reason = f"at most {depth} batches per region ({region_bytes / 2**20:.0f} MiB of stacks): stacked and combined"
-    return SdsExecution(True, reason + " in one task per region", depth, region_bytes)
+    return SdsExecution(True, reason + f" in one task per region ({len(reached)})", depth, region_bytes, len(reached))

@@ -155,6 +155,7 @@ def plan_mode_sections(
             plan.n_channels,
             policies.sds_execution,
             max_chunk_bytes=assembly.max_chunk_bytes,
+            units_in_flight=assembly.units_in_flight,
         ).to_dict()
     sections["altaz"] = plan_altaz_cleanup(plan.frames, policies.altaz).to_dict()
     return dataclasses.replace(plan, mode=mode, fallback=fallback, sections=sections)

@@ -217,7 +217,9 @@ def subtract_background_plane(image: Any, origin: tuple[int, int], centre: tuple
     dx = xp.asarray(np.arange(origin[1], origin[1] + width, dtype=np.float64) - centre[0], dtype=xp.float32)
     dy = xp.asarray(np.arange(origin[0], origin[0] + height, dtype=np.float64) - centre[1], dtype=xp.float32)
     for c in range(channels):
-        a, gx, gy, gain = (np.float32(v) for v in coefficients[c])
+        # Python floats holding the float32 values: on a device array they stay scalars of its
+        # namespace (a numpy scalar would hand the product to numpy), with float32 results.
+        a, gx, gy, gain = (float(np.float32(v)) for v in coefficients[c])
         if gain != 1:
             image[c] *= gain
         image[c] -= (gy * dy)[:, None] + (gx * dx + a)[None, :]
