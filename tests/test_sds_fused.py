@@ -137,12 +137,12 @@ def test_fused_batch_stacks_run_on_a_device_namespace(paths, seestar_set, tmp_pa
 
 
 def test_fewer_regions_with_data_than_units_in_flight_store_the_batches(seestar_set):
-    # A small deep field on a large cluster: fused, it could use one worker per region only.
+    # A small deep field on a large cluster: fused, more than half the workers would idle.
     from zemosaic_dask.api import plan_mosaic
     from zemosaic_dask.io.frames import inspect_frame
 
-    frames = [inspect_frame(p) for p in seestar_set[1][:12]]
-    config = load_config(overrides=SDS)
+    frames = [inspect_frame(p) for p in seestar_set[1]]
+    config = load_config(overrides={**SDS, "grid.chunk": 256})  # 8 regions, 6 batches reach some
     small = plan_mosaic(frames, [], config, resources=[{"name": "a", "nthreads": 2}])
     regions = small.sections["sds_execution"]["regions"]
     assert small.sections["sds_execution"]["fused"] and regions == len(
@@ -155,13 +155,17 @@ def test_fewer_regions_with_data_than_units_in_flight_store_the_batches(seestar_
     assert large.mode == "sds" and not section["fused"], section
     assert f"{regions} region(s) hold data" in section["reason"]
     assert large.fingerprint() == small.fingerprint()  # the same pixels either way
-    exact = plan_sds_execution(
-        small.grid,
-        small.frames,
-        small.layers,
-        small.n_channels,
-        SdsExecutionPolicy(),
-        max_chunk_bytes=2**40,
-        units_in_flight=regions,
-    )
-    assert exact.fused and f"one task per region ({regions})" in exact.reason
+
+    def decided(units):
+        return plan_sds_execution(
+            small.grid,
+            small.frames,
+            small.layers,
+            small.n_channels,
+            SdsExecutionPolicy(),
+            max_chunk_bytes=2**40,
+            units_in_flight=units,
+        )
+
+    assert decided(2 * regions).fused and f"one task per region ({regions})" in decided(2 * regions).reason
+    assert not decided(2 * regions + 1).fused
