@@ -16,6 +16,7 @@ CASES = [
     ("mosaic-first", "noise_clip"),
     ("mosaic-first", "none"),  # the streamed weighted mean
     ("classic", "noise_clip"),
+    ("sds", "noise_clip"),  # fused regions: each batch stacked on the device
     ("sds", "none"),
 ]
 

@@ -114,28 +114,6 @@ def test_batch_stacks_read_windows_as_a_store_does():
     np.testing.assert_array_equal(held.layer_count(), (coverage > 0).astype(np.int32))
 
 
-def test_fused_batch_stacks_run_on_a_device_namespace(paths, seestar_set, tmp_path, fakecupy, monkeypatch):
-    # The GPU road of the fused task, on the fake cupy (numpy underneath, refusing host calls):
-    # every batch stack is built in the device namespace and the run gives the CPU's pixels.
-    from zemosaic_dask.units import sds_region
-
-    real, units = sds_region.run_with_gpu_fallback, []
-
-    def on_the_device(unit, work, *, use_gpu):
-        units.append(unit)
-        return real(unit, work, use_gpu=True, namespace=lambda: fakecupy)
-
-    monkeypatch.setattr(sds_region, "run_with_gpu_fallback", on_the_device)
-    device = run(seestar_set[1], tmp_path, THREADS, **SDS)
-    cpu = paths["fused"]
-    assert len(set(units)) == len(units) == device.report["regions"]["total"] > 1
-    assert all(unit.startswith("sds-region-") for unit in units) and device.report["gpu_fallbacks"] == []
-    assert np.array_equal(np.isfinite(device.image), np.isfinite(cpu.image))
-    finite = np.isfinite(cpu.image)
-    np.testing.assert_allclose(device.image[finite], cpu.image[finite], rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(device.coverage, cpu.coverage)
-
-
 def test_fewer_regions_with_data_than_units_in_flight_store_the_batches(seestar_set):
     # A small deep field on a large cluster: fused, more than half the workers would idle.
     from zemosaic_dask.api import plan_mosaic

@@ -21,7 +21,15 @@ from ..tasks.stacking import StackOptions
 from ..units.combine_region import CombineJob, LayerInput
 from ..units.tile_layer import TileLayerJob
 
-__all__ = ["LayerStores", "build_layers", "named_layer_stores", "combine_layers", "combine_trees", "layer_inputs"]
+__all__ = [
+    "LayerStores",
+    "build_layers",
+    "combine_layers",
+    "combine_trees",
+    "layer_inputs",
+    "layer_region_jobs",
+    "named_layer_stores",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,28 @@ def named_layer_stores(plan: MosaicPlan, store: MosaicStore) -> list[LayerStores
     return [LayerStores(layer, None, MosaicStore(store.url, f"layers/{layer.id}")) for layer in plan.layers]
 
 
+def layer_region_jobs(
+    plan: MosaicPlan,
+    layer: LayerPlan,
+    grid: OutputGrid,
+    store: MosaicStore,
+    stack: StackOptions,
+    window: Any,
+    *,
+    max_bytes: int | None = None,
+    coefficients: Any = None,
+) -> list[Any]:
+    """The region builds of one layer's frames on ``grid`` (its tile grid, or the global grid).
+
+    Stored batch mosaics and fused SDS regions both stack a batch from these jobs, so a fused
+    region's batch stack is the one the batch mosaic would hold there.
+    """
+    frames = [plan.frames[i] for i in layer.frames]
+    return region_jobs(
+        grid, frames, store, stack, window, frame_ids=layer.frames, max_bytes=max_bytes, coefficients=coefficients
+    )
+
+
 def build_layers(
     plan: MosaicPlan,
     stores: list[LayerStores],
@@ -71,30 +101,12 @@ def build_layers(
     batch_jobs: list[tuple[str, Any]] = []
     for entry in stores:
         layer = entry.layer
-        frames = [plan.frames[i] for i in layer.frames]
+        sizes = {"max_bytes": max_bytes, "coefficients": coefficients}
         if entry.tile is None:
-            jobs = region_jobs(
-                plan.grid,
-                frames,
-                entry.on_grid,
-                stack,
-                window,
-                frame_ids=layer.frames,
-                max_bytes=max_bytes,
-                coefficients=coefficients,
-            )
+            jobs = layer_region_jobs(plan, layer, plan.grid, entry.on_grid, stack, window, **sizes)
             batch_jobs += [(f"reproject-batch-{layer.id}", job) for job in jobs]
             continue
-        tile_jobs = region_jobs(
-            layer.grid,
-            frames,
-            entry.tile,
-            stack,
-            window,
-            frame_ids=layer.frames,
-            max_bytes=max_bytes,
-            coefficients=coefficients,
-        )
+        tile_jobs = layer_region_jobs(plan, layer, layer.grid, entry.tile, stack, window, **sizes)
         tile_tasks = build_region_graph(tile_jobs, f"stack-tile-{layer.id}", resources)
         distinct = [plan.frames[i] for i in layer.distinct]
         layer_jobs = [

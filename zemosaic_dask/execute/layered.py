@@ -11,7 +11,6 @@ import numpy as np
 
 from ..config.policies import StageOptions
 from ..graph.layers import build_sds_region_graph
-from ..graph.mosaic_first import region_jobs
 from ..graph.regions import BUNDLES_PER_SLOT
 from ..io.store import MosaicStore, open_mosaic_store
 from ..messages import msg
@@ -27,6 +26,7 @@ from .layer_stores import (
     combine_layers,
     combine_trees,
     layer_inputs,
+    layer_region_jobs,
     layer_stores,
     mask_layers,
     named_layer_stores,
@@ -106,17 +106,8 @@ def execute_sds_regions(
     coefficients = frame_coefficients(plan, options.stack, planes)
     batches: dict[tuple[int, int, int], Any] = {}
     for layer in plan.layers:
-        frames = [plan.frames[i] for i in layer.frames]
-        for job in region_jobs(
-            plan.grid,
-            frames,
-            store,
-            options.stack,
-            options.window,
-            frame_ids=layer.frames,
-            max_bytes=max_bytes,
-            coefficients=coefficients,
-        ):
+        sizes = {"max_bytes": max_bytes, "coefficients": coefficients}
+        for job in layer_region_jobs(plan, layer, plan.grid, store, options.stack, options.window, **sizes):
             batches[layer.id, job.region.iy, job.region.ix] = job
     counts, _ = open_mosaic_store(store.url, plan.grid, 1, fingerprint=plan.fingerprint(), prefix=COUNT_STORE)
     fused = [

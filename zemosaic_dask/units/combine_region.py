@@ -24,6 +24,7 @@ from ..tasks.namespace import to_numpy
 from ..tasks.stacking import StackOptions, peak_memory_bytes, stack_samples
 from .layer_reader import LayerReader
 from .region_job import RegionSummary
+from .region_write import region_pixels
 
 __all__ = [
     "CombineJob",
@@ -291,9 +292,7 @@ def write_combined(job: CombineJob, combined: Combined, coverage: np.ndarray | N
     it are NaN; ``alpha`` is 255 where a pixel has it and every channel is finite.
     """
     written = combined.kept if job.group else combined.coverage if coverage is None else coverage
-    image = np.where(written[None] > 0, combined.image, np.float32(np.nan))
-    alpha = np.where((written > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
-    job.out.write_region(job.region, image, written, alpha)
+    job.out.write_region(job.region, *region_pixels(combined.image, written))
 
 
 def build_combined_region(job: CombineJob, xp: Any = np) -> dict[str, Any]:
