@@ -67,7 +67,7 @@ WARM = textwrap.dedent(
     import zemosaic_dask.worker_warmup as warmup
     from zemosaic_dask.tasks import kernels_cpu, kernels_noise_clip, kernels_raw, kernels_stack
     from zemosaic_dask.tasks.debayer import correct_hot_pixels, debayer_bilinear
-    from zemosaic_dask.tasks.sky_blocks import measure_sky_cells
+    from zemosaic_dask.tasks.sky_blocks import measure_bayer_sky_cells, measure_sky_cells
     from zemosaic_dask.tasks.stacking import StackOptions, stack_samples
 
     kernels = {
@@ -75,7 +75,7 @@ WARM = textwrap.dedent(
         "debayer": kernels_raw.debayer_bilinear_cpu, "hot": kernels_raw.correct_hot_pixels_cpu,
         "noise_clip": kernels_noise_clip.noise_clip_keep_cpu, "kappa_sigma": kernels_stack.kappa_sigma_keep_cpu,
         "mean": kernels_stack.weighted_mean_cpu, "bin": kernels_stack.bin_mean_cpu,
-        "clip_pass": kernels_stack.cell_clip_pass_cpu,
+        "clip_pass": kernels_stack.cell_clip_pass_cpu, "colour_blocks": kernels_raw.bayer_block_means_cpu,
     }
     warmed = {name: len(k.signatures) for name, k in kernels.items()}
     # A run's own calls, at other sizes: they must find the specialisations already loaded.
@@ -83,6 +83,7 @@ WARM = textwrap.dedent(
     raw = rng.normal(300, 10, (64, 96)).astype(np.float32)
     image = debayer_bilinear(correct_hot_pixels(raw, 10.0)[0], "RGGB")
     measure_sky_cells(image, lambda x, y: (x * 0.9 + 3.0, y * 0.9 - 2.0), 32, (80, 120), noise=(10.0, 9.0, 11.0))
+    measure_bayer_sky_cells(raw, "RGGB", lambda x, y: (x * 0.9 + 3.0, y * 0.9 - 2.0), 32, (80, 120), noise=(10.0,))
     samples = rng.normal(300, 10, (5, 3, 24, 40)).astype(np.float32)
     samples[2, :, :10] = np.nan
     footprints = np.isfinite(samples[:, 0]).astype(np.float32)
@@ -100,5 +101,5 @@ def test_the_warm_up_loads_the_kernels_with_the_types_a_run_calls_them_with():
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["ok"]
     assert all(count >= 1 for count in seen["warmed"].values()), seen["warmed"]
-    touched = ("debayer", "hot", "bin", "clip_pass", "noise_clip", "mean")
+    touched = ("debayer", "hot", "bin", "clip_pass", "noise_clip", "mean", "colour_blocks")
     assert {name: seen["after"][name] for name in touched} == {name: seen["warmed"][name] for name in touched}

@@ -23,7 +23,7 @@ def warm_kernels() -> bool:
     """Call each CPU kernel once on tiny inputs; return True when every call succeeded."""
     from .tasks.accumulate import MeanSums, WindowMapping, accumulate_window, sample_window
     from .tasks.debayer import correct_hot_pixels, debayer_bilinear
-    from .tasks.sky_blocks import measure_sky_cells
+    from .tasks.sky_blocks import measure_bayer_sky_cells, measure_sky_cells
     from .tasks.stacking import StackOptions, stack_samples
 
     raw = np.full((64, 64), 100.0, dtype=np.float32)
@@ -31,6 +31,7 @@ def warm_kernels() -> bool:
     image = debayer_bilinear(fixed, "GRBG")
     for noise in ((1.0, 1.0, 1.0), None):  # cells of 32 px: the frame is binned first
         measure_sky_cells(image, lambda x, y: (x, y), 32, (64, 64), noise=noise)
+        measure_bayer_sky_cells(raw, "GRBG", lambda x, y: (x, y), 32, (64, 64), noise=noise)
     nodes = np.zeros((2, 2))
     mapping = WindowMapping(nodes + 1.0, nodes + 1.0, 1, (2, 2))
     accumulate_window(image, mapping, MeanSums.zeros(3, (2, 2)))

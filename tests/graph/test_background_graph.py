@@ -109,3 +109,45 @@ def test_pair_batches_are_held_as_arrays(session):
     held = held_bytes(pickle.dumps([args[:2] for args in kept]))
     assert all(isinstance(args[0], np.ndarray) and args[0].dtype == np.int32 for args in kept)
     assert held < 16 * len(many)  # as tuples of Python ints: about 120 bytes a pair
+
+
+def test_a_bayer_frames_sky_is_binned_by_colour_and_agrees_with_its_demosaiced_sky(session):
+    """``sky-blocks`` reads a Bayer frame's cells from its raw colour blocks, not from a demosaiced frame.
+
+    The two roads measure the same cells of the same sky: their values agree within a small
+    fraction of a cell's noise (no bias), and the raw road is what the task returns.
+    """
+    from zemosaic_dask.io import read_frame_window
+    from zemosaic_dask.tasks.sky_blocks import measure_bayer_sky_cells, measure_sky_cells
+    from zemosaic_dask.units.frame_sky import frame_affine, thread_wcs
+    from zemosaic_dask.units.frame_window import prepare_window
+
+    frames, grid, _, noise = session
+    header = grid.header_string()
+    differences = []
+    for frame in frames[:4]:
+        assert frame.layout == "bayer"
+        cells, affine = measure_frame_sky(frame, FrameWindowOptions(), header, grid.shape, CELL, noise)
+        assert affine == frame_affine(frame, thread_wcs(header))
+        raw = read_frame_window(frame, 0, frame.shape[0], 0, frame.shape[1])
+        area = abs(float(np.linalg.det(np.asarray(affine.matrix))))
+        direct = measure_bayer_sky_cells(
+            raw, frame.bayer_pattern, affine.to_grid, CELL, grid.shape, pixel_area=area, noise=noise
+        )
+        np.testing.assert_array_equal(cells.ids, direct.ids)
+        np.testing.assert_array_equal(cells.values, direct.values)
+        image, _ = prepare_window(raw, frame, FrameWindowOptions())
+        demosaiced = measure_sky_cells(
+            image, affine.to_grid, CELL, grid.shape, pixel_area=area, noise=noise, bayer_pattern=frame.bayer_pattern
+        )
+        common, here, there = np.intersect1d(cells.ids, demosaiced.ids, return_indices=True)
+        assert common.size >= 0.95 * max(cells.ids.size, demosaiced.ids.size) > 50
+        differences.append(cells.values[:, here] - demosaiced.values[:, there])
+    difference = np.concatenate(differences, axis=1)
+    # A cell mean's noise is the raw noise / 32 or less here (1,024+ colour samples): about
+    # 0.5 ADU for this set. Measured: median differences -0.02 / -0.01 / -0.05 ADU (R, G, B; the
+    # colour sites sit up to half a pixel from the demosaiced block centre, on a sloping sky),
+    # median absolute difference 0.08-0.18 ADU.
+    cell_noise = np.asarray(noise) / 32.0
+    assert np.all(np.abs(np.median(difference, axis=1)) < 0.2 * cell_noise), np.median(difference, axis=1)
+    assert np.all(np.median(np.abs(difference), axis=1) < cell_noise), np.median(np.abs(difference), axis=1)

@@ -7,9 +7,26 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from zemosaic_dask.tasks.background_solve import FrameAffine
-from zemosaic_dask.tasks.debayer import binned_noise_ratio, debayer_bilinear
+from zemosaic_dask.tasks.debayer import (
+    BAYER_PATTERNS,
+    bayer_colour_index,
+    bayer_masks,
+    binned_noise_ratio,
+    colour_block_noise_ratio,
+    debayer_bilinear,
+)
+from zemosaic_dask.tasks.kernels_raw import bayer_block_means_cpu
 from zemosaic_dask.tasks.kernels_stack import bin_mean_cpu
-from zemosaic_dask.tasks.sky_blocks import BINS, CELL_BINS, CLIP_HIGH, CLIP_LOW, MIN_FILL, SkyCells, measure_sky_cells
+from zemosaic_dask.tasks.sky_blocks import (
+    BINS,
+    CELL_BINS,
+    CLIP_HIGH,
+    CLIP_LOW,
+    MIN_FILL,
+    SkyCells,
+    measure_bayer_sky_cells,
+    measure_sky_cells,
+)
 
 
 def numpy_sky_cells(image, to_grid, cell, grid_shape, *, pixel_area=1.0, noise=None, pattern=None) -> SkyCells:
@@ -150,9 +167,12 @@ def test_binned_noise_ratio_is_the_noise_of_binned_demosaiced_white_noise(patter
         assert min(binned_noise_ratio(pattern, factor)) > 1.08 / factor
 
 
-@pytest.mark.parametrize("layout", ["bayer", "mono"])
+@pytest.mark.parametrize("layout", ["bayer", "bayer-raw", "mono"])
 def test_cell_sky_of_a_demosaiced_frame_is_unbiased_at_every_sky_level(layout):
     """The cell values are the sky, not the sky minus a clipping bias that grows with it.
+
+    ``bayer-raw``: the same raw frame binned by colour (:func:`measure_bayer_sky_cells`),
+    whose clipping unit is the noise of a colour block mean.
 
     A frame brighter or darker than the session's typical one (the clipping unit) must
     still give its own sky level: a bias that follows the level is read by the background
@@ -168,16 +188,98 @@ def test_cell_sky_of_a_demosaiced_frame_is_unbiased_at_every_sky_level(layout):
     noise = np.sqrt(typical + 9.0)  # Poisson (1 e-/ADU) and 3 ADU of read noise
     for level in (0.8, 1.0, 1.2):
         sky = typical * level
-        expected = sky[colour] if layout == "bayer" else np.full((size, size), sky[1])
+        expected = sky[colour] if layout != "mono" else np.full((size, size), sky[1])
         raw = (rng.poisson(expected) + rng.normal(0.0, 3.0, expected.shape)).astype(np.float32)
-        if layout == "bayer":
-            image, pattern, truth, unit = debayer_bilinear(raw, "GRBG"), "GRBG", sky, noise
+        if layout == "bayer-raw":  # binned by colour from the raw pixels, no demosaicing
+            cells = measure_bayer_sky_cells(
+                raw[2:-2, 2:-2], "GRBG", identity.to_grid, 32, (size - 4, size - 4), noise=noise
+            )
+            truth = sky
         else:
-            image, pattern, truth, unit = raw[None], None, sky[1:2], noise[1:2]
-        cells = measure_sky_cells(
-            image[:, 2:-2, 2:-2], identity.to_grid, 32, (size - 4, size - 4), noise=unit, bayer_pattern=pattern
-        )
+            if layout == "bayer":
+                image, pattern, truth, unit = debayer_bilinear(raw, "GRBG"), "GRBG", sky, noise
+            else:
+                image, pattern, truth, unit = raw[None], None, sky[1:2], noise[1:2]
+            cells = measure_sky_cells(
+                image[:, 2:-2, 2:-2], identity.to_grid, 32, (size - 4, size - 4), noise=unit, bayer_pattern=pattern
+            )
         assert cells.ids.size > 900
         bias = cells.values.mean(axis=1) - truth
         # A cell's value has about 0.9 ADU of noise: the mean over 900+ cells 0.03 ADU.
         assert np.all(np.abs(bias) < 0.12), f"level x{level}: bias {bias} ADU"
+
+
+def colour_block_means(raw: np.ndarray, pattern: str, factor: int) -> np.ndarray:
+    """Each colour's mean in every ``factor x factor`` block, from the Bayer masks (array operations only)."""
+    height, width = raw.shape[0] // factor * factor, raw.shape[1] // factor * factor
+    masks = bayer_masks(pattern, (height, width), np).astype(np.float64)
+    data = raw[:height, :width].astype(np.float64)
+    shape = (3, height // factor, factor, width // factor, factor)
+    sums = (masks * np.where(masks > 0, data, 0.0)).reshape(shape).sum(axis=(2, 4))
+    bad = (masks * ~np.isfinite(data)).reshape(shape).sum(axis=(2, 4)) > 0
+    means = sums / masks.reshape(shape).sum(axis=(2, 4))
+    return np.where(bad, np.nan, means).astype(np.float32)
+
+
+@pytest.mark.parametrize("pattern", BAYER_PATTERNS)
+@pytest.mark.parametrize("factor", [2, 4, 6])
+def test_colour_block_means_are_each_colours_mean_in_its_block(pattern, factor):
+    rng = np.random.default_rng(factor)
+    raw = rng.normal(300.0, 20.0, (51, 77)).astype(np.float32)  # odd sides: the last partial blocks are left
+    raw[10, 13] = np.nan  # one sample: only its colour's block mean becomes NaN
+    out = np.full((3, 51 // factor, 77 // factor), -1.0, dtype=np.float32)
+    bayer_block_means_cpu(raw, bayer_colour_index(pattern), factor, out)
+    expected = colour_block_means(raw, pattern, factor)
+    assert_allclose(out, expected, rtol=1e-6)
+    assert np.isnan(out).sum() == 1 and np.isnan(out[:, 10 // factor, 13 // factor]).sum() == 1
+    # Not the plain block mean: red and blue come from their own sites only.
+    assert not np.allclose(
+        out[0],
+        raw[: out.shape[1] * factor, : out.shape[2] * factor]
+        .reshape(out.shape[1], factor, out.shape[2], factor)
+        .mean(axis=(1, 3)),
+        equal_nan=True,
+    )
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_colour_block_noise_ratio_is_the_noise_of_colour_block_means_of_white_noise(factor):
+    rng = np.random.default_rng(factor)
+    raw = rng.normal(0.0, 10.0, (1024, 1024)).astype(np.float32)
+    out = np.empty((3, 1024 // factor, 1024 // factor), dtype=np.float32)
+    bayer_block_means_cpu(raw, bayer_colour_index("RGGB"), factor, out)
+    assert_allclose(out.reshape(3, -1).std(axis=1) / 10.0, colour_block_noise_ratio(factor), rtol=0.03)
+    with pytest.raises(ValueError, match="even side"):
+        colour_block_noise_ratio(3)
+
+
+@pytest.mark.parametrize("cell", [16, 32, 48])
+def test_bayer_sky_cells_are_the_cells_of_the_colour_block_means(cell):
+    """The raw road places and clips the colour block means exactly as the demosaiced road places its block means."""
+    rotation = np.deg2rad(17.0)
+    c, s = np.cos(rotation), np.sin(rotation)
+    affine = FrameAffine((130.0, 101.0), (260.0, 230.0), ((1.1 * c, -1.1 * s), (1.1 * s, 1.1 * c)))
+    area = abs(float(np.linalg.det(np.asarray(affine.matrix))))
+    factor = max(f for f in BINS if cell >= CELL_BINS * f)
+    noise = np.array([6.0, 5.0, 7.0])
+    for seed in range(2):
+        raw = starry_frame(seed, shape=(3, 204, 262))[0]
+        cells = measure_bayer_sky_cells(raw, "GRBG", affine.to_grid, cell, (470, 520), pixel_area=area, noise=noise)
+        # The same block values, each spread over its block: the plain road bins them back.
+        blocks = colour_block_means(raw, "GRBG", factor)
+        spread = np.repeat(np.repeat(blocks, factor, axis=1), factor, axis=2)
+        plain_noise = noise * np.asarray(colour_block_noise_ratio(factor)) * factor  # the plain road divides by factor
+        expected = numpy_sky_cells(spread, affine.to_grid, cell, (470, 520), pixel_area=area, noise=plain_noise)
+        assert cells.ids.size > 10
+        assert_array_equal(cells.ids, expected.ids)
+        assert_allclose(cells.values, expected.values, rtol=1e-6)
+        assert np.nanmax(cells.fluxes) > 1000.0  # stars were clipped out of some cell means
+
+
+def test_bayer_sky_cells_need_an_even_binning():
+    raw = np.full((64, 64), 100.0, dtype=np.float32)
+    identity = FrameAffine((0.0, 0.0), (0.0, 0.0), ((1.0, 0.0), (0.0, 1.0)))
+    with pytest.raises(ValueError, match="even factor"):
+        measure_bayer_sky_cells(raw, "GRBG", identity.to_grid, 8, (64, 64))  # cells of 8 px: not binned
+    with pytest.raises(ValueError, match="block-px"):
+        measure_bayer_sky_cells(raw, "GRBG", identity.to_grid, 1, (64, 64))

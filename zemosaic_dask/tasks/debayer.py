@@ -15,8 +15,10 @@ from .namespace import array_namespace, is_numpy_namespace
 
 __all__ = [
     "BAYER_PATTERNS",
+    "bayer_colour_index",
     "bayer_masks",
     "binned_noise_ratio",
+    "colour_block_noise_ratio",
     "correct_hot_pixels",
     "correct_hot_pixels_reference",
     "debayer_bilinear",
@@ -100,19 +102,43 @@ def debayer_bilinear(raw: Any, pattern: str) -> Any:
 def _debayer_numba(raw: np.ndarray, pattern: str) -> np.ndarray:
     from .kernels_raw import DEBAYER_WEIGHTS, debayer_bilinear_cpu
 
+    out = np.empty((3,) + raw.shape, dtype=np.float32)
+    debayer_bilinear_cpu(np.ascontiguousarray(raw), bayer_colour_index(pattern), DEBAYER_WEIGHTS, out)
+    return out
+
+
+def bayer_colour_index(pattern: str) -> np.ndarray:
+    """``(2, 2)`` int64 channel (0 R, 1 G, 2 B) of each site of a Bayer pattern's top-left cell.
+
+    Raises
+    ------
+    ValueError
+        ``pattern`` is not one of :data:`BAYER_PATTERNS`.
+    """
     pattern = pattern.upper()
     if pattern not in BAYER_PATTERNS:
         raise ValueError(f"unknown Bayer pattern {pattern!r}; expected one of {', '.join(BAYER_PATTERNS)}")
-    colour_of = np.array(
-        [
-            [_CHANNEL_INDEX[pattern[0]], _CHANNEL_INDEX[pattern[1]]],
-            [_CHANNEL_INDEX[pattern[2]], _CHANNEL_INDEX[pattern[3]]],
-        ],
-        dtype=np.int64,
+    return np.array(
+        [[_CHANNEL_INDEX[c] for c in pattern[:2]], [_CHANNEL_INDEX[c] for c in pattern[2:]]], dtype=np.int64
     )
-    out = np.empty((3,) + raw.shape, dtype=np.float32)
-    debayer_bilinear_cpu(np.ascontiguousarray(raw), colour_of, DEBAYER_WEIGHTS, out)
-    return out
+
+
+def colour_block_noise_ratio(factor: int) -> tuple[float, float, float]:
+    """Noise of the per-colour means of a raw Bayer block ``factor`` a side, per unit raw noise.
+
+    The block holds ``factor**2 / 4`` independent red and blue samples and twice as many
+    green: R, G, B ratios ``2 / factor``, ``sqrt(2) / factor``, ``2 / factor`` (the
+    :func:`~.kernels_raw.bayer_block_means_cpu` means; compare :func:`binned_noise_ratio`).
+
+    Raises
+    ------
+    ValueError
+        ``factor`` is not a positive even number.
+    """
+    factor = int(factor)
+    if factor < 2 or factor % 2:
+        raise ValueError(f"a colour block needs an even side, got {factor}")
+    return (2.0 / factor, float(np.sqrt(2.0)) / factor, 2.0 / factor)
 
 
 @functools.lru_cache(maxsize=32)

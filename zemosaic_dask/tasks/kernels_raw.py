@@ -1,4 +1,4 @@
-"""Compiled CPU kernels (numba) that prepare raw sensor windows: hot pixels and demosaicing.
+"""Compiled CPU kernels (numba) that prepare raw sensor windows: hot pixels, demosaicing, colour block means.
 
 Both follow the array-operation references in :mod:`zemosaic_dask.tasks.debayer` to the
 bit: the same float32 operations in the same order, the same treatment of NaN and
@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["DEBAYER_WEIGHTS", "correct_hot_pixels_cpu", "debayer_bilinear_cpu"]
+__all__ = ["DEBAYER_WEIGHTS", "bayer_block_means_cpu", "correct_hot_pixels_cpu", "debayer_bilinear_cpu"]
 
 _OPTIONS = {"cache": True, "nogil": True, "fastmath": False}
 
@@ -201,3 +201,35 @@ def correct_hot_pixels_cpu(raw, threshold, out):
                 out[y, x] = _ring_median(raw, y, x)
                 count += 1
     return count
+
+
+@njit(**_OPTIONS)
+def bayer_block_means_cpu(raw, colour_of, factor, out):
+    """Write into ``out`` the mean of each colour's raw samples in every ``factor x factor`` block.
+
+    ``raw`` is a ``(H, W)`` Bayer mosaic starting on the pattern's phase, ``colour_of`` the
+    ``(2, 2)`` channel index (0 R, 1 G, 2 B) of its top-left cell and ``factor`` even, so
+    that every block holds ``factor**2 / 4`` red, as many blue and twice as many green
+    samples. ``out`` is ``(3, H // factor, W // factor)`` float32 (rows and columns beyond
+    the last whole block are ignored). A block with a NaN sample gets NaN in that channel.
+    One pass over the raw pixels, summed in float64: no demosaiced frame is built.
+    """
+    height, width = out.shape[1], out.shape[2]
+    sums = np.zeros((3, width), dtype=np.float64)
+    counts = np.zeros(3, dtype=np.float64)
+    for i in range(2):
+        for j in range(2):
+            counts[colour_of[i, j]] += factor * factor // 4
+    for y in range(height):
+        sums[:, :] = 0.0
+        for i in range(factor):
+            row = raw[y * factor + i]
+            even, odd = colour_of[i & 1, 0], colour_of[i & 1, 1]
+            for x in range(width):
+                first = x * factor
+                for j in range(0, factor, 2):
+                    sums[even, x] += row[first + j]
+                    sums[odd, x] += row[first + j + 1]
+        for c in range(3):
+            for x in range(width):
+                out[c, y, x] = sums[c, x] / counts[c]

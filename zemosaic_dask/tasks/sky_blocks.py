@@ -17,10 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from .debayer import binned_noise_ratio
+from .debayer import binned_noise_ratio, colour_block_noise_ratio
 from .namespace import array_namespace, to_numpy
 
-__all__ = ["CLIP_HIGH", "CLIP_LOW", "SkyCells", "measure_sky_cells", "subtract_background_plane"]
+__all__ = [
+    "CLIP_HIGH",
+    "CLIP_LOW",
+    "SkyCells",
+    "measure_bayer_sky_cells",
+    "measure_sky_cells",
+    "sky_bin_factor",
+    "subtract_background_plane",
+]
 
 #: A cell counts only when the frame fills at least this fraction of it.
 MIN_FILL = 0.9
@@ -111,31 +119,107 @@ def measure_sky_cells(
 
     Notes
     -----
-    The frame is first binned 2x2 (cells of 16 to 31 grid pixels) or 4x4 (32 or more),
-    so that a cell still holds 8 x 8 binned pixels or more. Each
+    The frame is first binned 2x2 (cells of 16 to 31 grid pixels) or 4x4 (32 or more,
+    :func:`sky_bin_factor`), so that a cell still holds 8 x 8 binned pixels or more. Each
     (binned) pixel is assigned to the cell holding its centre. The mean is clipped three
     times to ``[mean - 2.5 sigma, mean + 2.5 sigma]`` (the first time upwards only), with
     sigma the noise of a binned pixel (``noise`` times
     :func:`~.debayer.binned_noise_ratio`) or the frame's robust pixel noise per
     channel (1.4826 x the median absolute deviation from the cell means).
     """
-    if int(cell) < 2:
-        raise ValueError(f"cell must be >= 2 pixels, got {cell} (set zemosaic.background.block-px)")
-    from .kernels_stack import bin_mean_cpu, cell_clip_pass_cpu
-
-    cell = int(cell)
+    factor = sky_bin_factor(cell)
     data = to_numpy(image).astype(np.float32, copy=False)
-    factor = max((f for f in BINS if cell >= CELL_BINS * f), default=1)
     if factor > 1:  # factor x factor means: factor**2 fewer pixels to place (the clip limits follow their noise)
+        from .kernels_stack import bin_mean_cpu
+
         channels, height, width = data.shape
         binned = np.empty((channels, height // factor, width // factor), dtype=np.float32)
         bin_mean_cpu(data, factor, binned)  # = data.reshape(C, h, factor, w, factor).mean(axis=(2, 4))
         data = binned
-        pixel_area *= factor * factor
-    channels, height, width = data.shape
     if noise is not None:
-        ratio = binned_noise_ratio(bayer_pattern if channels == 3 else None, factor)
-        noise = np.resize(np.asarray(noise, dtype=np.float64), channels) * np.asarray(ratio[:channels])
+        ratio = binned_noise_ratio(bayer_pattern if data.shape[0] == 3 else None, factor)
+        noise = np.resize(np.asarray(noise, dtype=np.float64), data.shape[0]) * np.asarray(ratio[: data.shape[0]])
+    return _cells_of_binned(data, factor, noise, to_grid, cell, grid_shape, pixel_area)
+
+
+def measure_bayer_sky_cells(
+    raw: np.ndarray,
+    pattern: str,
+    to_grid: Any,
+    cell: int,
+    grid_shape: tuple[int, int],
+    *,
+    pixel_area: float = 1.0,
+    noise: Any = None,
+) -> SkyCells:
+    """:func:`measure_sky_cells` of a raw Bayer frame, binned by colour instead of demosaiced first.
+
+    Each binned pixel holds, per channel, the mean of that colour's raw samples in its
+    block (:func:`sky_bin_factor` a side, which must be even): the large-scale sky the
+    demosaiced frame's block means give (bilinear demosaicing conserves each colour's
+    local mean; measured on a 160-frame GRBG session: median difference of the block
+    means -0.02 ADU for a sky of 280-450 ADU), from one pass over the raw pixels instead
+    of a hot-pixel pass, a demosaicing and a binning of three full planes (2.4 ms against
+    23 ms for a 1080x1920 frame). Hot pixels are not corrected: the cells' clipping sets
+    them aside with the stars.
+
+    Parameters
+    ----------
+    raw : numpy.ndarray
+        ``(H, W)`` raw mosaic, starting on the pattern's phase; NaN marks pixels to ignore.
+    pattern : str
+        Bayer pattern of its top-left 2x2 cell.
+    to_grid, cell, grid_shape, pixel_area, noise
+        As in :func:`measure_sky_cells` (``noise``: of the raw pixels).
+
+    Returns
+    -------
+    SkyCells
+    """
+    factor = sky_bin_factor(cell)
+    if factor % 2:
+        raise ValueError(f"cells of {cell} px bin the frame by {factor}: colour blocks need an even factor")
+    from .debayer import bayer_colour_index
+    from .kernels_raw import bayer_block_means_cpu
+
+    data = np.ascontiguousarray(raw, dtype=np.float32)  # one compiled specialisation
+    binned = np.empty((3, data.shape[0] // factor, data.shape[1] // factor), dtype=np.float32)
+    bayer_block_means_cpu(data, bayer_colour_index(pattern), factor, binned)
+    if noise is not None:
+        noise = np.resize(np.asarray(noise, dtype=np.float64), 3) * np.asarray(colour_block_noise_ratio(factor))
+    return _cells_of_binned(binned, factor, noise, to_grid, cell, grid_shape, pixel_area)
+
+
+def sky_bin_factor(cell: int) -> int:
+    """Side of the blocks a frame is binned by before its cells of ``cell`` grid pixels are measured.
+
+    The largest of :data:`BINS` that leaves a cell :data:`CELL_BINS` binned pixels a side, else 1.
+
+    Raises
+    ------
+    ValueError
+        ``cell`` is under 2 pixels.
+    """
+    if int(cell) < 2:
+        raise ValueError(f"cell must be >= 2 pixels, got {cell} (set zemosaic.background.block-px)")
+    return max((f for f in BINS if int(cell) >= CELL_BINS * f), default=1)
+
+
+def _cells_of_binned(
+    data: np.ndarray,
+    factor: int,
+    noise: np.ndarray | None,
+    to_grid: Any,
+    cell: int,
+    grid_shape: tuple[int, int],
+    pixel_area: float,
+) -> SkyCells:
+    """The clipped cell means of a ``(C, h, w)`` frame binned by ``factor`` (``noise``: of its binned pixels)."""
+    from .kernels_stack import cell_clip_pass_cpu
+
+    cell = int(cell)
+    pixel_area *= factor * factor
+    channels, height, width = data.shape
     grid_height, grid_width = grid_shape
     n_columns = -(-grid_width // cell)
     n_cells = -(-grid_height // cell) * n_columns

@@ -1,4 +1,9 @@
-"""Measure one frame's large-scale sky on a worker: read, clean, debayer, clipped means on grid cells."""
+"""Measure one frame's large-scale sky on a worker: read, bin, clipped means on grid cells.
+
+A Bayer frame is binned by colour straight from its raw pixels
+(:func:`~zemosaic_dask.tasks.sky_blocks.measure_bayer_sky_cells`); any other frame is
+prepared as for stacking (hot pixels fixed) and binned.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from astropy.wcs import WCS
 from ..io.frames import read_frame_window
 from ..plans.frames import FrameInfo
 from ..tasks.background_solve import FrameAffine
-from ..tasks.sky_blocks import SkyCells, measure_sky_cells
+from ..tasks.sky_blocks import SkyCells, measure_bayer_sky_cells, measure_sky_cells, sky_bin_factor
 from .frame_window import FrameWindowOptions, frame_centre, prepare_window, thread_wcs
 
 __all__ = ["frame_affine", "frame_centre", "measure_frame_sky"]
@@ -36,7 +41,12 @@ def measure_frame_sky(
     cell: int,
     noise: tuple[float, ...] | None = None,
 ) -> tuple[SkyCells, FrameAffine]:
-    """A whole frame's sky on the grid's cells, prepared as for stacking (hot pixels fixed, demosaiced).
+    """A whole frame's sky on the grid's cells.
+
+    A Bayer frame whose cells bin it by an even factor (``cell`` >= 16) is binned by colour
+    from its raw pixels, as the stacking units would see it demosaiced but without building
+    the demosaiced frame; any other frame is prepared as for stacking (hot pixels fixed,
+    demosaiced when it has to be) and then binned.
 
     Parameters
     ----------
@@ -64,8 +74,13 @@ def measure_frame_sky(
     affine = frame_affine(frame, thread_wcs(grid_header))
     height, width = frame.shape
     raw = read_frame_window(frame, 0, height, 0, width)
-    image, _ = prepare_window(raw, frame, options)
     area = abs(float(np.linalg.det(np.asarray(affine.matrix))))
+    if frame.layout == "bayer" and options.n_channels == 3 and sky_bin_factor(cell) % 2 == 0:
+        cells = measure_bayer_sky_cells(
+            raw, frame.bayer_pattern, affine.to_grid, cell, grid_shape, pixel_area=area, noise=noise
+        )
+        return cells, affine
+    image, _ = prepare_window(raw, frame, options)
     pattern = frame.bayer_pattern if frame.layout == "bayer" else None
     cells = measure_sky_cells(
         image, affine.to_grid, cell, grid_shape, pixel_area=area, noise=noise, bayer_pattern=pattern
