@@ -222,12 +222,16 @@ def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None, reade
         if not gains:
             continue
         samples, weights = samples[: len(gains)], weights[: len(gains)]
+        gain, offset = np.stack(gains), np.stack(offsets)
+        # Layers that need no correction (every SDS run without intertile calibration) are
+        # passed as they are: x * 1 + 0 is x, and no sample-sized noise array is rescaled by 1.
+        identity = bool(np.all(gain == 1) and np.all(offset == 0))
         result = stack_samples(
             xp.asarray(samples),
             xp.asarray(weights),
             job.stack,
-            gains=np.stack(gains),
-            offsets=np.stack(offsets),
+            gains=None if identity else gain,
+            offsets=None if identity else offset,
             kept_weight=job.group,
             **_layer_noise(job, weights, np.stack(held) if holds is not None else None),
         )

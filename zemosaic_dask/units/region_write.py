@@ -10,17 +10,22 @@ import numpy as np
 
 from .region_job import RegionJob, RegionRows, RegionSummary
 
-__all__ = ["build_whole_region", "region_pixels", "reused_region", "write_region_rows"]
+__all__ = ["build_whole_region", "region_pixels", "reused_region", "stored_pixels", "write_region_rows"]
+
+
+def stored_pixels(image: np.ndarray, coverage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A stack's image and coverage as a store holds them: float32, NaN where there is no coverage."""
+    image = np.where(coverage[None] > 0, image, np.float32(np.nan)).astype(np.float32, copy=False)
+    return image, coverage.astype(np.float32, copy=False)
 
 
 def region_pixels(image: np.ndarray, coverage: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A stack's image, coverage and alpha as a store holds them.
 
-    Pixels without coverage are NaN; ``alpha`` is 255 where a pixel has coverage and every
-    channel is finite; image and coverage are float32.
+    Pixels without coverage are NaN (:func:`stored_pixels`); ``alpha`` is 255 where a pixel
+    has coverage and every channel is finite; image and coverage are float32.
     """
-    image = np.where(coverage[None] > 0, image, np.float32(np.nan)).astype(np.float32, copy=False)
-    coverage = coverage.astype(np.float32, copy=False)
+    image, coverage = stored_pixels(image, coverage)
     alpha = np.where((coverage > 0) & np.all(np.isfinite(image), axis=0), 255, 0).astype(np.uint8)
     return image, coverage, alpha
 

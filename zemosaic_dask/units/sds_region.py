@@ -27,7 +27,7 @@ from .gpu import run_with_gpu_fallback
 from .mean_region import can_stream_mean, mean_region_rows
 from .mosaic_region import stacked_region_rows
 from .region_job import RegionJob, RegionSummary
-from .region_write import region_pixels
+from .region_write import stored_pixels
 
 __all__ = ["COUNT_STORE", "BatchStacks", "SdsRegionJob", "run_sds_region"]
 
@@ -121,7 +121,7 @@ def _batch_stacks(job: SdsRegionJob, xp: Any) -> tuple[list[tuple[np.ndarray, np
             continue
         build = mean_region_rows if can_stream_mean(batch) else stacked_region_rows
         rows = build(batch, xp)
-        image, coverage, _ = region_pixels(rows.image, rows.coverage)
+        image, coverage = stored_pixels(rows.image, rows.coverage)  # as the batch's store would hold them
         stacks.append((image, coverage) if rows.contributing else None)
         hot, error = hot + rows.hot_pixels, max(error, rows.max_map_error)
     return stacks, hot, error
