@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -359,3 +360,40 @@ def test_flags_accept_what_the_schema_accepts(frames, tmp_path):
     assert config["stack"]["combine"] == "mean"
     bad = cli("plan", frames, "--rejection", "bogus")
     assert bad.returncode == 2 and "zemosaic.stack.rejection must be one of" in bad.stderr
+
+
+ENTRY = textwrap.dedent(
+    """
+    import atexit, sys
+
+    class Teardown:
+        def __del__(self):
+            print("TEARDOWN", flush=True)
+
+    keep = Teardown()  # a module global: freed only by the interpreter's teardown
+    atexit.register(print, "EXIT-HANDLER", flush=True)
+    from zemosaic_dask import cli
+
+    which, sys.argv = sys.argv[1], ["zemosaic-dask", *sys.argv[2:]]
+    getattr(cli, which)()
+    """
+)
+
+
+@pytest.mark.parametrize(("args", "status"), [(["--version"], 0), (["run"], 2), (["nonsense"], 2)])
+def test_the_console_script_runs_the_exit_handlers_and_skips_the_teardown(args, status):
+    """``entry`` keeps the command's output, status and exit handlers; only Python's teardown goes."""
+    done = subprocess.run([sys.executable, "-c", ENTRY, "entry", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == status, done.stderr[-2000:]
+    assert "EXIT-HANDLER" in done.stdout and "TEARDOWN" not in done.stdout
+    assert ("zemosaic-dask" in done.stdout) if status == 0 else ("Usage" in done.stderr)
+    plain = subprocess.run([sys.executable, "-c", ENTRY, "main", *args], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == status and "EXIT-HANDLER" in plain.stdout
+    assert "TEARDOWN" in plain.stdout  # what the teardown would have run
+
+
+def test_the_console_script_is_entry():
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "zemosaic-dask"]
+    assert script.value == "zemosaic_dask.cli:entry"

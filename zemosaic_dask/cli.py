@@ -7,9 +7,11 @@ variables set the same things.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,7 +25,7 @@ from .cli_flags import cluster_flags, debug_flag, load_flags, pixel_flags, read_
 from .errors import ZeMosaicError
 from .logs import UnretrievedTeardownFilter
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]
 
 #: Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -376,5 +378,37 @@ def config_command(config_file: str | None, as_json: bool) -> None:
         click.echo(f"{entry.key:<{width}}  {json.dumps(entry.value):<24}  {entry.source}")
 
 
+def entry() -> None:
+    """The ``zemosaic-dask`` console script: :func:`main`, then the process ends without interpreter teardown.
+
+    When the command is over (products, report and logs written and closed, the cluster
+    shut down), the exit handlers run as at any exit (``atexit``: logging's flush,
+    multiprocessing's clean-up, temporary files) and the output streams are flushed; then
+    the process ends at once with the command's status. Python's own teardown, which frees
+    every module and object one by one, took 0.5 to 0.9 s after each run (a tenth of a
+    40-frame run) and has nothing left to save. A traceback (``--debug``) ends the usual way.
+    """
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code
+    else:  # pragma: no cover - click's standalone main always ends with SystemExit
+        code = 0
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): the message on stderr, status 1, as the interpreter does
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()  # what a normal exit runs before tearing down
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be written
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()
