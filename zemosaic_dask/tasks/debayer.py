@@ -46,14 +46,12 @@ def bayer_masks(pattern: str, shape: tuple[int, int], xp: Any) -> Any:
     xp : module
         Array namespace to allocate in.
     """
-    pattern = pattern.upper()
-    if pattern not in BAYER_PATTERNS:
-        raise ValueError(f"unknown Bayer pattern {pattern!r}; expected one of {', '.join(BAYER_PATTERNS)}")
+    colour_of = bayer_colour_index(pattern)
     height, width = shape
     masks = xp.zeros((3, height, width), dtype=xp.float32)
-    for cell, colour in enumerate(pattern):
-        dy, dx = divmod(cell, 2)
-        masks[_CHANNEL_INDEX[colour], dy::2, dx::2] = 1.0
+    for dy in range(2):
+        for dx in range(2):
+            masks[int(colour_of[dy, dx]), dy::2, dx::2] = 1.0
     return masks
 
 

@@ -1,11 +1,14 @@
 """Compiled CPU kernels (numba) that prepare raw sensor windows: hot pixels, demosaicing, colour block means.
 
-Both follow the array-operation references in :mod:`zemosaic_dask.tasks.debayer` to the
-bit: the same float32 operations in the same order, the same treatment of NaN and
-infinite samples, the same border rules. They only avoid the references' temporaries
-and the per-pixel generality: interior pixels take a branch-light path specialised to
-the Bayer parity, and a pixel whose fast result is not finite (a NaN or infinite
-neighbour) or that lies on the window border is recomputed by the general rule.
+The hot-pixel and demosaicing kernels follow the array-operation references in
+:mod:`zemosaic_dask.tasks.debayer` to the bit: the same float32 operations in the same
+order, the same treatment of NaN and infinite samples, the same border rules. They only
+avoid the references' temporaries and the per-pixel generality: interior pixels take a
+branch-light path specialised to the Bayer parity, and a pixel whose fast result is not
+finite (a NaN or infinite neighbour) or that lies on the window border is recomputed by
+the general rule. The colour block means (:func:`bayer_block_means_cpu`, for the sky
+cells) sum in float64 and are checked against a mask-based formulation to float32
+precision.
 
 Kernels are compiled with ``nogil=True`` and without ``fastmath`` (see
 :mod:`zemosaic_dask.tasks.kernels_cpu`).
