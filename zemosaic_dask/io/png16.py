@@ -13,13 +13,15 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["write_png16"]
+__all__ = ["PNG_SIGNATURE", "png_chunk", "write_png16"]
 
-_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The eight bytes every PNG file starts with.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IDAT_BYTES = 1 << 20
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and the CRC of type and data."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
@@ -48,7 +50,7 @@ def write_png16(
     compressor = zlib.compressobj(level)
     rows_written = 0
     with open(path, "wb") as handle:
-        handle.write(_SIGNATURE + _chunk(b"IHDR", header))
+        handle.write(PNG_SIGNATURE + png_chunk(b"IHDR", header))
         pending = bytearray()
         for band in bands:
             rows = np.moveaxis(np.asarray(band, dtype=">u2"), 0, -1).reshape(band.shape[1], width * channels)
@@ -57,10 +59,10 @@ def write_png16(
             rows_written += rows.shape[0]
             pending += compressor.compress(lines.tobytes())
             while len(pending) >= _IDAT_BYTES:
-                handle.write(_chunk(b"IDAT", bytes(pending[:_IDAT_BYTES])))
+                handle.write(png_chunk(b"IDAT", bytes(pending[:_IDAT_BYTES])))
                 del pending[:_IDAT_BYTES]
         if rows_written != height:
             raise ValueError(f"the bands hold {rows_written} rows, the PNG header says {height}")
         pending += compressor.flush()
-        handle.write(_chunk(b"IDAT", bytes(pending)))
-        handle.write(_chunk(b"IEND", b""))
+        handle.write(png_chunk(b"IDAT", bytes(pending)))
+        handle.write(png_chunk(b"IEND", b""))
