@@ -40,6 +40,10 @@ def test_fused_regions_give_the_stored_pixels_bit_for_bit(paths, kind):
     for key in ("sds_mask", "hot_pixels_fixed", "layers", "layer_combine"):
         assert fused.report[key] == stored.report[key], key
     assert fused.report["sds_masked_pixels"] > 0  # the mask ran on counts the fused tasks wrote
+    # Regions whose every pixel with data has enough batches are passed over, with the same
+    # union and masked pixels (above) and the same image as every region masked in a task.
+    regions = stored.report["regions"]["total"]
+    assert stored.report["sds_mask_tasks"] == regions > fused.report["sds_mask_tasks"] > 0
     assert fused.report["sds_execution"]["fused"] is True
     assert stored.report["sds_execution"] == {**stored.report["sds_execution"], "fused": False}
     assert "sds.store-batches" in stored.report["sds_execution"]["reason"]

@@ -16,6 +16,7 @@ from ..io.store import MosaicStore, open_mosaic_store
 from ..messages import msg
 from ..plans.mosaic import MosaicPlan
 from ..plans.sds_execution import SdsExecution
+from ..plans.sds_mask import SdsMaskSummary
 from ..units.sds_region import COUNT_STORE, SdsRegionJob
 from .calibration import calibrate_layers
 from .coefficients import frame_coefficients, frame_noise_and_sky
@@ -66,17 +67,32 @@ def _mask_fringe(
     timings: Timings,
     counts: Any = None,
 ) -> dict[str, Any]:
-    """The SDS coverage mask over the combined regions (layer counts from ``counts`` when given); its report."""
+    """The SDS coverage mask over the combined regions (layer counts from ``counts`` when given); its report.
+
+    A region whose result says how few batches reach its pixels with data (``covered``, fused
+    regions) and where none falls under the threshold has nothing to mask: it is counted
+    without a task.
+    """
     keep = options.sds_min_coverage_keep
     max_layers = max((c["max_layers"] for c in combined), default=0)
+    min_layers = keep * max_layers
+    kept, to_mask = [], []
+    for job, result in zip(jobs, combined, strict=True):
+        covered = result.get("covered")
+        if covered is not None and covered[1] >= min_layers:
+            kept.append(SdsMaskSummary(covered[0], 0))
+        else:
+            to_mask.append(job)
     with timings.stage("coverage-mask"):
-        masked = compute(handle, mask_layers(jobs, keep * max_layers, counts), label="mask", show_progress=False)
-    summary = sum(masked[1:], masked[0]) if masked else None
+        masked = compute(handle, mask_layers(to_mask, min_layers, counts), label="mask", show_progress=False)
+    summaries = kept + list(masked)
+    summary = sum(summaries[1:], summaries[0]) if summaries else None
     if summary and summary.fraction > 0.01:
         log.warning(msg("sds_mask_large", percent=100.0 * summary.fraction, keep=keep))
     return {
         "sds_masked_pixels": summary.masked_pixels if summary else 0,
         "sds_mask": summary.to_dict() if summary else None,
+        "sds_mask_tasks": len(to_mask),
     }
 
 

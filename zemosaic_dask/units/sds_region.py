@@ -132,7 +132,10 @@ def run_sds_region(job: SdsRegionJob) -> dict[str, Any]:
 
     A region whose final pixels and batch counts are both complete (a resumed run) is not
     recomputed. Returns what the stored path's combination returns (the region's summary,
-    its largest batch count, each batch's largest coverage) with the hot pixels fixed.
+    its largest batch count, each batch's largest coverage) with the hot pixels fixed, and
+    ``covered``: the pixels with data and batches there, and the fewest batches at a pixel
+    with data (None for a region not recomputed), so that the coverage mask can pass over a
+    region none of whose pixels falls under its threshold.
     """
     start = time.perf_counter()
     combine, region = job.combine, job.combine.region
@@ -140,7 +143,13 @@ def run_sds_region(job: SdsRegionJob) -> dict[str, Any]:
         window = (slice(region.y0, region.y1), slice(region.x0, region.x1))
         count = np.asarray(job.counts.array("coverage", mode="r")[window])
         summary = RegionSummary(region.name, len(combine.layers), 0, 0, 0.0, reused=True)
-        return {"summary": summary, "max_layers": int(count.max(initial=0)), "layer_max": {}, "hot_pixels": 0}
+        return {
+            "summary": summary,
+            "max_layers": int(count.max(initial=0)),
+            "layer_max": {},
+            "hot_pixels": 0,
+            "covered": None,
+        }
     (stacks, hot, error), fallback = run_with_gpu_fallback(
         job.key or f"sds-region-{region.name}", lambda xp: _batch_stacks(job, xp), use_gpu=job.use_gpu
     )
@@ -163,9 +172,12 @@ def run_sds_region(job: SdsRegionJob) -> dict[str, Any]:
     )
     if fallback is not None:
         summary = dataclasses.replace(summary, region=job.key or summary.region)
+    covered = combined.coverage > 0
+    fewest = int(count[covered].min(initial=np.iinfo(count.dtype).max))
     return {
         "summary": summary,
         "max_layers": int(count.max(initial=0)),
         "layer_max": combined.layer_max,
         "hot_pixels": hot,
+        "covered": (int(np.count_nonzero(covered & (count > 0))), fewest),
     }
