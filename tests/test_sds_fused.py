@@ -107,7 +107,7 @@ def test_batch_stacks_read_windows_as_a_store_does():
     rng = np.random.default_rng(3)
     image = rng.normal(size=(3, 40, 50)).astype(np.float32)
     coverage = rng.integers(0, 3, size=(40, 50)).astype(np.float32)
-    held = BatchStacks(region, [(image, coverage), None], 3)
+    held = BatchStacks.of_stacks(region, [(image, coverage), None], 3)
     window = OutputRegion(1, 2, 110, 130, 205, 250)
     (got_image, got_cover), (none_image, none_cover) = held.iter_read(window)
     np.testing.assert_array_equal(got_image, image[:, 10:30, 5:50])
@@ -151,3 +151,55 @@ def test_fewer_regions_with_data_than_units_in_flight_store_the_batches(seestar_
 
     assert decided(2 * regions).fused and f"one task per region ({regions})" in decided(2 * regions).reason
     assert not decided(2 * regions + 1).fused
+
+
+def _held_region(empty_layer):
+    """Six batch stacks of a 60x70 region (one with a trail, one possibly without data) and a missing batch."""
+    region = OutputRegion(0, 0, 0, 60, 0, 70)
+    rng = np.random.default_rng(11)
+    stacks = []
+    for k in range(6):
+        coverage = rng.integers(0, 4, size=region.shape).astype(np.float32)
+        coverage[:, : 5 * k] = 0  # each batch reaches less of the region
+        image = rng.normal(100.0, 5.0, size=(3, *region.shape)).astype(np.float32)
+        if k == 2:
+            image[:, 28:31] += 400.0  # a trail the rejection removes
+        stacks.append((np.where(coverage > 0, image, np.float32(np.nan)), coverage))
+    if empty_layer:
+        stacks[3] = (np.full_like(stacks[3][0], np.nan), np.zeros_like(stacks[3][1]))
+    stacks.insert(1, None)
+    return region, stacks
+
+
+@pytest.mark.parametrize(("empty_layer", "max_bytes"), [(False, 256 * 2**20), (True, 256 * 2**20), (False, 200_000)])
+def test_stacks_held_in_place_combine_as_their_copies(monkeypatch, empty_layer, max_bytes):
+    """The combination reads held stacks in place (one band, no copy) and gives what copies of them give."""
+    from zemosaic_dask.config.policies import stage_options
+    from zemosaic_dask.units import combine_region
+    from zemosaic_dask.units.combine_region import CombineJob, LayerInput, combine_layers_in_region
+
+    region, stacks = _held_region(empty_layer)
+    options = stage_options(load_config(), 3).layer_combine
+    assert options.rejection == "noise_clip"
+    layers = tuple(LayerInput(k, None) for k in range(len(stacks)))
+    noise = {"noise": (5.0,) * 3, "sky": (100.0,) * 3, "shot": (400.0,) * 3}
+    job = CombineJob(region, layers, None, 3, stack=options, max_bytes=max_bytes, **noise)
+    held = BatchStacks.of_stacks(region, stacks, 3)
+    images, coverages = (np.array(a) for a in held.held_samples(region)[1:])
+
+    class Copies:  # the same stacks, read only as copies (a store's reader)
+        iter_read = held.iter_read
+
+    copied = combine_layers_in_region(job, np, reader=Copies())
+    gathered = combine_region._gathered_band
+    expect_in_place = not empty_layer and max_bytes > 10**6  # a batch without data, or bands: copies
+    calls = []
+    monkeypatch.setattr(combine_region, "_gathered_band", lambda *a: calls.append(1) or gathered(*a))
+    in_place = combine_layers_in_region(job, np, reader=held)
+    assert (not calls) == expect_in_place
+    for got, want in zip(in_place, copied, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    deep = in_place.count[28:31] >= 4  # where four batches meet (a third of the rows at least), the trail is rejected
+    assert deep.mean() > 0.3 and np.all(in_place.image[:, 28:31][:, deep] < 200.0)
+    np.testing.assert_array_equal(held.held_samples(region)[1], images)  # the held stacks are left as they were
+    np.testing.assert_array_equal(held.held_samples(region)[2], coverages)

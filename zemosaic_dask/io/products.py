@@ -77,7 +77,9 @@ def asinh_stretch(
         out *= np.float32(softening)
         np.arcsinh(out, out=out)
         out /= np.float32(np.arcsinh(softening))
-    return np.nan_to_num(np.clip(out, 0.0, 1.0, out=out), nan=0.0, copy=False)
+    np.clip(out, 0.0, 1.0, out=out)  # no infinity is left; NaN (no data) becomes 0
+    np.copyto(out, np.float32(0.0), where=np.isnan(out))
+    return out
 
 
 def preview_factor(shape: tuple[int, int], max_side: int) -> int:

@@ -175,6 +175,56 @@ def _streamed_mean(job: CombineJob, xp: Any, reader: Any = None) -> Combined:
     return Combined(to_numpy(image).astype(np.float32), den, used, layer_max, count, den)
 
 
+class _Band(NamedTuple):
+    """The layers with data in one band, as :func:`stack_samples` takes them, and their positions in the job."""
+
+    samples: np.ndarray
+    weights: np.ndarray
+    positions: list[int]
+
+
+def _gathered_band(job: CombineJob, reader: Any, band: OutputRegion, layer_max: dict[int, float]) -> _Band:
+    """Copy each layer with data in ``band`` into the next slot of the band's samples (no list stacked again)."""
+    count = max(1, len(job.layers))
+    samples = np.empty((count, job.n_channels, *band.shape), dtype=np.float32)
+    weights = np.empty((count, *band.shape), dtype=np.float32)
+    positions: list[int] = []
+    reads = reader.iter_read(band, copy=False)
+    for index, (layer, (values, cover)) in enumerate(zip(job.layers, reads, strict=True)):
+        layer_max[layer.id] = max(layer_max.get(layer.id, 0.0), float(cover.max(initial=0.0)))
+        if not (cover > 0).any():
+            continue
+        np.copyto(samples[len(positions)], values, casting="same_kind")
+        np.copyto(weights[len(positions)], cover, casting="same_kind")
+        positions.append(index)
+    return _Band(samples[: len(positions)], weights[: len(positions)], positions)
+
+
+def _held_band(job: CombineJob, reader: Any, band: OutputRegion, layer_max: dict[int, float]) -> _Band | None:
+    """The layers in place when ``reader`` holds them for the whole band, each with data there; else None."""
+    held = reader.held_samples(band)
+    if held is None:
+        return None
+    positions, samples, weights = held
+    maxima = weights.reshape(len(positions), -1).max(axis=1) if positions else np.zeros(0, np.float32)
+    if not np.all(maxima > 0):  # a layer without data would be left out: gather them
+        return None
+    largest = dict(zip(positions, maxima.tolist(), strict=True))
+    for index, layer in enumerate(job.layers):
+        layer_max[layer.id] = max(layer_max.get(layer.id, 0.0), float(largest.get(index, 0.0)))
+    return _Band(samples, weights, positions)
+
+
+def _band_rows(job: CombineJob, in_place: bool) -> int:
+    """Rows per band within ``job.max_bytes``: the stack's working memory, and copies of the layers unless in place."""
+    height, width = job.region.shape
+    count = max(1, len(job.layers))
+    per_row = peak_memory_bytes((count, job.n_channels, 1, width), job.stack)
+    if not in_place:
+        per_row += count * (job.n_channels + 1) * width * 4
+    return int(max(8, min(height, job.max_bytes // max(per_row, 1))))
+
+
 def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None, reader: Any = None) -> Combined:
     """Layers stacked with a rejection across layers, in bands of rows within ``job.max_bytes``.
 
@@ -183,7 +233,9 @@ def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None, reade
     ``holds``: per input, the original layers it holds per pixel (``(H, W)`` or a number;
     the groups of a combination tree), see :func:`_layer_noise`. ``reader``: where the
     layers are read (default: their stores), anything with ``iter_read`` as
-    :class:`~zemosaic_dask.units.layer_reader.LayerReader`.
+    :class:`~zemosaic_dask.units.layer_reader.LayerReader`. A reader that holds the layers
+    in memory (``held_samples``, an SDS region's batch stacks) is read in place, in one band
+    when the stack's working memory allows it: no room is needed for copies of the layers.
     """
     region = job.region
     height, width = region.shape
@@ -191,38 +243,35 @@ def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None, reade
     coverage = np.zeros((height, width), dtype=np.float32)
     kept = np.zeros((height, width), dtype=np.float32)
     layers_here = np.zeros((height, width), dtype=np.int32)
-    count = max(1, len(job.layers))
-    per_row = peak_memory_bytes((count, job.n_channels, 1, width), job.stack) + count * (job.n_channels + 1) * width * 4
-    rows = int(max(8, min(height, job.max_bytes // max(per_row, 1))))
+    reader = reader or LayerReader([layer.store for layer in job.layers])
+    in_place = holds is None and callable(getattr(reader, "held_samples", None))
+    in_place = in_place and _band_rows(job, in_place=True) == height  # else bands with room for copies
+    rows = _band_rows(job, in_place)
     layer_max: dict[int, float] = {}
     used: set[int] = set()
-    reader = reader or LayerReader([layer.store for layer in job.layers])
     for y0 in range(region.y0, region.y1, rows):
         band = dataclasses.replace(region, y0=y0, y1=min(region.y1, y0 + rows))
         rows_here = slice(y0 - region.y0, band.y1 - region.y0)
-        # Each layer with data in the band is copied from the decoded chunks straight into
-        # the next slot of the stack (no list of copies stacked again).
-        samples = np.empty((count, job.n_channels, *band.shape), dtype=np.float32)
-        weights = np.empty((count, *band.shape), dtype=np.float32)
-        gains, offsets, held = [], [], []
-        reads = reader.iter_read(band, copy=False)
-        for index, (layer, (values, cover)) in enumerate(zip(job.layers, reads, strict=True)):
-            layer_max[layer.id] = max(layer_max.get(layer.id, 0.0), float(cover.max(initial=0.0)))
-            if not (cover > 0).any():
-                continue
-            slot = len(gains)
-            np.copyto(samples[slot], values, casting="same_kind")
-            np.copyto(weights[slot], cover, casting="same_kind")
-            used.add(layer.id)
-            if holds is not None:
-                held.append(np.broadcast_to(np.asarray(holds[index]), (height, width))[rows_here])
-            layers_here[rows_here] += weights[slot] > 0
-            gains.append(np.resize(np.asarray(layer.gain, np.float32) * np.float32(layer.scale), job.n_channels))
-            offsets.append(np.resize(np.asarray(layer.offset, np.float32) * np.float32(layer.scale), job.n_channels))
-        if not gains:
+        taken = _held_band(job, reader, band, layer_max) if in_place else None
+        if taken is None:
+            taken = _gathered_band(job, reader, band, layer_max)
+        if not taken.positions:
             continue
-        samples, weights = samples[: len(gains)], weights[: len(gains)]
-        gain, offset = np.stack(gains), np.stack(offsets)
+        samples, weights = taken.samples, taken.weights
+        layers = [job.layers[index] for index in taken.positions]
+        used.update(layer.id for layer in layers)
+        layers_here[rows_here] += np.count_nonzero(weights > 0, axis=0).astype(np.int32)
+        gain = np.stack(
+            [np.resize(np.asarray(x.gain, np.float32) * np.float32(x.scale), job.n_channels) for x in layers]
+        )
+        offset = np.stack(
+            [np.resize(np.asarray(x.offset, np.float32) * np.float32(x.scale), job.n_channels) for x in layers]
+        )
+        held = None
+        if holds is not None:
+            held = np.stack(
+                [np.broadcast_to(np.asarray(holds[k]), (height, width))[rows_here] for k in taken.positions]
+            )
         # Layers that need no correction (every SDS run without intertile calibration) are
         # passed as they are: x * 1 + 0 is x, and no sample-sized noise array is rescaled by 1.
         identity = bool(np.all(gain == 1) and np.all(offset == 0))
@@ -233,12 +282,12 @@ def _stacked(job: CombineJob, xp: Any, holds: Sequence[Any] | None = None, reade
             gains=None if identity else gain,
             offsets=None if identity else offset,
             kept_weight=job.group,
-            **_layer_noise(job, weights, np.stack(held) if holds is not None else None),
+            **_layer_noise(job, weights, held),
         )
-        image[:, y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.image)
-        coverage[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.coverage)
+        image[:, rows_here] = to_numpy(result.image)
+        coverage[rows_here] = to_numpy(result.coverage)
         if job.group:
-            kept[y0 - region.y0 : band.y1 - region.y0] = to_numpy(result.kept_weight)
+            kept[rows_here] = to_numpy(result.kept_weight)
     return Combined(image, coverage, len(used), layer_max, layers_here, kept if job.group else coverage)
 
 

@@ -10,13 +10,20 @@ import numpy as np
 
 from .region_job import RegionJob, RegionRows, RegionSummary
 
-__all__ = ["build_whole_region", "region_pixels", "reused_region", "stored_pixels", "write_region_rows"]
+__all__ = ["build_whole_region", "held_pixels", "region_pixels", "reused_region", "stored_pixels", "write_region_rows"]
 
 
 def stored_pixels(image: np.ndarray, coverage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A stack's image and coverage as a store holds them: float32, NaN where there is no coverage."""
     image = np.where(coverage[None] > 0, image, np.float32(np.nan)).astype(np.float32, copy=False)
     return image, coverage.astype(np.float32, copy=False)
+
+
+def held_pixels(image: np.ndarray, coverage: np.ndarray, image_out: np.ndarray, coverage_out: np.ndarray) -> None:
+    """Write :func:`stored_pixels` of a stack into ``image_out`` and ``coverage_out`` (float32), without a copy."""
+    np.copyto(image_out, image, casting="same_kind")
+    np.copyto(image_out, np.float32(np.nan), where=~(coverage > 0)[None])
+    np.copyto(coverage_out, coverage, casting="same_kind")
 
 
 def region_pixels(image: np.ndarray, coverage: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

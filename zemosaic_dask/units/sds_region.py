@@ -27,7 +27,7 @@ from .gpu import run_with_gpu_fallback
 from .mean_region import can_stream_mean, mean_region_rows
 from .mosaic_region import stacked_region_rows
 from .region_job import RegionJob, RegionSummary
-from .region_write import stored_pixels
+from .region_write import held_pixels
 
 __all__ = ["COUNT_STORE", "BatchStacks", "SdsRegionJob", "run_sds_region"]
 
@@ -65,29 +65,49 @@ class SdsRegionJob:
 class BatchStacks:
     """A region's batch stacks held in memory, read as a :class:`~.layer_reader.LayerReader` reads stores.
 
+    The stacks with data sit in one block, in the batches' order, so that the combination
+    can take them in place (:meth:`held_samples`) instead of copying them into its samples.
+
     Parameters
     ----------
     region : OutputRegion
         The region the stacks cover.
-    stacks : sequence of (image, coverage) or None
-        Per batch, its stack as a store holds it (``(C, H, W)`` NaN where uncovered and
-        ``(H, W)`` float32), or None for a batch without data there.
-    n_channels : int
-        Channels of the images.
+    images : ndarray
+        ``(N, C, H, W)`` float32: the stacks with data as a store holds them (NaN where uncovered).
+    coverages : ndarray
+        ``(N, H, W)`` float32: their coverages.
+    slots : sequence of int or None
+        Per batch, the index of its stack in ``images``, or None for a batch without data there.
     """
 
     def __init__(
-        self, region: OutputRegion, stacks: Sequence[tuple[np.ndarray, np.ndarray] | None], n_channels: int
+        self, region: OutputRegion, images: np.ndarray, coverages: np.ndarray, slots: Sequence[int | None]
     ) -> None:
         self._region = region
-        self._stacks = list(stacks)
+        self._images, self._coverages = images, coverages
+        self._slots = list(slots)
         self._empty = (
-            np.full((n_channels, *region.shape), np.nan, dtype=np.float32),
+            np.full((images.shape[1], *region.shape), np.nan, dtype=np.float32),
             np.zeros(region.shape, dtype=np.float32),
         )
 
+    @classmethod
+    def of_stacks(
+        cls, region: OutputRegion, stacks: Sequence[tuple[np.ndarray, np.ndarray] | None], n_channels: int
+    ) -> BatchStacks:
+        """Hold ``stacks`` (per batch, ``(image, coverage)`` as a store holds them, or None), copied into one block."""
+        held = [stack for stack in stacks if stack is not None]
+        images = np.empty((len(held), n_channels, *region.shape), dtype=np.float32)
+        coverages = np.empty((len(held), *region.shape), dtype=np.float32)
+        slots: list[int | None] = []
+        for stack in stacks:
+            slots.append(None if stack is None else len(slots) - slots.count(None))
+            if stack is not None:
+                images[slots[-1]], coverages[slots[-1]] = stack
+        return cls(region, images, coverages, slots)
+
     def __len__(self) -> int:
-        return len(self._stacks)
+        return len(self._slots)
 
     def iter_read(self, window: OutputRegion, *, copy: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Each batch's ``(image, coverage)`` on ``window`` (rows and columns inside the region).
@@ -97,34 +117,52 @@ class BatchStacks:
         """
         rows = slice(window.y0 - self._region.y0, window.y1 - self._region.y0)
         cols = slice(window.x0 - self._region.x0, window.x1 - self._region.x0)
-        for stack in self._stacks:
-            image, coverage = stack if stack is not None else self._empty
+        for slot in self._slots:
+            image, coverage = self._empty if slot is None else (self._images[slot], self._coverages[slot])
             image, coverage = image[:, rows, cols], coverage[rows, cols]
             yield (image.copy(), coverage.copy()) if copy else (image, coverage)
 
+    def held_samples(self, window: OutputRegion) -> tuple[list[int], np.ndarray, np.ndarray] | None:
+        """The stacks on ``window`` in place, when it is the whole region: batches held, images, coverages.
+
+        ``images`` ``(N, C, H, W)`` and ``coverages`` ``(N, H, W)`` are the held block itself
+        (not to be changed); the first list gives, for each of its N entries, the batch's
+        position among the region's batches. None for a window smaller than the region.
+        """
+        if window != self._region:
+            return None
+        return [k for k, slot in enumerate(self._slots) if slot is not None], self._images, self._coverages
+
     def layer_count(self) -> np.ndarray:
         """Number of batches with data at each pixel of the region."""
-        count = np.zeros(self._region.shape, dtype=np.int32)
-        for stack in self._stacks:
-            if stack is not None:
-                count += stack[1] > 0
-        return count
+        return np.count_nonzero(self._coverages > 0, axis=0).astype(np.int32)
 
 
-def _batch_stacks(job: SdsRegionJob, xp: Any) -> tuple[list[tuple[np.ndarray, np.ndarray] | None], int, float]:
-    """Each batch stacked over the region as its batch mosaic holds it; hot pixels fixed; largest map error."""
-    stacks: list[tuple[np.ndarray, np.ndarray] | None] = []
-    hot, error = 0, 0.0
+def _batch_stacks(job: SdsRegionJob, xp: Any) -> tuple[BatchStacks, int, float]:
+    """Each batch stacked over the region as its batch mosaic holds it; hot pixels fixed; largest map error.
+
+    The stacks are written into one block as they come (NaN where uncovered, as a store holds them).
+    """
+    region, n_channels = job.combine.region, job.combine.n_channels
+    planned = sum(batch is not None for batch in job.batches)
+    images = np.empty((planned, n_channels, *region.shape), dtype=np.float32)
+    coverages = np.empty((planned, *region.shape), dtype=np.float32)
+    slots: list[int | None] = []
+    used, hot, error = 0, 0, 0.0
     for batch in job.batches:
         if batch is None:
-            stacks.append(None)
+            slots.append(None)
             continue
         build = mean_region_rows if can_stream_mean(batch) else stacked_region_rows
         rows = build(batch, xp)
-        image, coverage = stored_pixels(rows.image, rows.coverage)  # as the batch's store would hold them
-        stacks.append((image, coverage) if rows.contributing else None)
         hot, error = hot + rows.hot_pixels, max(error, rows.max_map_error)
-    return stacks, hot, error
+        if not rows.contributing:
+            slots.append(None)
+            continue
+        held_pixels(rows.image, rows.coverage, images[used], coverages[used])
+        slots.append(used)
+        used += 1
+    return BatchStacks(region, images[:used], coverages[:used], slots), hot, error
 
 
 def run_sds_region(job: SdsRegionJob) -> dict[str, Any]:
@@ -150,10 +188,9 @@ def run_sds_region(job: SdsRegionJob) -> dict[str, Any]:
             "hot_pixels": 0,
             "covered": None,
         }
-    (stacks, hot, error), fallback = run_with_gpu_fallback(
+    (held, hot, error), fallback = run_with_gpu_fallback(
         job.key or f"sds-region-{region.name}", lambda xp: _batch_stacks(job, xp), use_gpu=job.use_gpu
     )
-    held = BatchStacks(region, stacks, combine.n_channels)
     combined = combine_layers_in_region(combine, np, reader=held)
     count = held.layer_count()
     counted = count.astype(np.float32)
