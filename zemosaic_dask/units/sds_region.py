@@ -5,9 +5,14 @@ reads them back to combine them. A fused region task computes, for each batch re
 region, the stack that batch's mosaic would hold there (the same frames, coefficients and
 stacking as the batch's region build), keeps them in memory and combines them with the same
 combination as the stored path (:func:`~zemosaic_dask.units.combine_region.combine_layers_in_region`):
-the same pixels, with no batch mosaic written or read. The number of batches with data at
-each pixel is written to a small store (``sds/layer-count``) for the coverage mask, which
-needs the largest count over the whole field before it can run.
+the same pixels, with no batch mosaic written or read. The stacks are held in one block and
+combined in place; the stored path copies them from its stores and so may cut a large region
+into bands of rows where the fused task takes it whole. The pixels then differ only along
+such a band edge, where the growth of a strong rejection (a trail's wings) stops at the edge
+in the stored path and carries on across it here (207 of 40 million values at 160 frames,
+up to 2.7 ADU). The number of batches with data at each pixel is written to a small store
+(``sds/layer-count``) for the coverage mask, which needs the largest count over the whole
+field before it can run.
 """
 
 from __future__ import annotations
