@@ -65,10 +65,13 @@ WARM = textwrap.dedent(
     import json
     import numpy as np
     import zemosaic_dask.worker_warmup as warmup
-    from zemosaic_dask.tasks import kernels_cpu, kernels_noise_clip, kernels_raw, kernels_stack
+    from zemosaic_dask.plans.grid import OutputRegion
+    from zemosaic_dask.tasks import kernels_cpu, kernels_layers, kernels_noise_clip, kernels_raw, kernels_stack
     from zemosaic_dask.tasks.debayer import correct_hot_pixels, debayer_bilinear
     from zemosaic_dask.tasks.sky_blocks import measure_bayer_sky_cells, measure_sky_cells
     from zemosaic_dask.tasks.stacking import StackOptions, stack_samples
+    from zemosaic_dask.units.combine_region import CombineJob, _layer_noise
+    from zemosaic_dask.units.region_write import held_pixels
 
     kernels = {
         "sample_window": kernels_cpu.sample_window_cpu, "accumulate": kernels_cpu.accumulate_window_cpu,
@@ -76,6 +79,7 @@ WARM = textwrap.dedent(
         "noise_clip": kernels_noise_clip.noise_clip_keep_cpu, "kappa_sigma": kernels_stack.kappa_sigma_keep_cpu,
         "mean": kernels_stack.weighted_mean_cpu, "bin": kernels_stack.bin_mean_cpu,
         "clip_pass": kernels_stack.cell_clip_pass_cpu, "colour_blocks": kernels_raw.bayer_block_means_cpu,
+        "layer_noise": kernels_layers.layer_noise_cpu, "covered_stack": kernels_layers.covered_stack_cpu,
     }
     warmed = {name: len(k.signatures) for name, k in kernels.items()}
     # A run's own calls, at other sizes: they must find the specialisations already loaded.
@@ -89,6 +93,10 @@ WARM = textwrap.dedent(
     footprints = np.isfinite(samples[:, 0]).astype(np.float32)
     per_frame = np.full((5, 3), 10.0, dtype=np.float32)
     stack_samples(samples, footprints, StackOptions(), noise=per_frame, background=per_frame * 30)
+    job = CombineJob(OutputRegion(0, 0, 0, 24, 0, 40), (), None, 3, noise=(10.0, 9.0, 11.0))
+    _layer_noise(job, footprints)
+    block, covers = np.empty((2, 3, 24, 40), np.float32), np.empty((2, 24, 40), np.float32)
+    held_pixels(samples[1], footprints[1], block[1], covers[1])
     after = {name: len(k.signatures) for name, k in kernels.items()}
     print(json.dumps({"ok": warmup.warm_kernels(), "warmed": warmed, "after": after}))
     """
@@ -102,4 +110,5 @@ def test_the_warm_up_loads_the_kernels_with_the_types_a_run_calls_them_with():
     assert seen["ok"]
     assert all(count >= 1 for count in seen["warmed"].values()), seen["warmed"]
     touched = ("debayer", "hot", "bin", "clip_pass", "noise_clip", "mean", "colour_blocks")
+    touched += ("layer_noise", "covered_stack")
     assert {name: seen["after"][name] for name in touched} == {name: seen["warmed"][name] for name in touched}

@@ -23,6 +23,7 @@ def warm_kernels() -> bool:
     """Call each CPU kernel once on tiny inputs; return True when every call succeeded."""
     from .tasks.accumulate import MeanSums, WindowMapping, accumulate_window, sample_window
     from .tasks.debayer import correct_hot_pixels, debayer_bilinear
+    from .tasks.kernels_layers import covered_stack_cpu, layer_noise_cpu
     from .tasks.sky_blocks import measure_bayer_sky_cells, measure_sky_cells
     from .tasks.stacking import StackOptions, stack_samples
 
@@ -51,6 +52,9 @@ def warm_kernels() -> bool:
             noise=per_frame,
             background=per_frame * np.float32(100.0),
         )
+    # The combination of layers: their noise, and each batch stack written into its slot
+    layer_noise_cpu(per_frame[0], footprints, np.float32(1e-3), np.empty_like(samples))
+    covered_stack_cpu(samples[0], footprints[0], np.empty_like(samples)[0], np.empty_like(footprints)[0])
     return True
 
 

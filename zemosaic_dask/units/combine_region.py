@@ -104,12 +104,13 @@ def _layer_noise(job: CombineJob, weights: np.ndarray, holds: np.ndarray | None 
     """
     if job.noise is None:
         return {}
+    from ..tasks.kernels_layers import layer_noise_cpu
+
     frame_noise = np.resize(np.asarray(job.noise, dtype=np.float32), job.n_channels)
-    cover = np.maximum(weights, np.float32(1e-3))
-    np.sqrt(cover, out=cover)
-    noise = np.empty((cover.shape[0], job.n_channels) + cover.shape[1:], dtype=np.float32)
-    for c in range(job.n_channels):  # one channel at a time: no sample-sized temporaries
-        np.divide(frame_noise[c], cover, out=noise[:, c])
+    weights = np.ascontiguousarray(weights, dtype=np.float32)
+    noise = np.empty((weights.shape[0], job.n_channels) + weights.shape[1:], dtype=np.float32)
+    # frame_noise[c] / sqrt(maximum(weights, 1e-3)), in one pass without sample-sized temporaries
+    layer_noise_cpu(frame_noise, weights, np.float32(1e-3), noise)
     if holds is not None:
         present = weights > 0
         stacks = (np.count_nonzero(present, axis=0) == 2) & (np.where(present, holds, 0).sum(axis=0) > 2)

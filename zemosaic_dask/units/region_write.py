@@ -20,10 +20,11 @@ def stored_pixels(image: np.ndarray, coverage: np.ndarray) -> tuple[np.ndarray, 
 
 
 def held_pixels(image: np.ndarray, coverage: np.ndarray, image_out: np.ndarray, coverage_out: np.ndarray) -> None:
-    """Write :func:`stored_pixels` of a stack into ``image_out`` and ``coverage_out`` (float32), without a copy."""
-    np.copyto(image_out, image, casting="same_kind")
-    np.copyto(image_out, np.float32(np.nan), where=~(coverage > 0)[None])
-    np.copyto(coverage_out, coverage, casting="same_kind")
+    """Write :func:`stored_pixels` of a stack into float32 ``image_out`` and ``coverage_out``, in one pass."""
+    from ..tasks.kernels_layers import covered_stack_cpu
+
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    covered_stack_cpu(image, np.ascontiguousarray(coverage, dtype=np.float32), image_out, coverage_out)
 
 
 def region_pixels(image: np.ndarray, coverage: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
