@@ -96,21 +96,6 @@ class BatchStacks:
             np.zeros(region.shape, dtype=np.float32),
         )
 
-    @classmethod
-    def of_stacks(
-        cls, region: OutputRegion, stacks: Sequence[tuple[np.ndarray, np.ndarray] | None], n_channels: int
-    ) -> BatchStacks:
-        """Hold ``stacks`` (per batch, ``(image, coverage)`` as a store holds them, or None), copied into one block."""
-        held = [stack for stack in stacks if stack is not None]
-        images = np.empty((len(held), n_channels, *region.shape), dtype=np.float32)
-        coverages = np.empty((len(held), *region.shape), dtype=np.float32)
-        slots: list[int | None] = []
-        for stack in stacks:
-            slots.append(None if stack is None else len(slots) - slots.count(None))
-            if stack is not None:
-                images[slots[-1]], coverages[slots[-1]] = stack
-        return cls(region, images, coverages, slots)
-
     def __len__(self) -> int:
         return len(self._slots)
 
@@ -137,10 +122,6 @@ class BatchStacks:
         if window != self._region:
             return None
         return [k for k, slot in enumerate(self._slots) if slot is not None], self._images, self._coverages
-
-    def layer_count(self) -> np.ndarray:
-        """Number of batches with data at each pixel of the region."""
-        return np.count_nonzero(self._coverages > 0, axis=0).astype(np.int32)
 
 
 def _batch_stacks(job: SdsRegionJob, xp: Any) -> tuple[BatchStacks, int, float]:
@@ -197,7 +178,7 @@ def run_sds_region(job: SdsRegionJob) -> dict[str, Any]:
         job.key or f"sds-region-{region.name}", lambda xp: _batch_stacks(job, xp), use_gpu=job.use_gpu
     )
     combined = combine_layers_in_region(combine, np, reader=held)
-    count = held.layer_count()
+    count = combined.count  # batches with data at each pixel, as the combination counted them
     counted = count.astype(np.float32)
     job.counts.write_region(region, counted[None], counted, np.where(count > 0, 255, 0).astype(np.uint8))
     write_combined(combine, combined)
